@@ -1,0 +1,1 @@
+"""Instrument drivers: plain Python classes, usable with or without a pyroinst server."""

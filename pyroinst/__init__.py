@@ -1,0 +1,73 @@
+"""pyroinst: put a lab's instruments on the network with Pyro5.
+
+Importing pyroinst installs its serializers into Pyro5 (numpy arrays, numpy scalars and
+JobHandles at any depth, with every serializer), makes msgpack Pyro5's serializer unless
+``PYRO_SERIALIZER`` is set, teaches Pyro5 the pyroinst exception types, and points
+``PYRONAME:`` lookups at ``PYROINST_NS_HOST``/``PYROINST_NS_PORT`` when those are set.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+from Pyro5 import config as _pyro_config
+
+from . import errors as _errors
+from . import serialization as _serialization
+from .client import JobHandle, connect, list_devices, locate_ns
+from .device import RESERVED_NAMES
+from .errors import (
+    ConfigurationError,
+    DeviceBusy,
+    DeviceDefinitionError,
+    DeviceNotFound,
+    JobCancelled,
+    JobError,
+    JobNotFound,
+    JobTimeout,
+    NameInUse,
+    NameServerNotFound,
+    NotSerializableError,
+    PyroinstError,
+    RemoteError,
+)
+from .jobs import Job, concurrent, current_job, job
+from .nameserver import EmbeddedNameServer
+from .server import InstServer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "InstServer",
+    "EmbeddedNameServer",
+    "connect",
+    "list_devices",
+    "locate_ns",
+    "JobHandle",
+    "Job",
+    "job",
+    "concurrent",
+    "current_job",
+    "RESERVED_NAMES",
+    "PyroinstError",
+    "ConfigurationError",
+    "DeviceBusy",
+    "DeviceDefinitionError",
+    "DeviceNotFound",
+    "JobCancelled",
+    "JobError",
+    "JobNotFound",
+    "JobTimeout",
+    "NameInUse",
+    "NameServerNotFound",
+    "NotSerializableError",
+    "RemoteError",
+]
+
+_serialization.install()
+_errors.register_with_pyro()
+if _os.environ.get("PYROINST_NS_HOST"):
+    _pyro_config.NS_HOST = _os.environ["PYROINST_NS_HOST"]
+if _os.environ.get("PYROINST_NS_PORT", "").isdigit():
+    _pyro_config.NS_PORT = int(_os.environ["PYROINST_NS_PORT"])

@@ -1,0 +1,242 @@
+"""Client side: find the name server, connect to devices, follow jobs through handles.
+
+Where the name server is, for every helper here: the explicit ``ns_host``/``ns_port``
+arguments, else the ``PYROINST_NS_HOST``/``PYROINST_NS_PORT`` environment variables, else
+Pyro5's own configuration (``Pyro5.config.NS_HOST``/``NS_PORT``, i.e. ``PYRO_NS_HOST``...)
+and its broadcast lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import Pyro5.client
+import Pyro5.core
+import Pyro5.errors
+from Pyro5 import config as pyro_config
+
+from .errors import (
+    ConfigurationError,
+    DeviceNotFound,
+    JobTimeout,
+    NameServerNotFound,
+)
+
+__all__ = ["JobHandle", "connect", "list_devices", "locate_ns", "ns_address", "DEVICE_TAG"]
+
+log = logging.getLogger(__name__)
+
+DEVICE_TAG = "pyroinst.device"
+CLASS_TAG = "pyroinst.class:"
+HOST_TAG = "pyroinst.host:"
+
+#: Seconds a name-server connection may take before it counts as unreachable.
+NS_TIMEOUT = 5.0
+#: Longest single ``job_wait`` call a handle makes; longer waits are made of several.
+_WAIT_SLICE = 10.0
+
+
+def ns_address(ns_host: str | None = None, ns_port: int | None = None) -> tuple[str | None, int | None]:
+    """The name server address to use: arguments, else PYROINST_NS_HOST/PORT, else (None, None).
+
+    ``None`` means "whatever Pyro5's configuration and broadcast find".
+    """
+    host = ns_host or os.environ.get("PYROINST_NS_HOST") or None
+    port = ns_port
+    if port is None:
+        env = os.environ.get("PYROINST_NS_PORT")
+        if env:
+            try:
+                port = int(env)
+            except ValueError:
+                raise ConfigurationError(
+                    f"PYROINST_NS_PORT={env!r} is not a port number"
+                ) from None
+    return host, port
+
+
+def describe_ns_address(host: str | None, port: int | None) -> str:
+    """Human-readable form of an address as ``ns_address`` returns it."""
+    if host is None:
+        return f"{pyro_config.NS_HOST}:{port or pyro_config.NS_PORT} (Pyro5 config) or by broadcast"
+    return f"{host}:{port or pyro_config.NS_PORT}"
+
+
+def locate_ns(
+    ns_host: str | None = None, ns_port: int | None = None, timeout: float = NS_TIMEOUT
+) -> Pyro5.client.Proxy:
+    """A bound proxy of the name server; NameServerNotFound (saying how to start one) if none answers."""
+    host, port = ns_address(ns_host, ns_port)
+    try:
+        if host is None:
+            ns = Pyro5.core.locate_ns(port=port)
+        else:
+            ns = Pyro5.client.Proxy(
+                f"PYRO:{Pyro5.core.NAMESERVER_NAME}@{host}:{port or pyro_config.NS_PORT}"
+            )
+        ns._pyroTimeout = timeout
+        ns._pyroBind()
+    except Pyro5.errors.CommunicationError as exc:
+        where = describe_ns_address(host, port)
+        raise NameServerNotFound(
+            f"no name server answered at {where}: {exc}. Start one with `pyroinst ns` "
+            "(or ./nameserver.sh, or a server that embeds one), or point to it with "
+            "--ns-host/--ns-port or PYROINST_NS_HOST/PYROINST_NS_PORT.",
+            address=where,
+        ) from None
+    return ns
+
+
+def _ns_location(ns: Pyro5.client.Proxy) -> str:
+    uri = ns._pyroUri
+    return f"{uri.host}:{uri.port}"
+
+
+def connect(
+    name: str,
+    ns_host: str | None = None,
+    ns_port: int | None = None,
+    timeout: float | None = None,
+) -> Pyro5.client.Proxy:
+    """A Pyro5 proxy of the device ``name``, looked up in the name server.
+
+    The proxy uses the serializer pyroinst configured (msgpack, unless PYRO_SERIALIZER
+    says otherwise) and ``timeout`` seconds per call (None: wait as long as the device
+    takes). DeviceNotFound names the device, the name server and the devices it knows.
+    """
+    with locate_ns(ns_host, ns_port) as ns:
+        try:
+            uri = ns.lookup(name)
+        except Pyro5.errors.NamingError:
+            known = sorted(ns.yplookup(meta_all={DEVICE_TAG}, return_metadata=False))
+            raise DeviceNotFound(
+                f"no device {name!r} in the name server at {_ns_location(ns)}; "
+                f"devices there: {', '.join(known) if known else 'none'}",
+                device=name,
+            ) from None
+    proxy = Pyro5.client.Proxy(uri)
+    proxy._pyroTimeout = timeout
+    return proxy
+
+
+def list_devices(ns_host: str | None = None, ns_port: int | None = None) -> list[dict[str, Any]]:
+    """Every pyroinst device the name server knows, whichever host serves it.
+
+    Each entry: ``name``, ``uri``, ``class``, ``host`` (the URI's host, i.e. how clients
+    reach it), ``port``, ``server_host`` (the serving PC's hostname), sorted by name.
+    """
+    with locate_ns(ns_host, ns_port) as ns:
+        found = ns.yplookup(meta_all={DEVICE_TAG}, return_metadata=True)
+    devices = []
+    for name, (uri, metadata) in sorted(found.items()):
+        parsed = Pyro5.core.URI(uri)
+        meta = set(metadata)
+        devices.append(
+            {
+                "name": name,
+                "uri": str(uri),
+                "class": _tag(meta, CLASS_TAG),
+                "host": parsed.host,
+                "port": parsed.port,
+                "server_host": _tag(meta, HOST_TAG),
+            }
+        )
+    return devices
+
+
+def _tag(meta: set[str], prefix: str) -> str | None:
+    for item in meta:
+        if item.startswith(prefix):
+            return item[len(prefix):]
+    return None
+
+
+# Pyro5 proxies belong to one thread; handles share one proxy per thread and device, so
+# a thousand handles hold one connection, not a thousand.
+_local = threading.local()
+
+
+def cached_proxy(uri: str) -> Pyro5.client.Proxy:
+    """The calling thread's proxy for ``uri`` (created on first use, then reused)."""
+    cache: dict[str, Pyro5.client.Proxy] | None = getattr(_local, "proxies", None)
+    if cache is None:
+        cache = _local.proxies = {}
+    proxy = cache.get(uri)
+    if proxy is None:
+        proxy = cache[uri] = Pyro5.client.Proxy(uri)
+    return proxy
+
+
+class JobHandle:
+    """A job running on a device: ask its status, wait for it, get its result, cancel it.
+
+    Device methods marked as jobs return one at once. It is a small value (id, device
+    name, device URI) that can be stored, passed around or rebuilt from its id; any
+    number of handles share one connection per thread.
+    """
+
+    __slots__ = ("id", "device", "uri")
+
+    def __init__(self, id: str, device: str, uri: str) -> None:  # noqa: A002 - the contract's name
+        self.id = str(id)
+        self.device = str(device)
+        self.uri = str(uri)
+
+    def _proxy(self) -> Pyro5.client.Proxy:
+        return cached_proxy(self.uri)
+
+    def status(self) -> dict[str, Any]:
+        """The job's status dict: id, method, state, progress, message, times, error."""
+        return self._proxy().job_status(self.id)
+
+    def done(self) -> bool:
+        """True once the job is done, failed or cancelled."""
+        return self.status()["state"] in ("done", "failed", "cancelled")
+
+    def progress(self) -> float:
+        """Progress 0..1; exactly 1.0 once the job is done."""
+        return float(self.status()["progress"])
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job finishes or ``timeout`` seconds pass; True if it finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if self._proxy().job_wait(self.id, max(0.0, min(_WAIT_SLICE, remaining))):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's return value (waiting up to ``timeout``); re-raises the job's error.
+
+        Raises JobTimeout if it has not finished in time, JobCancelled if it was
+        cancelled. The result stays on the server: it can be read again.
+        """
+        if not self.wait(timeout):
+            raise JobTimeout(
+                f"job {self.id} on device '{self.device}' has not finished after {timeout:g} s",
+                job_id=self.id,
+            )
+        return self._proxy().job_result(self.id, 0)
+
+    def cancel(self) -> bool:
+        """Cancel the job; False if it had already finished."""
+        return self._proxy().job_cancel(self.id)
+
+    def to_wire(self) -> dict[str, str]:
+        """The handle as sent over the network (a plain dict)."""
+        return {"__pyroinst__": "JobHandle", "id": self.id, "device": self.device, "uri": self.uri}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobHandle) and (self.id, self.uri) == (other.id, other.uri)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.uri))
+
+    def __repr__(self) -> str:
+        return f"JobHandle(id={self.id!r}, device={self.device!r}, uri={self.uri!r})"

@@ -1,0 +1,386 @@
+"""Wrapping a driver instance in a Pyro5-exposed object.
+
+For each driver class a servant class is generated: one exposed forwarder per public
+method of the driver, plus the reserved members every device has (``describe``, ``ping``,
+``job_start``, ``job_status``, ``job_wait``, ``job_result``, ``job_cancel``, ``job_list``).
+
+What is remotely reachable:
+
+* public methods (no leading ``_``) of the driver class and its bases, except ``close``,
+  which only the server calls, at shutdown;
+* public properties, read (and written, if they have a setter) through the device lock:
+  ``proxy.temperature`` works as it does locally;
+* nothing else: plain instance attributes, ``_private`` and dunder names stay on the server.
+
+Every plain call takes the per-device lock (waiting up to the device's ``lock_timeout``,
+then DeviceBusy), except methods marked ``@concurrent``. Methods marked ``@job`` (or named
+in ``add_device(..., jobs=...)``) return a JobHandle at once and run on the device's worker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from Pyro5.server import expose
+
+from .client import JobHandle
+from .errors import DeviceDefinitionError, NotSerializableError
+from .jobs import (
+    DeviceLock,
+    DeviceWorker,
+    Job,
+    JobStore,
+    is_concurrent,
+    is_job,
+    transportable,
+)
+from .serialization import to_wire
+
+__all__ = ["RESERVED_NAMES", "DeviceServant", "make_servant", "describe_device"]
+
+log = logging.getLogger(__name__)
+
+RESERVED_NAMES = frozenset(
+    {"describe", "ping", "job_start", "job_status", "job_wait", "job_result", "job_cancel", "job_list"}
+)
+# Never reachable remotely: one client must not shut an instrument for everyone.
+HIDDEN_NAMES = frozenset({"close"})
+
+
+def _first_line(doc: str | None) -> str:
+    return (inspect.cleandoc(doc).splitlines() or [""])[0] if doc else ""
+
+
+def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(func, eval_str=True)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: show them as written
+        try:
+            return inspect.signature(func)
+        except (TypeError, ValueError):
+            return None
+
+
+def public_members(cls: type) -> dict[str, Any]:
+    """The driver's public methods and properties by name (class attributes, bases included)."""
+    members: dict[str, Any] = {}
+    for name in dir(cls):
+        if name.startswith("_") or name in HIDDEN_NAMES:
+            continue
+        raw = inspect.getattr_static(cls, name)
+        if isinstance(raw, property):
+            members[name] = raw
+        elif isinstance(raw, staticmethod | classmethod) or inspect.isfunction(raw):
+            members[name] = raw
+        elif callable(raw) and not isinstance(raw, type):
+            members[name] = raw
+    return members
+
+
+def _function_of(member: Any) -> Callable[..., Any]:
+    if isinstance(member, staticmethod | classmethod):
+        return member.__func__
+    return member
+
+
+class DeviceServant:
+    """The exposed object behind one device name; its reserved members are the same for all."""
+
+    _pyroinst_jobs: frozenset[str] = frozenset()
+    _pyroinst_concurrent: frozenset[str] = frozenset()
+    _pyroinst_properties: frozenset[str] = frozenset()
+
+    def __init__(
+        self,
+        device: Any,
+        name: str,
+        store: JobStore,
+        lock_timeout: float | None,
+    ) -> None:
+        self._device = device
+        self._name = name
+        self._store = store
+        self._lock_timeout = lock_timeout
+        self._lock = DeviceLock(name)
+        self._worker = DeviceWorker(name, self._lock, store)
+        self._uri = ""
+
+    # -- calling the driver ----------------------------------------------------------------
+    def _bound(self, method: str) -> Callable[..., Any]:
+        return getattr(self._device, method)
+
+    def _check_args(self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        sig = _signature(func)
+        if sig is None:
+            return
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self._name}.{method}{sig}: {exc}") from None
+
+    def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
+        func = self._bound(method)
+        self._check_args(method, func, args, kwargs)
+        if method in self._pyroinst_jobs:
+            return self._submit(method, func, args, kwargs)
+        if method in self._pyroinst_concurrent:
+            return self._run_plain(method, func, args, kwargs)
+        return self._locked(f"call {method}()",
+                            lambda: self._run_plain(method, func, args, kwargs))
+
+    def _locked(self, holder: str, action: Callable[[], Any]) -> Any:
+        timeout = self._lock_timeout
+        if not self._lock.acquire(holder, timeout):
+            raise self._lock.busy_error(holder, timeout or 0.0)
+        try:
+            return action()
+        finally:
+            self._lock.release()
+
+    def _run_plain(self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        try:
+            result = func(*args, **kwargs)
+        except Exception as exc:
+            log.debug("%s.%s raised %r", self._name, method, exc)
+            sendable = transportable(exc)
+            if sendable is exc:
+                raise
+            raise sendable from None
+        return self._sendable(method, result)
+
+    def _call_property(self, name: str, op: str, value: Any = None) -> Any:
+        def access() -> Any:
+            if op == "get":
+                return getattr(self._device, name)
+            setattr(self._device, name, value)
+            return None
+
+        return self._locked(f"property {name}", lambda: self._run_plain(name, access, (), {}))
+
+    def _sendable(self, method: str, result: Any) -> Any:
+        try:
+            return to_wire(result, strict=True)
+        except NotSerializableError as exc:
+            raise NotSerializableError(
+                f"{self._name}.{method}() returned something that cannot be sent: {exc}"
+            ) from None
+
+    def _submit(self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> JobHandle:
+        job = Job(self._name, method, func, tuple(args), dict(kwargs),
+                  concurrent=method in self._pyroinst_concurrent)
+        self._worker.submit(job)
+        log.debug("job %s (%s.%s) queued", job.id, self._name, method)
+        return JobHandle(job.id, self._name, self._uri)
+
+    # -- reserved members -----------------------------------------------------------------
+    @expose
+    def describe(self) -> dict[str, Any]:
+        """The device's class, docstring, methods (signature, docstring, job flag) and properties."""
+        return describe_device(self._device, self._name, self._pyroinst_jobs,
+                               self._pyroinst_concurrent)
+
+    @expose
+    def ping(self) -> bool:
+        """True: the device's server answers (does not touch the instrument)."""
+        return True
+
+    @expose
+    def job_start(self, method: str, *args: Any, **kwargs: Any) -> JobHandle:
+        """Run any public method of the device as a background job; returns its JobHandle."""
+        method = str(method)
+        if (
+            method.startswith("_")
+            or method in RESERVED_NAMES
+            or method in HIDDEN_NAMES
+            or method not in type(self).__dict__
+            or method in self._pyroinst_properties
+        ):
+            methods = sorted(
+                n for n in type(self).__dict__
+                if not n.startswith("_") and n not in self._pyroinst_properties
+                and n not in RESERVED_NAMES
+            )
+            raise AttributeError(
+                f"device '{self._name}' has no method {method!r} that can run as a job; "
+                f"its methods: {', '.join(methods)}"
+            )
+        func = self._bound(method)
+        self._check_args(method, func, args, kwargs)
+        return self._submit(method, func, args, kwargs)
+
+    @expose
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        """The status dict of a job: id, method, state, progress, message, times, error."""
+        return self._store.get(job_id, self._name).status()
+
+    @expose
+    def job_wait(self, job_id: str, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for a job to finish; True if it has finished."""
+        return self._store.get(job_id, self._name).wait(timeout)
+
+    @expose
+    def job_result(self, job_id: str, timeout: float | None = None) -> Any:
+        """A job's result (waiting up to ``timeout``); re-raises its error. Readable repeatedly."""
+        job = self._store.get(job_id, self._name)
+        return self._sendable(job.method, job.outcome(timeout))
+
+    @expose
+    def job_cancel(self, job_id: str) -> bool:
+        """Cancel a job: a queued one never runs, a running one is asked to stop.
+
+        Returns False (no error) if the job had already finished.
+        """
+        return self._worker.cancel(self._store.get(job_id, self._name))
+
+    @expose
+    def job_list(self) -> list[dict[str, Any]]:
+        """The status dicts of this device's kept jobs, newest first."""
+        return [job.status() for job in self._store.jobs_of(self._name)]
+
+    # -- server side only ---------------------------------------------------------------------
+    def _shutdown(self, timeout: float) -> None:
+        """Stop the worker (cancelling jobs), then close the driver under its lock."""
+        if not self._worker.stop(timeout):
+            log.warning("device '%s': a job did not stop within %g s", self._name, timeout)
+        close = getattr(self._device, "close", None)
+        if not callable(close):
+            return
+        got = self._lock.acquire("shutdown", timeout)
+        if not got:
+            log.warning("device '%s' still busy with %s; closing it anyway", self._name,
+                        self._lock.holder)
+        try:
+            close()
+        except Exception:
+            log.exception("device '%s': close() raised", self._name)
+        finally:
+            if got:
+                self._lock.release()
+
+
+def _make_forwarder(name: str, doc: str | None) -> Callable[..., Any]:
+    def forwarder(self: DeviceServant, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, args, kwargs)
+
+    forwarder.__name__ = forwarder.__qualname__ = name
+    forwarder.__doc__ = doc
+    return expose(forwarder)
+
+
+def _make_property(name: str, prop: property) -> property:
+    def fget(self: DeviceServant) -> Any:
+        return self._call_property(name, "get")
+
+    fget.__name__ = name
+    fset = None
+    if prop.fset is not None:
+        def fset(self: DeviceServant, value: Any) -> None:
+            self._call_property(name, "set", value)
+
+        fset.__name__ = name
+    return expose(property(fget, fset, doc=prop.__doc__))
+
+
+
+_servant_classes: dict[tuple[type, frozenset[str]], type[DeviceServant]] = {}
+_classes_lock = threading.Lock()
+
+
+def _job_names(cls: type, members: dict[str, Any], extra: Iterable[str]) -> frozenset[str]:
+    names = {n for n, m in members.items() if not isinstance(m, property) and is_job(_function_of(m))}
+    for name in extra:
+        member = members.get(name)
+        if member is None or isinstance(member, property):
+            raise DeviceDefinitionError(
+                f"jobs= names {name!r}, which is not a public method of {cls.__name__}",
+                method=name,
+            )
+        names.add(name)
+    return frozenset(names)
+
+
+def make_servant(
+    device: Any,
+    name: str,
+    store: JobStore,
+    jobs: Iterable[str] | None = None,
+    lock_timeout: float | None = None,
+) -> DeviceServant:
+    """The exposed servant for ``device`` (DeviceDefinitionError if it cannot be served)."""
+    cls = type(device)
+    members = public_members(cls)
+    clash = sorted(set(members) & RESERVED_NAMES)
+    if clash:
+        raise DeviceDefinitionError(
+            f"cannot serve {cls.__name__} as '{name}': its method(s) {', '.join(clash)} "
+            f"collide with pyroinst's reserved names ({', '.join(sorted(RESERVED_NAMES))}); "
+            "rename them or wrap the driver",
+            method=clash[0],
+        )
+    job_names = _job_names(cls, members, jobs or ())
+    key = (cls, job_names)
+    with _classes_lock:
+        servant_cls = _servant_classes.get(key)
+        if servant_cls is None:
+            namespace: dict[str, Any] = {}
+            for member_name, member in members.items():
+                if isinstance(member, property):
+                    namespace[member_name] = _make_property(member_name, member)
+                else:
+                    namespace[member_name] = _make_forwarder(member_name, _function_of(member).__doc__)
+            namespace["_pyroinst_jobs"] = job_names
+            namespace["_pyroinst_concurrent"] = frozenset(
+                n for n, m in members.items()
+                if not isinstance(m, property) and is_concurrent(_function_of(m))
+            )
+            namespace["_pyroinst_properties"] = frozenset(
+                n for n, m in members.items() if isinstance(m, property)
+            )
+            namespace["__doc__"] = cls.__doc__
+            servant_cls = type(f"{cls.__name__}Servant", (DeviceServant,), namespace)
+            _servant_classes[key] = servant_cls
+    return servant_cls(device, name, store, lock_timeout)
+
+
+def describe_device(
+    device: Any,
+    name: str,
+    jobs: frozenset[str] = frozenset(),
+    concurrent: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """What ``describe()`` returns: class, docstring, methods and properties of ``device``."""
+    cls = type(device)
+    methods = []
+    properties = []
+    for member_name, member in sorted(public_members(cls).items()):
+        if isinstance(member, property):
+            properties.append(
+                {"name": member_name, "doc": inspect.cleandoc(member.__doc__ or ""),
+                 "writable": member.fset is not None}
+            )
+            continue
+        func = getattr(device, member_name)
+        sig = _signature(func)
+        doc = inspect.getdoc(func) or ""
+        methods.append(
+            {
+                "name": member_name,
+                "signature": f"{member_name}{sig}" if sig is not None else f"{member_name}(...)",
+                "doc": doc,
+                "summary": _first_line(doc),
+                "job": member_name in jobs,
+                "concurrent": member_name in concurrent,
+            }
+        )
+    return {
+        "name": name,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "doc": inspect.getdoc(device) or "",
+        "methods": methods,
+        "properties": properties,
+        "reserved": sorted(RESERVED_NAMES),
+    }

@@ -1,0 +1,177 @@
+"""The exceptions pyroinst raises, registered with Pyro5 so a client gets the real type.
+
+The tree::
+
+    PyroinstError
+    ├── DeviceNotFound          (also LookupError) no such device in the name server
+    ├── NameServerNotFound      no name server answered at the address asked
+    ├── NameInUse               a device name is held already (same server or a live one)
+    ├── DeviceDefinitionError   add_device() refused a device (reserved names, bad jobs=)
+    ├── DeviceBusy              the device lock was not free within lock_timeout
+    ├── NotSerializableError    a value cannot be sent (also TypeError)
+    ├── RemoteError             a driver raised an exception class the client cannot import
+    ├── JobError
+    │   ├── JobNotFound         (also LookupError) unknown or expired job id
+    │   ├── JobCancelled        the job was cancelled
+    │   └── JobTimeout          (also TimeoutError) the job did not finish in time
+    └── ConfigurationError      bad settings (lab file, environment)
+
+A pyroinst exception carries its message as its only argument and any extra facts as
+attributes, so it survives every Pyro5 serializer and is rebuilt with its own type by a
+client that imports pyroinst.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "PyroinstError",
+    "DeviceNotFound",
+    "NameServerNotFound",
+    "NameInUse",
+    "DeviceDefinitionError",
+    "DeviceBusy",
+    "NotSerializableError",
+    "RemoteError",
+    "JobError",
+    "JobNotFound",
+    "JobCancelled",
+    "JobTimeout",
+    "ConfigurationError",
+]
+
+
+class PyroinstError(Exception):
+    """Base class of every pyroinst exception; extra keyword arguments become attributes."""
+
+    def __init__(self, message: str = "", **attrs: Any) -> None:
+        super().__init__(message)
+        for key, value in attrs.items():
+            setattr(self, key, value)
+
+    @property
+    def message(self) -> str:
+        """The human-readable message."""
+        return str(self.args[0]) if self.args else ""
+
+
+class DeviceNotFound(PyroinstError, LookupError):
+    """No device of that name is registered in the name server that was asked."""
+
+
+class NameServerNotFound(PyroinstError):
+    """No Pyro5 name server answered at the address that was tried."""
+
+
+class NameInUse(PyroinstError):
+    """A device name is already taken, by this server or by another live one."""
+
+
+class DeviceDefinitionError(PyroinstError):
+    """A device cannot be served as given (a reserved method name, an unknown job name...)."""
+
+
+class DeviceBusy(PyroinstError):
+    """The device stayed locked (by a job or another call) for longer than ``lock_timeout``."""
+
+
+class NotSerializableError(PyroinstError, TypeError):
+    """A value (a result or an argument) cannot be sent over the network."""
+
+
+class RemoteError(PyroinstError):
+    """A driver raised an exception whose class the client cannot import.
+
+    Attributes: ``remote_type`` (``module.Class``), ``remote_message`` and
+    ``remote_traceback`` (the server-side traceback as text). Where the remote class
+    derives from a built-in exception, the client-side object also derives from that
+    built-in, so ``except ValueError`` still catches a driver's ``RangeError(ValueError)``.
+    """
+
+    remote_type: str = ""
+    remote_message: str = ""
+    remote_traceback: str = ""
+    remote_builtin_base: str = ""
+
+
+class JobError(PyroinstError):
+    """Base class of the errors about jobs."""
+
+
+class JobNotFound(JobError, LookupError):
+    """No job of that id: it never existed here, it expired, or the server restarted."""
+
+
+class JobCancelled(JobError):
+    """The job was cancelled; raised by ``check_cancelled()`` and by ``result()``."""
+
+
+class JobTimeout(JobError, builtins.TimeoutError):
+    """The job did not finish within the timeout given to ``result()``."""
+
+
+class ConfigurationError(PyroinstError):
+    """Settings that cannot be used (a lab file, an environment variable)."""
+
+
+_ALL = [globals()[name] for name in __all__]
+
+# Built-in exceptions a driver raises travel with their own type; of a driver's own class
+# the most specific built-in base is kept so the client can still catch it by that base.
+_BUILTIN_EXCEPTIONS = {
+    name: t
+    for name, t in vars(builtins).items()
+    if isinstance(t, type) and issubclass(t, BaseException)
+}
+
+
+def builtin_base(exc_type: type[BaseException]) -> str:
+    """Name of the first built-in exception class in ``exc_type``'s MRO (``"Exception"`` at least)."""
+    for klass in exc_type.__mro__:
+        if klass.__module__ == "builtins" and klass.__name__ in _BUILTIN_EXCEPTIONS:
+            return klass.__name__
+    return "Exception"
+
+
+_remote_subclasses: dict[str, type[RemoteError]] = {}
+
+
+def remote_error_class(base_name: str) -> type[RemoteError]:
+    """The RemoteError class to raise on the client for a remote exception deriving from ``base_name``."""
+    base = _BUILTIN_EXCEPTIONS.get(base_name)
+    if base is None or base in (Exception, BaseException) or not issubclass(base, Exception):
+        return RemoteError
+    klass = _remote_subclasses.get(base_name)
+    if klass is None:
+        try:
+            # Named plainly so that, sent on again, it is still "pyroinst.errors.RemoteError".
+            klass = type("RemoteError", (RemoteError, base), {})
+        except TypeError:  # a built-in with an incompatible layout (e.g. OSError subclasses)
+            klass = RemoteError
+        klass.__module__ = __name__
+        _remote_subclasses[base_name] = klass
+    return klass
+
+
+def _rebuild(classname: str, data: dict) -> BaseException:
+    """Pyro5 dict-to-class hook: rebuild a pyroinst exception with its own type."""
+    name = classname.rsplit(".", 1)[-1]
+    klass = globals()[name]
+    attributes = dict(data.get("attributes") or {})
+    if klass is RemoteError:
+        klass = remote_error_class(str(attributes.get("remote_builtin_base", "")))
+    exc = klass.__new__(klass)
+    Exception.__init__(exc, *data.get("args", ()))
+    for key, value in attributes.items():
+        setattr(exc, key, value)
+    return exc
+
+
+def register_with_pyro() -> None:
+    """Teach every Pyro5 serializer to rebuild pyroinst exceptions as their own classes."""
+    from Pyro5.serializers import SerializerBase
+
+    for klass in _ALL:
+        SerializerBase.register_dict_to_class(f"{__name__}.{klass.__name__}", _rebuild)

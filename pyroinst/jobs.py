@@ -1,0 +1,538 @@
+"""Jobs: long device methods run in the background, one at a time per device.
+
+A job is a method call that a device's worker thread runs while the client gets a handle
+at once. Per device, jobs run in submission order; they and the plain (synchronous) calls
+take the same per-device lock, so an instrument never holds two conversations at once.
+Finished jobs are kept, with their results, until the retention limits of the
+``JobStore`` (count, total result bytes, age) push the oldest out.
+
+Device authors use three names from here: ``@job`` marks a long method, ``@concurrent``
+lets a method run without the device lock, and ``current_job()`` gives the running job
+(progress, cancellation). Drivers stay usable without any server: the decorators only
+mark the function, and outside a job ``current_job()`` returns a stand-in whose
+``set_progress`` does nothing and which is never cancelled.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .errors import (
+    DeviceBusy,
+    JobCancelled,
+    JobNotFound,
+    JobTimeout,
+    PyroinstError,
+    RemoteError,
+    builtin_base,
+)
+
+__all__ = [
+    "job",
+    "concurrent",
+    "current_job",
+    "Job",
+    "JobStore",
+    "DeviceLock",
+    "DeviceWorker",
+    "QUEUED",
+    "RUNNING",
+    "DONE",
+    "FAILED",
+    "CANCELLED",
+    "FINISHED_STATES",
+]
+
+log = logging.getLogger(__name__)
+
+QUEUED = "queued"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+CANCELLED = "cancelled"
+FINISHED_STATES = frozenset({DONE, FAILED, CANCELLED})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def job(func: F) -> F:
+    """Mark a device method as a job: a remote call returns a JobHandle at once.
+
+    The function itself is returned unchanged, so the driver works the same without a
+    server (a local call simply runs it).
+    """
+    func._pyroinst_job = True  # type: ignore[attr-defined]
+    return func
+
+
+def concurrent(func: F) -> F:
+    """Mark a device method as safe to run without the device lock.
+
+    Use it for methods that do not talk to the hardware (cached values, configuration
+    read-outs): they answer even while a job runs. A job marked concurrent runs at once
+    in its own thread, outside the device's queue and lock.
+    """
+    func._pyroinst_concurrent = True  # type: ignore[attr-defined]
+    return func
+
+
+def is_job(func: Any) -> bool:
+    """True when ``func`` was marked with ``@job``."""
+    return bool(getattr(func, "_pyroinst_job", False))
+
+
+def is_concurrent(func: Any) -> bool:
+    """True when ``func`` was marked with ``@concurrent``."""
+    return bool(getattr(func, "_pyroinst_concurrent", False))
+
+
+class _NoJob:
+    """What ``current_job()`` returns outside a job: progress goes nowhere, never cancelled."""
+
+    id = None
+    cancelled = False
+
+    def set_progress(self, fraction: float, message: str | None = None) -> None:
+        """Do nothing: there is no job to report to."""
+
+    def check_cancelled(self) -> None:
+        """Do nothing: outside a job nothing can be cancelled."""
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``."""
+        time.sleep(seconds)
+
+
+_NO_JOB = _NoJob()
+_local = threading.local()
+
+
+def current_job() -> Job | _NoJob:
+    """The job the calling thread is running, or a no-op stand-in outside a job."""
+    return getattr(_local, "job", None) or _NO_JOB
+
+
+def transportable(exc: BaseException) -> BaseException:
+    """``exc`` itself if a client can rebuild its type, else a RemoteError describing it.
+
+    Built-in, pyroinst and Pyro5 exceptions travel with their own type; a driver's own
+    class would reach the client as Pyro5's SerializeError, so it becomes RemoteError
+    carrying the remote type name, message and traceback.
+    """
+    etype = type(exc)
+    module = etype.__module__
+    if module == "builtins" or module == "pyroinst.errors" or module.startswith("Pyro5."):
+        return exc
+    remote_type = f"{module}.{etype.__qualname__}"
+    tb = "".join(traceback.format_exception(etype, exc, exc.__traceback__))
+    err = RemoteError(
+        f"{remote_type}: {exc}",
+        remote_type=remote_type,
+        remote_message=str(exc),
+        remote_traceback=tb,
+        remote_builtin_base=builtin_base(etype),
+    )
+    err.__cause__ = exc
+    return err
+
+
+def result_nbytes(value: Any) -> int:
+    """Approximate memory held by a job result, for the retention byte limit."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(value)
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(
+            result_nbytes(k) + result_nbytes(v) for k, v in value.items()
+        )
+    if isinstance(value, list | tuple | set | frozenset):
+        return sys.getsizeof(value) + sum(result_nbytes(v) for v in value)
+    return sys.getsizeof(value)
+
+
+class Job:
+    """One background call of a device method, with its state, progress and outcome.
+
+    Inside the running method, ``pyroinst.current_job()`` returns this object: call
+    ``set_progress(fraction, message)`` to report, read ``cancelled`` or call
+    ``check_cancelled()`` (raises JobCancelled) to honour a cancel, and use
+    ``sleep(seconds)`` for waits that a cancel interrupts.
+    """
+
+    def __init__(
+        self,
+        device: str,
+        method: str,
+        func: Callable[..., Any],
+        args: tuple = (),
+        kwargs: dict | None = None,
+        concurrent: bool = False,
+    ) -> None:
+        self.id = uuid.uuid4().hex[:16]
+        self.device = device
+        self.method = method
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.concurrent = concurrent
+        self.state = QUEUED
+        self.progress = 0.0
+        self.message: str | None = None
+        self.created = time.time()
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.error: str | None = None
+        self.traceback: str | None = None
+        self.result_bytes = 0
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+
+    # -- what the running method uses ------------------------------------------------
+    def set_progress(self, fraction: float, message: str | None = None) -> None:
+        """Report progress as a fraction 0..1 (clipped) and an optional message."""
+        self.progress = min(1.0, max(0.0, float(fraction)))
+        if message is not None:
+            self.message = str(message)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once a cancel was requested."""
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelled if a cancel was requested; call it often in long loops."""
+        if self._cancel.is_set():
+            raise JobCancelled(f"job {self.id} ({self.method}) was cancelled", job_id=self.id)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, raising JobCancelled at once if the job is cancelled meanwhile."""
+        if self._cancel.wait(max(0.0, seconds)):
+            self.check_cancelled()
+
+    # -- what the server uses -----------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once the job is done, failed or cancelled."""
+        return self._done.is_set()
+
+    def request_cancel(self) -> bool:
+        """Ask the job to stop; True if it had not finished yet."""
+        if self._done.is_set():
+            return False
+        self._cancel.set()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has finished or ``timeout`` seconds pass; True if finished."""
+        return self._done.wait(timeout)
+
+    def status(self) -> dict[str, Any]:
+        """The job's state as a plain dict (what ``job_status`` returns)."""
+        return {
+            "id": self.id,
+            "device": self.device,
+            "method": self.method,
+            "state": self.state,
+            "progress": self.progress,
+            "message": self.message,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "error": self.error,
+        }
+
+    def outcome(self, timeout: float | None = None) -> Any:
+        """The result; re-raises the method's exception, or JobCancelled / JobTimeout."""
+        if not self._done.wait(timeout):
+            raise JobTimeout(
+                f"job {self.id} ({self.method}) on device '{self.device}' is still "
+                f"{self.state} after {timeout:g} s",
+                job_id=self.id,
+            )
+        if self.state == CANCELLED:
+            raise JobCancelled(
+                f"job {self.id} ({self.method}) on device '{self.device}' was cancelled",
+                job_id=self.id,
+            )
+        if self.state == FAILED:
+            assert self._exception is not None
+            raise self._exception
+        return self._result
+
+    def run(self, lock: DeviceLock | None) -> None:
+        """Execute the job in the calling thread (the device worker), holding ``lock``."""
+        if self._cancel.is_set():
+            self._finish(CANCELLED)
+            return
+        if lock is not None:
+            holder = f"job {self.id} ({self.method})"
+            # A long plain call may hold the lock; keep honouring a cancel while waiting.
+            while not lock.acquire(holder, timeout=0.1):
+                if self._cancel.is_set():
+                    self._finish(CANCELLED)
+                    return
+        try:
+            self.state = RUNNING
+            self.started = time.time()
+            _local.job = self
+            try:
+                result = self.func(*self.args, **self.kwargs)
+            except JobCancelled:
+                self._finish(CANCELLED)
+            except BaseException as exc:  # noqa: BLE001 - a job records every failure
+                self._fail(exc)
+            else:
+                self._result = result
+                self.result_bytes = result_nbytes(result)
+                self._finish(DONE)
+        finally:
+            _local.job = None
+            if lock is not None:
+                lock.release()
+
+    def _fail(self, exc: BaseException) -> None:
+        self.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.error = f"{type(exc).__name__}: {exc}"
+        log.warning("job %s (%s.%s) failed: %s", self.id, self.device, self.method, self.error)
+        sendable = transportable(exc)
+        # The traceback's frames would keep the job's locals (arrays) alive for as long
+        # as the job is kept; its text is all anyone reads later.
+        if sendable is not exc:
+            sendable.__cause__ = None
+        if not hasattr(sendable, "_pyroTraceback"):
+            sendable._pyroTraceback = [self.traceback]  # type: ignore[attr-defined]
+        sendable.__traceback__ = None
+        self._exception = sendable
+        self._finish(FAILED)
+
+    def _finish(self, state: str) -> None:
+        self.state = state
+        self.finished = time.time()
+        if state == DONE:
+            self.progress = 1.0
+        self.func = None  # type: ignore[assignment]
+        self.args = ()
+        self.kwargs = {}
+        self._done.set()
+
+
+class DeviceLock:
+    """The per-device lock shared by jobs and plain calls; knows who holds it."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._lock = threading.Lock()
+        self.holder: str | None = None
+        self.since = 0.0
+
+    def acquire(self, holder: str, timeout: float | None = None) -> bool:
+        """Take the lock for ``holder`` (a description); False if not free within ``timeout``."""
+        ok = self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
+        if ok:
+            self.holder = holder
+            self.since = time.monotonic()
+        return ok
+
+    def release(self) -> None:
+        """Give the lock back."""
+        self.holder = None
+        self._lock.release()
+
+    def busy_error(self, caller: str, timeout: float) -> DeviceBusy:
+        """The DeviceBusy to raise for ``caller`` after waiting ``timeout`` seconds."""
+        holder = self.holder or "another call"
+        held = time.monotonic() - self.since if self.holder else 0.0
+        return DeviceBusy(
+            f"device '{self.device}' is busy with {holder} (running for {held:.1f} s); "
+            f"{caller} waited {timeout:g} s (lock_timeout). Start it as a job "
+            f"(it will queue), wait for the job, or raise lock_timeout.",
+            device=self.device,
+            holder=holder,
+        )
+
+
+class JobStore:
+    """Every job of a server by id; finished ones kept until the retention limits evict them.
+
+    Limits: ``max_jobs`` finished jobs, ``max_result_bytes`` of results in total,
+    ``max_age`` seconds since a job finished. Queued and running jobs are never evicted.
+    An evicted id is remembered (up to 100,000) so that asking for it says "expired".
+    """
+
+    def __init__(
+        self,
+        max_jobs: int = 1000,
+        max_result_bytes: int = 1 << 30,
+        max_age: float = 24 * 3600.0,
+    ) -> None:
+        self.max_jobs = int(max_jobs)
+        self.max_result_bytes = int(max_result_bytes)
+        self.max_age = float(max_age)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._finished: collections.OrderedDict[str, Job] = collections.OrderedDict()
+        self._finished_bytes = 0
+        self._expired: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    def add(self, job: Job) -> None:
+        """Keep ``job`` (queued) under its id."""
+        with self._lock:
+            self._jobs[job.id] = job
+            self._evict_locked()
+
+    def finished(self, job: Job) -> None:
+        """Note that ``job`` finished; may evict older finished jobs."""
+        with self._lock:
+            if job.id in self._jobs and job.id not in self._finished:
+                self._finished[job.id] = job
+                self._finished_bytes += job.result_bytes
+            self._evict_locked()
+
+    def get(self, job_id: str, device: str) -> Job:
+        """The job ``job_id`` of ``device``; JobNotFound saying why if there is none."""
+        with self._lock:
+            self._evict_locked()
+            job = self._jobs.get(str(job_id))
+            if job is not None and job.device == device:
+                return job
+            reason = self._expired.get(str(job_id))
+        if reason is not None:
+            raise JobNotFound(
+                f"job {job_id} of device '{device}' expired: {reason}. Fetch results "
+                "sooner or raise the server's retention limits.",
+                job_id=job_id,
+            )
+        raise JobNotFound(
+            f"no job {job_id!r} on device '{device}': the id is unknown here (mistyped, "
+            "from another device, or from before the server restarted)",
+            job_id=job_id,
+        )
+
+    def jobs_of(self, device: str) -> list[Job]:
+        """The jobs of ``device`` that are still kept, newest first."""
+        with self._lock:
+            self._evict_locked()
+            jobs = [j for j in self._jobs.values() if j.device == device]
+        return sorted(jobs, key=lambda j: j.created, reverse=True)
+
+    def all_jobs(self) -> list[Job]:
+        """Every job still kept."""
+        with self._lock:
+            return list(self._jobs.values())
+
+    def _evict_locked(self) -> None:
+        now = time.time()
+        while self._finished:
+            job_id, job = next(iter(self._finished.items()))
+            if len(self._finished) > self.max_jobs:
+                reason = f"only the last {self.max_jobs} finished jobs are kept"
+            elif self._finished_bytes > self.max_result_bytes:
+                reason = f"finished results are kept up to {self.max_result_bytes} bytes in all"
+            elif job.finished is not None and now - job.finished > self.max_age:
+                reason = f"finished jobs are kept for {self.max_age:g} s"
+            else:
+                break
+            del self._finished[job_id]
+            del self._jobs[job_id]
+            self._finished_bytes -= job.result_bytes
+            self._expired[job_id] = reason
+            if len(self._expired) > 100_000:
+                self._expired.popitem(last=False)
+            log.debug("job %s evicted: %s", job_id, reason)
+
+
+class DeviceWorker:
+    """Runs one device's jobs one at a time, in the order they were submitted."""
+
+    def __init__(self, device: str, lock: DeviceLock, store: JobStore) -> None:
+        self.device = device
+        self.lock = lock
+        self.store = store
+        self._queue: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._extra: set[threading.Thread] = set()
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (or, for a concurrent job, start it at once in its own thread)."""
+        if self._stopping:
+            raise PyroinstError(f"device '{self.device}' is shutting down; no new jobs")
+        self.store.add(job)
+        if job.concurrent:
+            thread = threading.Thread(
+                target=self._run_one, args=(job, None), daemon=True,
+                name=f"pyroinst-job-{self.device}-{job.id}",
+            )
+            self._extra.add(thread)
+            thread.start()
+            return
+        with self._cond:
+            self._queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, daemon=True, name=f"pyroinst-worker-{self.device}"
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def cancel(self, job: Job) -> bool:
+        """Cancel ``job``: a queued one never runs, a running one is asked to stop."""
+        if not job.request_cancel():
+            return False
+        with self._cond:
+            if job in self._queue:
+                self._queue.remove(job)
+                job._finish(CANCELLED)
+                self.store.finished(job)
+        return True
+
+    def _run_one(self, job: Job, lock: DeviceLock | None) -> None:
+        try:
+            job.run(lock)
+        finally:
+            self.store.finished(job)
+            self._extra.discard(threading.current_thread())
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                job = self._queue.popleft()
+            job.run(self.lock)
+            self.store.finished(job)
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Cancel queued and running jobs and wait for the worker; True if it ended in time."""
+        with self._cond:
+            self._stopping = True
+            pending = list(self._queue)
+        for job in pending:
+            self.cancel(job)
+        for job in self.store.jobs_of(self.device):
+            job.request_cancel()
+        with self._cond:
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        ok = True
+        for thread in [self._thread, *list(self._extra)]:
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                ok = ok and not thread.is_alive()
+        return ok

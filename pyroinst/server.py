@@ -1,0 +1,344 @@
+"""InstServer: serve already-initialised device drivers over Pyro5.
+
+::
+
+    server = InstServer(host="127.0.0.1")
+    server.add_device(DummyDevice(), "dev")
+    server.run()          # blocks; Ctrl-C / SIGTERM: names removed, devices closed
+
+Finding the name server: the ``ns_host``/``ns_port`` arguments, else
+``PYROINST_NS_HOST``/``PYROINST_NS_PORT``, else Pyro5's configuration and broadcast. If
+none answers there, the server starts an embedded one at that address (with no address
+given at all: Pyro5's ``NS_HOST``:``NS_PORT``, localhost:9090) and logs where.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import socket
+import threading
+import uuid
+from typing import Any
+
+import Pyro5.client
+import Pyro5.errors
+import Pyro5.server
+from Pyro5 import config as pyro_config
+
+from .client import CLASS_TAG, DEVICE_TAG, HOST_TAG, locate_ns, ns_address
+from .device import DeviceServant, make_servant
+from .errors import DeviceDefinitionError, NameInUse, NameServerNotFound, PyroinstError
+from .jobs import JobStore
+from .nameserver import EmbeddedNameServer
+
+__all__ = ["InstServer"]
+
+log = logging.getLogger(__name__)
+
+SERVER_TAG = "pyroinst.server:"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-:]+$")
+#: Seconds an old registration's owner gets to answer before it counts as dead.
+LIVENESS_TIMEOUT = 2.0
+
+
+def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
+    """True if a daemon answers at ``uri`` and still serves that object."""
+    proxy = Pyro5.client.Proxy(uri)
+    proxy._pyroTimeout = timeout
+    try:
+        proxy._pyroBind()
+    except Pyro5.errors.PyroError:
+        # refused, timed out, or another daemon on that port (no such object): stale
+        return False
+    finally:
+        proxy._pyroRelease()
+    return True
+
+
+class InstServer:
+    """Serves device instances over Pyro5 and registers them with a name server.
+
+    Arguments: ``host``/``port`` where the device daemon binds (port 0: a free one);
+    ``ns_host``/``ns_port`` where the name server is (see the module docstring);
+    ``advertise``: the host name or address put in the URIs clients use, when it differs
+    from ``host`` (e.g. bind 0.0.0.0, advertise lab-pc-2); ``lock_timeout``: seconds a
+    plain call waits for a busy device before DeviceBusy (per device in ``add_device``);
+    ``max_jobs``, ``max_result_bytes``, ``max_job_age``: retention of finished jobs;
+    ``threadpool_size``: concurrent client connections; ``shutdown_timeout``: seconds
+    running jobs get to stop at shutdown; ``embed_ns``: start a name server if none answers.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ns_host: str | None = None,
+        ns_port: int | None = None,
+        *,
+        advertise: str | None = None,
+        lock_timeout: float = 10.0,
+        max_jobs: int = 1000,
+        max_result_bytes: int = 1 << 30,
+        max_job_age: float = 24 * 3600.0,
+        threadpool_size: int = 200,
+        shutdown_timeout: float = 10.0,
+        embed_ns: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.advertise = advertise
+        self.lock_timeout = lock_timeout
+        self.threadpool_size = threadpool_size
+        self.shutdown_timeout = shutdown_timeout
+        self.embed_ns = embed_ns
+        self.ns_host, self.ns_port = ns_address(ns_host, ns_port)
+        self.store = JobStore(max_jobs, max_result_bytes, max_job_age)
+        self.id = uuid.uuid4().hex[:12]
+        self.embedded_ns: EmbeddedNameServer | None = None
+        self._servants: dict[str, DeviceServant] = {}
+        self._registered: dict[str, str] = {}
+        self._daemon: Pyro5.server.Daemon | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.RLock()
+        self._stop_requested = threading.Event()
+
+    # -- devices ----------------------------------------------------------------------------
+    def add_device(
+        self,
+        device: Any,
+        name: str,
+        jobs: set[str] | list[str] | tuple[str, ...] | None = None,
+        lock_timeout: float | None = None,
+    ) -> str | None:
+        """Serve the driver instance ``device`` under ``name``.
+
+        ``jobs`` names methods to run as jobs besides those marked ``@pyroinst.job``;
+        ``lock_timeout`` overrides the server's for this device. Returns the device's URI
+        once the server runs (None before ``start()``). Raises NameInUse for a name
+        already added here (or held by another live server), DeviceDefinitionError for a
+        device that cannot be served (a reserved method name, an unknown job name).
+        """
+        if isinstance(device, type):
+            raise DeviceDefinitionError(
+                f"add_device() needs an instance, got the class {device.__name__}; "
+                f"call it first, e.g. add_device({device.__name__}(), {name!r})"
+            )
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise DeviceDefinitionError(
+                f"device name {name!r} is not usable: use letters, digits and _ . - :"
+            )
+        with self._lock:
+            if name in self._servants:
+                raise NameInUse(
+                    f"a device named {name!r} is already served here "
+                    f"({type(self._servants[name]._device).__name__}); choose another name",
+                    device=name,
+                )
+            servant = make_servant(
+                device, name, self.store, jobs,
+                self.lock_timeout if lock_timeout is None else lock_timeout,
+            )
+            self._servants[name] = servant
+            if self._daemon is None:
+                return None
+            try:
+                return self._publish(name, servant)
+            except BaseException:
+                del self._servants[name]
+                raise
+
+    def remove_device(self, name: str, close: bool = True) -> None:
+        """Stop serving ``name``: its name is removed, its jobs cancelled, and (by default) it is closed."""
+        with self._lock:
+            servant = self._servants.pop(name)
+            self._unpublish(name, servant)
+        if close:
+            servant._shutdown(self.shutdown_timeout)
+
+    @property
+    def devices(self) -> dict[str, Any]:
+        """The served driver instances by name."""
+        return {name: s._device for name, s in self._servants.items()}
+
+    def uri(self, name: str) -> str:
+        """The URI of the device ``name`` (once the server runs)."""
+        return self._servants[name]._uri
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._daemon is not None
+
+    @property
+    def location(self) -> str:
+        """``host:port`` the device daemon listens on."""
+        if self._daemon is None:
+            return f"{self.host}:{self.port}"
+        return self._daemon.locationStr
+
+    def start(self) -> InstServer:
+        """Find (or embed) the name server, bind the daemon, publish every device. Returns self."""
+        with self._lock:
+            if self._daemon is not None:
+                return self
+            self._stop_requested.clear()
+            self._ensure_ns()
+            pyro_config.THREADPOOL_SIZE = max(int(self.threadpool_size), 1)
+            pyro_config.THREADPOOL_SIZE_MIN = min(pyro_config.THREADPOOL_SIZE_MIN,
+                                                  pyro_config.THREADPOOL_SIZE)
+            try:
+                self._daemon = Pyro5.server.Daemon(
+                    host=self.host, port=self.port,
+                    nathost=self.advertise, natport=0 if self.advertise else None,
+                )
+            except OSError as exc:
+                self._stop_embedded_ns()
+                raise PyroinstError(
+                    f"cannot serve on {self.host}:{self.port}: {exc} (is another server "
+                    "using that port? choose another port, or 0 for a free one)",
+                    address=f"{self.host}:{self.port}",
+                ) from None
+            self._thread = threading.Thread(
+                target=self._daemon.requestLoop, daemon=True, name="pyroinst-daemon"
+            )
+            self._thread.start()
+            published = []
+            try:
+                for name, servant in self._servants.items():
+                    self._publish(name, servant)
+                    published.append(name)
+            except BaseException:
+                self.stop()
+                raise
+            log.info("serving %d device(s) at %s: %s", len(published), self.location,
+                     ", ".join(published) or "none yet")
+            return self
+
+    def stop(self) -> None:
+        """Remove the names, stop jobs, close every device, stop the daemon (idempotent)."""
+        with self._lock:
+            if self._daemon is None:
+                self._stop_embedded_ns()
+                return
+            for name, servant in list(self._servants.items()):
+                self._unpublish(name, servant)
+            for name, servant in self._servants.items():
+                servant._shutdown(self.shutdown_timeout)
+            self._daemon.shutdown()
+            if self._thread is not None:
+                self._thread.join(5.0)
+            self._daemon.close()
+            self._daemon = None
+            self._stop_embedded_ns()
+            log.info("server stopped")
+
+    def run(self) -> None:
+        """Start, serve until SIGINT or SIGTERM (or ``request_stop()``), then stop cleanly."""
+        self.start()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda signum, frame: self.request_stop())
+        try:
+            while not self._stop_requested.wait(0.5):
+                pass
+            log.info("shutting down")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+
+    def request_stop(self) -> None:
+        """Make ``run()`` return (safe from signal handlers and other threads)."""
+        self._stop_requested.set()
+
+    def __enter__(self) -> InstServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- name server ---------------------------------------------------------------------------
+    def _ensure_ns(self) -> None:
+        try:
+            with locate_ns(self.ns_host, self.ns_port):
+                return
+        except NameServerNotFound:
+            if not self.embed_ns:
+                raise
+        host = self.ns_host or pyro_config.NS_HOST
+        port = pyro_config.NS_PORT if self.ns_port is None else self.ns_port
+        try:
+            self.embedded_ns = EmbeddedNameServer(host, port).start()
+        except OSError as exc:
+            raise NameServerNotFound(
+                f"no name server answered at {host}:{port}, and one cannot be started there: {exc}"
+            ) from None
+        # Later lookups must go to the embedded name server, also when port 0 chose one.
+        self.ns_host, self.ns_port = self.embedded_ns.host, self.embedded_ns.port
+        log.warning("no name server found; started an embedded one at %s:%d",
+                    self.ns_host, self.ns_port)
+
+    def _stop_embedded_ns(self) -> None:
+        if self.embedded_ns is not None:
+            self.embedded_ns.stop()
+            self.embedded_ns = None
+
+    def _metadata(self, servant: DeviceServant) -> set[str]:
+        cls = type(servant._device)
+        return {
+            DEVICE_TAG,
+            f"{CLASS_TAG}{cls.__module__}.{cls.__qualname__}",
+            f"{HOST_TAG}{socket.gethostname()}",
+            f"{SERVER_TAG}{self.id}",
+        }
+
+    def _publish(self, name: str, servant: DeviceServant) -> str:
+        assert self._daemon is not None
+        uri = str(self._daemon.register(servant, objectId=name))
+        servant._uri = uri
+        try:
+            with locate_ns(self.ns_host, self.ns_port) as ns:
+                try:
+                    existing = ns.lookup(name)
+                except Pyro5.errors.NamingError:
+                    existing = None
+                if existing is not None and str(existing) != uri:
+                    if is_live(str(existing)):
+                        raise NameInUse(
+                            f"the name {name!r} is held by a live server at {existing}; stop "
+                            "that server, or serve this device under another name",
+                            device=name, uri=str(existing),
+                        )
+                    log.warning("replacing stale registration of %r (%s, not answering)",
+                                name, existing)
+                ns.register(name, uri, safe=False, metadata=self._metadata(servant))
+        except BaseException:
+            self._daemon.unregister(name)
+            raise
+        self._registered[name] = uri
+        log.info("registered %r at %s", name, uri)
+        return uri
+
+    def _unpublish(self, name: str, servant: DeviceServant) -> None:
+        uri = self._registered.pop(name, None)
+        if uri is not None:
+            try:
+                with locate_ns(self.ns_host, self.ns_port) as ns:
+                    # Only our own entry: the name may meanwhile belong to another server.
+                    try:
+                        current = str(ns.lookup(name))
+                    except Pyro5.errors.NamingError:
+                        current = None
+                    if current == uri:
+                        ns.remove(name)
+            except (PyroinstError, Pyro5.errors.PyroError) as exc:
+                log.warning("could not remove %r from the name server: %s", name, exc)
+        if self._daemon is not None:
+            try:
+                self._daemon.unregister(name)
+            except Pyro5.errors.DaemonError:
+                pass
