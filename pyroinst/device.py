@@ -51,6 +51,11 @@ RESERVED_NAMES = frozenset(
 HIDDEN_NAMES = frozenset({"close"})
 
 
+# Signatures are looked up on every call; computing one (eval_str) costs more than the call.
+_signatures: dict[tuple[type, str], inspect.Signature | None] = {}
+_MISSING: Any = object()
+
+
 def _first_line(doc: str | None) -> str:
     return (inspect.cleandoc(doc).splitlines() or [""])[0] if doc else ""
 
@@ -114,7 +119,10 @@ class DeviceServant:
         return getattr(self._device, method)
 
     def _check_args(self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> None:
-        sig = _signature(func)
+        key = (type(self._device), method)
+        sig = _signatures.get(key, _MISSING)
+        if sig is _MISSING:
+            sig = _signatures[key] = _signature(func)
         if sig is None:
             return
         try:

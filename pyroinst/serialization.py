@@ -14,6 +14,7 @@ marked dicts back into objects while decoding, at any depth.
 
 ``bytes`` under json (which has none) travel as serpent's ``{"data": <base64>,
 "encoding": "base64"}``, as they do under serpent itself; ``serpent.tobytes`` reads all forms.
+Complex numbers under json travel as ``{"__pyroinst__": "complex", "real": .., "imag": ..}``.
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ def from_wire(d: dict[str, Any]) -> Any:
         return array_from_wire(d)
     if kind == "JobHandle":
         return JobHandle(d["id"], d["device"], d["uri"])
+    if kind == "complex":
+        return complex(d["real"], d["imag"])
     return d
 
 
@@ -164,6 +167,8 @@ class JsonSerializer(_PyroinstMixin, pyro_serializers.JsonSerializer):
     def default(self, obj: Any) -> Any:
         if isinstance(obj, bytes | bytearray | memoryview):
             return {"data": base64.b64encode(obj).decode("ascii"), "encoding": "base64"}
+        if isinstance(obj, complex):
+            return {MARKER: "complex", "real": obj.real, "imag": obj.imag}
         return super().default(obj)
 
 

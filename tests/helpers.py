@@ -1,0 +1,129 @@
+"""Test helpers: polling with a deadline, test drivers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import pyroinst
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+class DriverError(Exception):
+    """A driver's own exception class, which clients cannot import."""
+
+
+class RangeError(ValueError):
+    """A driver's own exception deriving from a built-in."""
+
+
+class Unsendable:
+    """Something no serializer can send faithfully."""
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+class Echo:
+    """Returns what it is given; raises on request."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._temperature = 21.5
+        self.gate = threading.Event()
+
+    def echo(self, value: Any) -> Any:
+        """Return ``value``."""
+        return value
+
+    def scalars(self) -> dict[str, Any]:
+        """numpy scalars of several kinds."""
+        return {
+            "f64": np.float64(1.5), "f32": np.float32(2.5), "i64": np.int64(-3),
+            "u8": np.uint8(7), "b": np.bool_(True), "c": np.complex128(1 + 2j),
+            "nested": [np.int32(4), (np.float16(0.5),)],
+        }
+
+    def fail(self, message: str = "boom") -> None:
+        """Raise the driver's own exception."""
+        raise DriverError(message)
+
+    def out_of_range(self) -> None:
+        """Raise a driver exception derived from ValueError."""
+        raise RangeError("value out of range")
+
+    def builtin_fail(self) -> None:
+        """Raise a built-in exception."""
+        raise KeyError("missing")
+
+    def unsendable(self) -> Unsendable:
+        """Return something that cannot be sent."""
+        return Unsendable()
+
+    @pyroinst.job
+    def failing_job(self, message: str = "job boom") -> None:
+        """A job that fails."""
+        raise DriverError(message)
+
+    @pyroinst.job
+    def hold(self, seconds: float = 10.0) -> str:
+        """A job that runs until cancelled or ``seconds`` pass, or the gate opens."""
+        ctx = pyroinst.current_job()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.gate.is_set():
+            ctx.sleep(0.01)
+        return "held"
+
+    @pyroinst.job
+    def big(self, n: int) -> np.ndarray:
+        """A job returning ``n`` float64 points."""
+        return np.arange(n, dtype=np.float64)
+
+    @pyroinst.concurrent
+    def cached(self) -> str:
+        """Answers without the device lock."""
+        return "cached"
+
+    @property
+    def temperature(self) -> float:
+        """A read/write property."""
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        self._temperature = float(value)
+
+    def close(self) -> None:
+        """Mark closed."""
+        self.closed = True
+
+
+class Clashing:
+    """A driver whose method collides with a reserved name."""
+
+    def ping(self) -> str:
+        """Collides."""
+        return "pong"
+
+
+class ThirdParty:
+    """A driver without pyroinst decorators."""
+
+    def acquire(self, n: int) -> list[int]:
+        """Long acquisition."""
+        return list(range(n))

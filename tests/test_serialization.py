@@ -1,0 +1,117 @@
+"""Arrays, numpy scalars and handles through every serializer, at top level and nested."""
+
+from __future__ import annotations
+
+import numpy as np
+import Pyro5.api
+import pytest
+
+import pyroinst
+from pyroinst.serialization import MARKER, from_wire, to_wire
+from tests.helpers import Echo
+
+SERIALIZERS = ["serpent", "msgpack", "marshal", "json"]
+
+_big = np.arange(24, dtype=np.float64).reshape(4, 6)
+ARRAYS = {
+    "float64": np.linspace(0, 1, 11),
+    "float32-2d": np.arange(12, dtype=np.float32).reshape(3, 4),
+    "int8": np.array([-128, 0, 127], dtype=np.int8),
+    "uint64": np.array([0, 2**64 - 1], dtype=np.uint64),
+    "bool": np.array([True, False, True]),
+    "complex128": np.array([1 + 2j, -3.5j]),
+    "complex64-3d": (np.arange(8) * (1 + 1j)).astype(np.complex64).reshape(2, 2, 2),
+    "zero-d": np.array(3.25),
+    "empty": np.zeros((0, 3)),
+    "non-contiguous": _big[:, ::2],
+    "transposed": _big.T,
+    "big-endian": np.arange(5, dtype=">f8"),
+    "int16-fortran": np.asfortranarray(np.arange(6, dtype=np.int16).reshape(2, 3)),
+}
+
+
+@pytest.fixture
+def echo_proxy(ns, make_server):
+    make_server({"echo": Echo()})
+    proxy = Pyro5.api.Proxy(f"PYRONAME:echo@{ns.host}:{ns.port}")
+    yield proxy
+    proxy._pyroRelease()
+
+
+def same(a, b):
+    assert isinstance(b, np.ndarray)
+    assert a.dtype == b.dtype and a.shape == b.shape
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+@pytest.mark.parametrize("name", sorted(ARRAYS))
+def test_array_round_trip(echo_proxy, serializer, name):
+    echo_proxy._pyroSerializer = serializer
+    a = ARRAYS[name]
+    same(a, echo_proxy.echo(a))
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_nested_arrays_round_trip(echo_proxy, serializer):
+    echo_proxy._pyroSerializer = serializer
+    value = {
+        "a": ARRAYS["non-contiguous"],
+        "list": [ARRAYS["bool"], {"deep": (ARRAYS["zero-d"], ARRAYS["complex128"])}],
+        "tuple": (ARRAYS["int8"], 1, "x"),
+    }
+    back = echo_proxy.echo(value)
+    same(value["a"], back["a"])
+    same(value["list"][0], back["list"][0])
+    same(value["list"][1]["deep"][0], back["list"][1]["deep"][0])
+    same(value["list"][1]["deep"][1], back["list"][1]["deep"][1])
+    same(value["tuple"][0], back["tuple"][0])
+    assert list(back["tuple"][1:]) == [1, "x"]
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_numpy_scalars_arrive_as_python_numbers(echo_proxy, serializer):
+    echo_proxy._pyroSerializer = serializer
+    got = echo_proxy.scalars()
+    expected = {"f64": (float, 1.5), "f32": (float, 2.5), "i64": (int, -3), "u8": (int, 7),
+                "b": (bool, True), "c": (complex, 1 + 2j)}
+    for key, (kind, value) in expected.items():
+        assert type(got[key]) is kind, (key, type(got[key]))
+        assert got[key] == value
+    assert type(got["nested"][0]) is int and got["nested"][0] == 4
+    assert type(got["nested"][1][0]) is float and got["nested"][1][0] == 0.5
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_job_results_and_handles_every_serializer(echo_proxy, serializer):
+    echo_proxy._pyroSerializer = serializer
+    job = echo_proxy.big(100)
+    assert isinstance(job, pyroinst.JobHandle)
+    assert job.wait(5)
+    same(np.arange(100, dtype=np.float64), echo_proxy.job_result(job.id))
+
+
+def test_arrays_travel_as_bytes_never_lists():
+    wire = to_wire({"x": [np.arange(3, dtype=np.int32)]})
+    inner = wire["x"][0]
+    assert inner[MARKER] == "ndarray"
+    assert inner["dtype"] == "<i4" and inner["shape"] == [3]
+    assert isinstance(inner["data"], bytes) and len(inner["data"]) == 12
+    assert "__class__" not in inner
+
+
+def test_decoded_arrays_are_writeable():
+    back = from_wire(to_wire(np.arange(4.0)))
+    back += 1
+    assert back.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_object_arrays_are_refused():
+    with pytest.raises(pyroinst.NotSerializableError, match="object"):
+        to_wire(np.array([object()]))
+
+
+def test_msgpack_is_the_default_serializer():
+    from Pyro5 import config
+
+    assert config.SERIALIZER == "msgpack"
