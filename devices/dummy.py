@@ -53,8 +53,9 @@ class DummyDevice:
             elapsed = _time.monotonic() - start
             if elapsed >= duration:
                 break
-            ctx.set_progress(elapsed / duration if duration else 1.0,
-                             f"{int(elapsed * 1000)} of {points} ms")
+            ctx.set_progress(
+                elapsed / duration if duration else 1.0, f"{int(elapsed * 1000)} of {points} ms"
+            )
             ctx.sleep(min(step, duration - elapsed))
         ctx.set_progress(1.0, f"{points} of {points} ms")
         return self._rng.random(points)

@@ -40,7 +40,9 @@ NS_TIMEOUT = 5.0
 _WAIT_SLICE = 10.0
 
 
-def ns_address(ns_host: str | None = None, ns_port: int | None = None) -> tuple[str | None, int | None]:
+def ns_address(
+    ns_host: str | None = None, ns_port: int | None = None
+) -> tuple[str | None, int | None]:
     """The name server address to use: arguments, else PYROINST_NS_HOST/PORT, else (None, None).
 
     ``None`` means "whatever Pyro5's configuration and broadcast find".
@@ -53,9 +55,7 @@ def ns_address(ns_host: str | None = None, ns_port: int | None = None) -> tuple[
             try:
                 port = int(env)
             except ValueError:
-                raise ConfigurationError(
-                    f"PYROINST_NS_PORT={env!r} is not a port number"
-                ) from None
+                raise ConfigurationError(f"PYROINST_NS_PORT={env!r} is not a port number") from None
     return host, port
 
 
@@ -69,7 +69,7 @@ def describe_ns_address(host: str | None, port: int | None) -> str:
 def locate_ns(
     ns_host: str | None = None, ns_port: int | None = None, timeout: float = NS_TIMEOUT
 ) -> Pyro5.client.Proxy:
-    """A bound proxy of the name server; NameServerNotFound (saying how to start one) if none answers."""
+    """A bound name-server proxy; NameServerNotFound (saying how to start one) if none answers."""
     host, port = ns_address(ns_host, ns_port)
     try:
         if host is None:
@@ -151,7 +151,7 @@ def list_devices(ns_host: str | None = None, ns_port: int | None = None) -> list
 def _tag(meta: set[str], prefix: str) -> str | None:
     for item in meta:
         if item.startswith(prefix):
-            return item[len(prefix):]
+            return item[len(prefix) :]
     return None
 
 

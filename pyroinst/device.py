@@ -45,7 +45,16 @@ __all__ = ["RESERVED_NAMES", "DeviceServant", "make_servant", "describe_device"]
 log = logging.getLogger(__name__)
 
 RESERVED_NAMES = frozenset(
-    {"describe", "ping", "job_start", "job_status", "job_wait", "job_result", "job_cancel", "job_list"}
+    {
+        "describe",
+        "ping",
+        "job_start",
+        "job_status",
+        "job_wait",
+        "job_result",
+        "job_cancel",
+        "job_list",
+    }
 )
 # Never reachable remotely: one client must not shut an instrument for everyone.
 HIDDEN_NAMES = frozenset({"close"})
@@ -137,8 +146,7 @@ class DeviceServant:
             return self._submit(method, func, args, kwargs)
         if method in self._pyroinst_concurrent:
             return self._run_plain(method, func, args, kwargs)
-        return self._locked(f"call {method}()",
-                            lambda: self._run_plain(method, func, args, kwargs))
+        return self._locked(f"call {method}()", lambda: self._run_plain(method, func, args, kwargs))
 
     def _locked(self, holder: str, action: Callable[[], Any]) -> Any:
         timeout = self._lock_timeout
@@ -177,9 +185,17 @@ class DeviceServant:
                 f"{self._name}.{method}() returned something that cannot be sent: {exc}"
             ) from None
 
-    def _submit(self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> JobHandle:
-        job = Job(self._name, method, func, tuple(args), dict(kwargs),
-                  concurrent=method in self._pyroinst_concurrent)
+    def _submit(
+        self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict
+    ) -> JobHandle:
+        job = Job(
+            self._name,
+            method,
+            func,
+            tuple(args),
+            dict(kwargs),
+            concurrent=method in self._pyroinst_concurrent,
+        )
         self._worker.submit(job)
         log.debug("job %s (%s.%s) queued", job.id, self._name, method)
         return JobHandle(job.id, self._name, self._uri)
@@ -187,9 +203,10 @@ class DeviceServant:
     # -- reserved members -----------------------------------------------------------------
     @expose
     def describe(self) -> dict[str, Any]:
-        """The device's class, docstring, methods (signature, docstring, job flag) and properties."""
-        return describe_device(self._device, self._name, self._pyroinst_jobs,
-                               self._pyroinst_concurrent)
+        """The device's class, docstring, methods (signature, doc, job flag) and properties."""
+        return describe_device(
+            self._device, self._name, self._pyroinst_jobs, self._pyroinst_concurrent
+        )
 
     @expose
     def ping(self) -> bool:
@@ -208,8 +225,10 @@ class DeviceServant:
             or method in self._pyroinst_properties
         ):
             methods = sorted(
-                n for n in type(self).__dict__
-                if not n.startswith("_") and n not in self._pyroinst_properties
+                n
+                for n in type(self).__dict__
+                if not n.startswith("_")
+                and n not in self._pyroinst_properties
                 and n not in RESERVED_NAMES
             )
             raise AttributeError(
@@ -259,8 +278,9 @@ class DeviceServant:
             return
         got = self._lock.acquire("shutdown", timeout)
         if not got:
-            log.warning("device '%s' still busy with %s; closing it anyway", self._name,
-                        self._lock.holder)
+            log.warning(
+                "device '%s' still busy with %s; closing it anyway", self._name, self._lock.holder
+            )
         try:
             close()
         except Exception:
@@ -286,6 +306,7 @@ def _make_property(name: str, prop: property) -> property:
     fget.__name__ = name
     fset = None
     if prop.fset is not None:
+
         def fset(self: DeviceServant, value: Any) -> None:
             self._call_property(name, "set", value)
 
@@ -293,13 +314,14 @@ def _make_property(name: str, prop: property) -> property:
     return expose(property(fget, fset, doc=prop.__doc__))
 
 
-
 _servant_classes: dict[tuple[type, frozenset[str]], type[DeviceServant]] = {}
 _classes_lock = threading.Lock()
 
 
 def _job_names(cls: type, members: dict[str, Any], extra: Iterable[str]) -> frozenset[str]:
-    names = {n for n, m in members.items() if not isinstance(m, property) and is_job(_function_of(m))}
+    names = {
+        n for n, m in members.items() if not isinstance(m, property) and is_job(_function_of(m))
+    }
     for name in extra:
         member = members.get(name)
         if member is None or isinstance(member, property):
@@ -339,10 +361,13 @@ def make_servant(
                 if isinstance(member, property):
                     namespace[member_name] = _make_property(member_name, member)
                 else:
-                    namespace[member_name] = _make_forwarder(member_name, _function_of(member).__doc__)
+                    namespace[member_name] = _make_forwarder(
+                        member_name, _function_of(member).__doc__
+                    )
             namespace["_pyroinst_jobs"] = job_names
             namespace["_pyroinst_concurrent"] = frozenset(
-                n for n, m in members.items()
+                n
+                for n, m in members.items()
                 if not isinstance(m, property) and is_concurrent(_function_of(m))
             )
             namespace["_pyroinst_properties"] = frozenset(
@@ -367,8 +392,11 @@ def describe_device(
     for member_name, member in sorted(public_members(cls).items()):
         if isinstance(member, property):
             properties.append(
-                {"name": member_name, "doc": inspect.cleandoc(member.__doc__ or ""),
-                 "writable": member.fset is not None}
+                {
+                    "name": member_name,
+                    "doc": inspect.cleandoc(member.__doc__ or ""),
+                    "writable": member.fset is not None,
+                }
             )
             continue
         func = getattr(device, member_name)

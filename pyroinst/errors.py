@@ -128,7 +128,7 @@ _BUILTIN_EXCEPTIONS = {
 
 
 def builtin_base(exc_type: type[BaseException]) -> str:
-    """Name of the first built-in exception class in ``exc_type``'s MRO (``"Exception"`` at least)."""
+    """Name of the first built-in class in ``exc_type``'s MRO (``"Exception"`` at least)."""
     for klass in exc_type.__mro__:
         if klass.__module__ == "builtins" and klass.__name__ in _BUILTIN_EXCEPTIONS:
             return klass.__name__
@@ -139,7 +139,7 @@ _remote_subclasses: dict[str, type[RemoteError]] = {}
 
 
 def remote_error_class(base_name: str) -> type[RemoteError]:
-    """The RemoteError class to raise on the client for a remote exception deriving from ``base_name``."""
+    """The RemoteError class to raise for a remote exception deriving from ``base_name``."""
     base = _BUILTIN_EXCEPTIONS.get(base_name)
     if base is None or base in (Exception, BaseException) or not issubclass(base, Exception):
         return RemoteError

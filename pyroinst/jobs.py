@@ -474,7 +474,9 @@ class DeviceWorker:
         self.store.add(job)
         if job.concurrent:
             thread = threading.Thread(
-                target=self._run_one, args=(job, None), daemon=True,
+                target=self._run_one,
+                args=(job, None),
+                daemon=True,
                 name=f"pyroinst-job-{self.device}-{job.id}",
             )
             self._extra.add(thread)

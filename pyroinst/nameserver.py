@@ -61,8 +61,11 @@ class EmbeddedNameServer:
             target=daemon.requestLoop, daemon=True, name="pyroinst-nameserver"
         )
         self._thread.start()
-        log.info("name server running at %s (broadcast %s)", self.uri,
-                 "on" if bcserver is not None else "off: loopback address")
+        log.info(
+            "name server running at %s (broadcast %s)",
+            self.uri,
+            "on" if bcserver is not None else "off: loopback address",
+        )
         return self
 
     def stop(self) -> None:
@@ -92,12 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pyroinst.nameserver",
         description="Run a Pyro5 name server for the lab in the foreground.",
     )
-    parser.add_argument("--host", default=host or DEFAULT_NS_HOST,
-                        help="address to bind (env PYROINST_NS_HOST; default localhost)")
-    parser.add_argument("--port", type=int, default=port or DEFAULT_NS_PORT,
-                        help="port to bind (env PYROINST_NS_PORT; default 9090)")
+    parser.add_argument(
+        "--host",
+        default=host or DEFAULT_NS_HOST,
+        help="address to bind (env PYROINST_NS_HOST; default localhost)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=port or DEFAULT_NS_PORT,
+        help="port to bind (env PYROINST_NS_PORT; default 9090)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -106,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot start a name server on %s:%s: %s", args.host, args.port, exc)
         return 1
-    log.info("name server ready: clients use PYROINST_NS_HOST=%s PYROINST_NS_PORT=%d",
-             ns.host, ns.port)
+    log.info(
+        "name server ready: clients use PYROINST_NS_HOST=%s PYROINST_NS_PORT=%d", ns.host, ns.port
+    )
     while not stop.wait(0.5):
         pass
     ns.stop()

@@ -137,7 +137,10 @@ class InstServer:
                     device=name,
                 )
             servant = make_servant(
-                device, name, self.store, jobs,
+                device,
+                name,
+                self.store,
+                jobs,
                 self.lock_timeout if lock_timeout is None else lock_timeout,
             )
             self._servants[name] = servant
@@ -150,7 +153,7 @@ class InstServer:
                 raise
 
     def remove_device(self, name: str, close: bool = True) -> None:
-        """Stop serving ``name``: its name is removed, its jobs cancelled, and (by default) it is closed."""
+        """Stop serving ``name``: name removed, jobs cancelled, device closed (by default)."""
         with self._lock:
             servant = self._servants.pop(name)
             self._unpublish(name, servant)
@@ -187,12 +190,15 @@ class InstServer:
             self._stop_requested.clear()
             self._ensure_ns()
             pyro_config.THREADPOOL_SIZE = max(int(self.threadpool_size), 1)
-            pyro_config.THREADPOOL_SIZE_MIN = min(pyro_config.THREADPOOL_SIZE_MIN,
-                                                  pyro_config.THREADPOOL_SIZE)
+            pyro_config.THREADPOOL_SIZE_MIN = min(
+                pyro_config.THREADPOOL_SIZE_MIN, pyro_config.THREADPOOL_SIZE
+            )
             try:
                 self._daemon = Pyro5.server.Daemon(
-                    host=self.host, port=self.port,
-                    nathost=self.advertise, natport=0 if self.advertise else None,
+                    host=self.host,
+                    port=self.port,
+                    nathost=self.advertise,
+                    natport=0 if self.advertise else None,
                 )
             except OSError as exc:
                 self._stop_embedded_ns()
@@ -213,8 +219,12 @@ class InstServer:
             except BaseException:
                 self.stop()
                 raise
-            log.info("serving %d device(s) at %s: %s", len(published), self.location,
-                     ", ".join(published) or "none yet")
+            log.info(
+                "serving %d device(s) at %s: %s",
+                len(published),
+                self.location,
+                ", ".join(published) or "none yet",
+            )
             return self
 
     def stop(self) -> None:
@@ -225,7 +235,7 @@ class InstServer:
                 return
             for name, servant in list(self._servants.items()):
                 self._unpublish(name, servant)
-            for name, servant in self._servants.items():
+            for servant in self._servants.values():
                 servant._shutdown(self.shutdown_timeout)
             self._daemon.shutdown()
             if self._thread is not None:
@@ -279,8 +289,9 @@ class InstServer:
             ) from None
         # Later lookups must go to the embedded name server, also when port 0 chose one.
         self.ns_host, self.ns_port = self.embedded_ns.host, self.embedded_ns.port
-        log.warning("no name server found; started an embedded one at %s:%d",
-                    self.ns_host, self.ns_port)
+        log.warning(
+            "no name server found; started an embedded one at %s:%d", self.ns_host, self.ns_port
+        )
 
     def _stop_embedded_ns(self) -> None:
         if self.embedded_ns is not None:
@@ -311,10 +322,12 @@ class InstServer:
                         raise NameInUse(
                             f"the name {name!r} is held by a live server at {existing}; stop "
                             "that server, or serve this device under another name",
-                            device=name, uri=str(existing),
+                            device=name,
+                            uri=str(existing),
                         )
-                    log.warning("replacing stale registration of %r (%s, not answering)",
-                                name, existing)
+                    log.warning(
+                        "replacing stale registration of %r (%s, not answering)", name, existing
+                    )
                 ns.register(name, uri, safe=False, metadata=self._metadata(servant))
         except BaseException:
             self._daemon.unregister(name)

@@ -54,8 +54,12 @@ class Echo:
     def scalars(self) -> dict[str, Any]:
         """numpy scalars of several kinds."""
         return {
-            "f64": np.float64(1.5), "f32": np.float32(2.5), "i64": np.int64(-3),
-            "u8": np.uint8(7), "b": np.bool_(True), "c": np.complex128(1 + 2j),
+            "f64": np.float64(1.5),
+            "f32": np.float32(2.5),
+            "i64": np.int64(-3),
+            "u8": np.uint8(7),
+            "b": np.bool_(True),
+            "c": np.complex128(1 + 2j),
             "nested": [np.int32(4), (np.float16(0.5),)],
         }
 

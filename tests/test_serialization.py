@@ -73,8 +73,14 @@ def test_nested_arrays_round_trip(echo_proxy, serializer):
 def test_numpy_scalars_arrive_as_python_numbers(echo_proxy, serializer):
     echo_proxy._pyroSerializer = serializer
     got = echo_proxy.scalars()
-    expected = {"f64": (float, 1.5), "f32": (float, 2.5), "i64": (int, -3), "u8": (int, 7),
-                "b": (bool, True), "c": (complex, 1 + 2j)}
+    expected = {
+        "f64": (float, 1.5),
+        "f32": (float, 2.5),
+        "i64": (int, -3),
+        "u8": (int, 7),
+        "b": (bool, True),
+        "c": (complex, 1 + 2j),
+    }
     for key, (kind, value) in expected.items():
         assert type(got[key]) is kind, (key, type(got[key]))
         assert got[key] == value
