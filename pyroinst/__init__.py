@@ -30,6 +30,7 @@ from .errors import (
     NotSerializableError,
     PyroinstError,
     RemoteError,
+    SignatureError,
 )
 from .jobs import Job, concurrent, current_job, job
 from .nameserver import EmbeddedNameServer
@@ -63,6 +64,7 @@ __all__ = [
     "NameServerNotFound",
     "NotSerializableError",
     "RemoteError",
+    "SignatureError",
 ]
 
 _serialization.install()

@@ -80,7 +80,7 @@ def locate_ns(
             )
         ns._pyroTimeout = timeout
         ns._pyroBind()
-    except Pyro5.errors.CommunicationError as exc:
+    except (Pyro5.errors.CommunicationError, Pyro5.errors.NamingError) as exc:
         where = describe_ns_address(host, port)
         raise NameServerNotFound(
             f"no name server answered at {where}: {exc}. Start one with `pyroinst ns` "

@@ -28,7 +28,7 @@ from typing import Any
 from Pyro5.server import expose
 
 from .client import JobHandle
-from .errors import DeviceDefinitionError, NotSerializableError
+from .errors import DeviceDefinitionError, NotSerializableError, SignatureError
 from .jobs import (
     DeviceLock,
     DeviceWorker,
@@ -137,7 +137,7 @@ class DeviceServant:
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"{self._name}.{method}{sig}: {exc}") from None
+            raise SignatureError(f"{self._name}.{method}{sig}: {exc}", method=method) from None
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         func = self._bound(method)

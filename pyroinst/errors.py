@@ -9,6 +9,7 @@ The tree::
     ├── DeviceDefinitionError   add_device() refused a device (reserved names, bad jobs=)
     ├── DeviceBusy              the device lock was not free within lock_timeout
     ├── NotSerializableError    a value cannot be sent (also TypeError)
+    ├── SignatureError          arguments that do not fit the method (also TypeError)
     ├── RemoteError             a driver raised an exception class the client cannot import
     ├── JobError
     │   ├── JobNotFound         (also LookupError) unknown or expired job id
@@ -34,6 +35,7 @@ __all__ = [
     "DeviceDefinitionError",
     "DeviceBusy",
     "NotSerializableError",
+    "SignatureError",
     "RemoteError",
     "JobError",
     "JobNotFound",
@@ -79,6 +81,10 @@ class DeviceBusy(PyroinstError):
 
 class NotSerializableError(PyroinstError, TypeError):
     """A value (a result or an argument) cannot be sent over the network."""
+
+
+class SignatureError(PyroinstError, TypeError):
+    """The arguments of a call do not fit the method's signature (the message shows it)."""
 
 
 class RemoteError(PyroinstError):

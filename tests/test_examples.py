@@ -29,14 +29,23 @@ def env_for(ns):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_example_server_and_client(ns, sig):
-    server = subprocess.Popen([sys.executable, str(ROOT / "examples" / "server.py")],
-                              env=env_for(ns), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "server.py")],
+        env=env_for(ns),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_until(lambda: names(ns) == {"dev", "dev2"}, timeout=30)
         if sig == signal.SIGINT:
-            client = subprocess.run([sys.executable, str(ROOT / "examples" / "client.py")],
-                                    env=env_for(ns), capture_output=True, text=True, timeout=60)
+            client = subprocess.run(
+                [sys.executable, str(ROOT / "examples" / "client.py")],
+                env=env_for(ns),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert client.returncode == 0, client.stderr
             assert "idn: pyroinst,DummyDevice" in client.stdout
             assert "shape (2000,), dtype float64" in client.stdout

@@ -1,0 +1,5 @@
+"""``python -m pyroinst``: the pyroinst command."""
+
+from pyroinst.cli import main
+
+main()
