@@ -14,5 +14,5 @@ python="${PYTHON:-}"
 if [ -z "$python" ]; then
     if [ -x "$here/.venv/bin/python" ]; then python="$here/.venv/bin/python"; else python=python3; fi
 fi
-exec "$python" -m pyroinst.nameserver \
+exec "$python" -m pyroinst ns \
     --host "${PYROINST_NS_HOST:-localhost}" --port "${PYROINST_NS_PORT:-9090}"

@@ -1,25 +1,21 @@
 """Pyro5's name server, embedded in a device server or run on its own for the lab.
 
 ``EmbeddedNameServer(host, port).start()`` runs one in a background thread of this
-process; ``python -m pyroinst.nameserver`` (what ``nameserver.sh`` runs) runs one in the
-foreground. Host and port default to ``PYROINST_NS_HOST``/``PYROINST_NS_PORT``, else
-localhost:9090. Pyro5 answers broadcast lookups only when the name server is bound to a
-non-loopback address; on loopback no broadcast responder is started.
+process; ``pyroinst ns`` (what ``nameserver.sh`` runs) runs one in the foreground, with
+host and port from ``PYROINST_NS_HOST``/``PYROINST_NS_PORT``, else localhost:9090.
+Pyro5 answers broadcast lookups only when the name server is bound to a non-loopback
+address; on loopback no broadcast responder is started.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import signal
 import threading
 from typing import Any
 
 import Pyro5.nameserver
 
-from .client import ns_address
-
-__all__ = ["EmbeddedNameServer", "main", "DEFAULT_NS_HOST", "DEFAULT_NS_PORT"]
+__all__ = ["EmbeddedNameServer", "DEFAULT_NS_HOST", "DEFAULT_NS_PORT"]
 
 log = logging.getLogger(__name__)
 
@@ -86,46 +82,3 @@ class EmbeddedNameServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run a name server in the foreground until Ctrl-C or SIGTERM."""
-    host, port = ns_address()
-    parser = argparse.ArgumentParser(
-        prog="python -m pyroinst.nameserver",
-        description="Run a Pyro5 name server for the lab in the foreground.",
-    )
-    parser.add_argument(
-        "--host",
-        default=host or DEFAULT_NS_HOST,
-        help="address to bind (env PYROINST_NS_HOST; default localhost)",
-    )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=port or DEFAULT_NS_PORT,
-        help="port to bind (env PYROINST_NS_PORT; default 9090)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        ns = EmbeddedNameServer(args.host, args.port).start()
-    except OSError as exc:
-        log.error("cannot start a name server on %s:%s: %s", args.host, args.port, exc)
-        return 1
-    log.info(
-        "name server ready: clients use PYROINST_NS_HOST=%s PYROINST_NS_PORT=%d", ns.host, ns.port
-    )
-    while not stop.wait(0.5):
-        pass
-    ns.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -285,3 +285,12 @@ def test_readme_lab_file_block_is_valid():
     assert lab.server["advertise"] == "lab-pc-2"
     assert lab.devices[0].kwargs == {"idn_delay": 0.5}
     lab.import_classes()
+
+
+def test_ns_port_in_use():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = runner.invoke(app, ["ns", "--host", "127.0.0.1", "--port", str(port)])
+    one_line_error(result, 1, f"127.0.0.1:{port}")
