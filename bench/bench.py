@@ -32,8 +32,12 @@ def _env() -> dict[str, str]:
 class Server:
     def __init__(self, kind: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", kind], cwd=ROOT, env=_env(),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "bench.servers", kind],
+            cwd=ROOT,
+            env=_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.address = self.proc.stdout.readline().strip()
         if not self.address:
@@ -61,7 +65,11 @@ class Server:
 def client(kind: str, address: str, workload: str, *args: object) -> dict:
     proc = subprocess.run(
         [sys.executable, "-m", "bench.clients", kind, address, workload, *map(str, args)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if proc.returncode != 0:
         raise SystemExit(f"{kind} {workload} {args} failed:\n{proc.stderr}")
@@ -80,10 +88,12 @@ def versions() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}; Python "
-            f"{platform.python_version()}, Pyro5 {Pyro5.__version__}, msgpack "
-            f"{'.'.join(map(str, msgpack.version))}, serpent {serpent.__version__}, "
-            f"numpy {numpy.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}; Python "
+        f"{platform.python_version()}, Pyro5 {Pyro5.__version__}, msgpack "
+        f"{'.'.join(map(str, msgpack.version))}, serpent {serpent.__version__}, "
+        f"numpy {numpy.__version__}"
+    )
 
 
 def fmt_time(s: float) -> str:
@@ -100,14 +110,17 @@ def main() -> None:
     opts = parser.parse_args()
     quick = opts.quick
     sizes = [1e3, 1e6, 1e7] if quick else [1e3, 1e6, 1e7, 5e7]
-    reps = {1e3: 50 if quick else 200, 1e6: 5 if quick else 20, 1e7: 3 if quick else 7,
-            5e7: 3}
+    reps = {1e3: 50 if quick else 200, 1e6: 5 if quick else 20, 1e7: 3 if quick else 7, 5e7: 3}
     serpent_max = 1e7
 
     began = time.time()
     servers = {kind: Server(kind) for kind in ("pyroinst", "pyro", "tcp")}
-    addr = {"pyroinst": servers["pyroinst"].address, "raw-msgpack": servers["pyro"].address,
-            "raw-serpent": servers["pyro"].address, "tcp": servers["tcp"].address}
+    addr = {
+        "pyroinst": servers["pyroinst"].address,
+        "raw-msgpack": servers["pyro"].address,
+        "raw-serpent": servers["pyro"].address,
+        "tcp": servers["tcp"].address,
+    }
     rows: list[tuple[str, str, str, str]] = []
     checks: list[tuple[str, str, bool]] = []
     try:
@@ -115,8 +128,14 @@ def main() -> None:
         w1 = {k: client(k, addr[k], "w1", calls) for k in addr}
         base = w1["raw-msgpack"]["median"]
         for k, r in w1.items():
-            rows.append(("W1 latency", k, f"median {fmt_time(r['median'])}, p99 "
-                         f"{fmt_time(r['p99'])}", f"{r['median'] / base:.2f} × raw msgpack"))
+            rows.append(
+                (
+                    "W1 latency",
+                    k,
+                    f"median {fmt_time(r['median'])}, p99 {fmt_time(r['p99'])}",
+                    f"{r['median'] / base:.2f} × raw msgpack",
+                )
+            )
         ratio = w1["pyroinst"]["median"] / base
         checks.append(("W1 ≤ 1.2 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio <= 1.2))
 
@@ -132,9 +151,14 @@ def main() -> None:
                     extra = ""
                     if "raw-serpent" in res and k != "raw-serpent":
                         extra = f", {r['mbps'] / res['raw-serpent']['mbps']:.1f} × serpent"
-                    rows.append((f"{direction} {n:.0e} pts ({n * 8 / 1e6:g} MB)", k,
-                                 f"{fmt_time(r['median'])}, {r['mbps']:.0f} MB/s",
-                                 f"{r['mbps'] / tcp:.2f} × TCP{extra}"))
+                    rows.append(
+                        (
+                            f"{direction} {n:.0e} pts ({n * 8 / 1e6:g} MB)",
+                            k,
+                            f"{fmt_time(r['median'])}, {r['mbps']:.0f} MB/s",
+                            f"{r['mbps'] / tcp:.2f} × TCP{extra}",
+                        )
+                    )
                 if n == 1e7:
                     ratio = res["pyroinst"]["mbps"] / tcp
                     if workload == "w2":
@@ -146,26 +170,50 @@ def main() -> None:
 
         w3 = client("pyroinst", addr["pyroinst"], "w3", 3 if quick else 7)
         ratio = w3["median"] / w3["ideal"]
-        rows.append(("W3 16 jobs × 0.2 s on 16 devices", "pyroinst", fmt_time(w3["median"]),
-                     f"{ratio:.2f} × ideal"))
+        rows.append(
+            (
+                "W3 16 jobs × 0.2 s on 16 devices",
+                "pyroinst",
+                fmt_time(w3["median"]),
+                f"{ratio:.2f} × ideal",
+            )
+        )
         checks.append(("W3 ≤ 1.25 × ideal", f"{ratio:.2f}", ratio <= 1.25))
 
         seconds = 1.0 if quick else 3.0
         w4 = {k: client(k, addr[k], "w4", 4, seconds) for k in addr}
         base = w4["raw-msgpack"]["calls_per_s"]
         for k, r in w4.items():
-            rows.append(("W4 calls/s, 4 threads", k, f"{r['calls_per_s']:.0f}/s",
-                         f"{r['calls_per_s'] / base:.2f} × raw msgpack"))
+            rows.append(
+                (
+                    "W4 calls/s, 4 threads",
+                    k,
+                    f"{r['calls_per_s']:.0f}/s",
+                    f"{r['calls_per_s'] / base:.2f} × raw msgpack",
+                )
+            )
         ratio = w4["pyroinst"]["calls_per_s"] / base
         checks.append(("W4 ≥ 0.8 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio >= 0.8))
 
         w5 = client("pyroinst", addr["pyroinst"], "w5", 100 if quick else 500)
         r1 = w5["start_result"] / w5["plain"]
         r2 = w5["start_wait_result"] / w5["plain"]
-        rows.append(("W5 no-op job: start + result()", "pyroinst", fmt_time(w5["start_result"]),
-                     f"{r1:.2f} × plain call ({fmt_time(w5['plain'])})"))
-        rows.append(("W5 no-op job: start + wait() + result()", "pyroinst",
-                     fmt_time(w5["start_wait_result"]), f"{r2:.2f} × plain call"))
+        rows.append(
+            (
+                "W5 no-op job: start + result()",
+                "pyroinst",
+                fmt_time(w5["start_result"]),
+                f"{r1:.2f} × plain call ({fmt_time(w5['plain'])})",
+            )
+        )
+        rows.append(
+            (
+                "W5 no-op job: start + wait() + result()",
+                "pyroinst",
+                fmt_time(w5["start_wait_result"]),
+                f"{r2:.2f} × plain call",
+            )
+        )
         checks.append(("W5 ≤ 3 × plain call (start + result)", f"{r1:.2f}", r1 <= 3))
 
         for k in ("pyroinst", "raw-msgpack", "tcp"):
@@ -176,11 +224,16 @@ def main() -> None:
             w6 = client(k, addr[k], "w6", 1e7)
             server_growth = srv.status("VmHWM") - rss_before
             size = w6["array_bytes"]
-            rows.append(("W6 peak RSS growth, one 1e7 fetch", k,
-                         f"client {w6['client_growth'] / 1e6:.0f} MB, server "
-                         f"{server_growth / 1e6:.0f} MB",
-                         f"client {w6['client_growth'] / size:.2f} ×, server "
-                         f"{server_growth / size:.2f} × the array"))
+            rows.append(
+                (
+                    "W6 peak RSS growth, one 1e7 fetch",
+                    k,
+                    f"client {w6['client_growth'] / 1e6:.0f} MB, server "
+                    f"{server_growth / 1e6:.0f} MB",
+                    f"client {w6['client_growth'] / size:.2f} ×, server "
+                    f"{server_growth / size:.2f} × the array",
+                )
+            )
             if k == "pyroinst":
                 ratio = w6["client_growth"] / size
                 checks.append(("W6 client growth ≤ 2.5 × array", f"{ratio:.2f}", ratio <= 2.5))
@@ -188,8 +241,9 @@ def main() -> None:
         for srv in servers.values():
             srv.stop()
 
-    print(f"## pyroinst benchmark ({'quick' if quick else 'full'} run, "
-          f"{time.time() - began:.0f} s)\n")
+    print(
+        f"## pyroinst benchmark ({'quick' if quick else 'full'} run, {time.time() - began:.0f} s)\n"
+    )
     print(f"Machine: {versions()}\n")
     print("| workload | row | figure | ratio |")
     print("|---|---|---|---|")

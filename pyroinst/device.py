@@ -27,6 +27,7 @@ from typing import Any
 
 from Pyro5.server import expose
 
+from . import fastwire
 from .client import JobHandle
 from .errors import DeviceDefinitionError, NotSerializableError, SignatureError
 from .jobs import (
@@ -140,28 +141,41 @@ class DeviceServant:
             raise SignatureError(f"{self._name}.{method}{sig}: {exc}", method=method) from None
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
+        if fastwire.take_pending():
+            args, kwargs = _resolve_pending(args), _resolve_pending(kwargs)
         func = self._bound(method)
-        self._check_args(method, func, args, kwargs)
         if method in self._pyroinst_jobs:
+            self._check_args(method, func, args, kwargs)
             return self._submit(method, func, args, kwargs)
         if method in self._pyroinst_concurrent:
             return self._run_plain(method, func, args, kwargs)
-        return self._locked(f"call {method}()", lambda: self._run_plain(method, func, args, kwargs))
+        return self._locked(method, func, args, kwargs)
 
-    def _locked(self, holder: str, action: Callable[[], Any]) -> Any:
-        timeout = self._lock_timeout
-        if not self._lock.acquire(holder, timeout):
-            raise self._lock.busy_error(holder, timeout or 0.0)
+    def _locked(
+        self,
+        method: str,
+        func: Callable[..., Any],
+        args: tuple,
+        kwargs: dict,
+        holder: str | None = None,
+    ) -> Any:
+        """Run a plain call under the device lock (DeviceBusy after ``lock_timeout``)."""
+        lock = self._lock
+        if not lock.acquire(holder or method, self._lock_timeout):
+            raise lock.busy_error(holder or f"call {method}()", self._lock_timeout or 0.0)
         try:
-            return action()
+            return self._run_plain(method, func, args, kwargs)
         finally:
-            self._lock.release()
+            lock.release()
 
     def _run_plain(self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         try:
             result = func(*args, **kwargs)
         except Exception as exc:
             log.debug("%s.%s raised %r", self._name, method, exc)
+            if isinstance(exc, TypeError):
+                # Binding is checked only now: on every call it would cost more than the call.
+                self._check_args(method, func, args, kwargs)
             sendable = transportable(exc)
             if sendable is exc:
                 raise
@@ -169,17 +183,21 @@ class DeviceServant:
         return self._sendable(method, result)
 
     def _call_property(self, name: str, op: str, value: Any = None) -> Any:
+        if fastwire.take_pending():
+            value = _resolve_pending(value)
+
         def access() -> Any:
             if op == "get":
                 return getattr(self._device, name)
             setattr(self._device, name, value)
             return None
 
-        return self._locked(f"property {name}", lambda: self._run_plain(name, access, (), {}))
+        return self._locked(name, access, (), {}, holder=f"property {name}")
 
     def _sendable(self, method: str, result: Any) -> Any:
         try:
-            return to_wire(result, strict=True)
+            # Arrays stay arrays: the serializer decides how they travel.
+            return to_wire(result, strict=True, array=_keep_array)
         except NotSerializableError as exc:
             raise NotSerializableError(
                 f"{self._name}.{method}() returned something that cannot be sent: {exc}"
@@ -235,6 +253,8 @@ class DeviceServant:
                 f"device '{self._name}' has no method {method!r} that can run as a job; "
                 f"its methods: {', '.join(methods)}"
             )
+        if fastwire.take_pending():
+            args, kwargs = _resolve_pending(args), _resolve_pending(kwargs)
         func = self._bound(method)
         self._check_args(method, func, args, kwargs)
         return self._submit(method, func, args, kwargs)
@@ -279,7 +299,9 @@ class DeviceServant:
         got = self._lock.acquire("shutdown", timeout)
         if not got:
             log.warning(
-                "device '%s' still busy with %s; closing it anyway", self._name, self._lock.holder
+                "device '%s' still busy with %s; closing it anyway",
+                self._name,
+                self._lock.describe_holder(),
             )
         try:
             close()
@@ -288,6 +310,23 @@ class DeviceServant:
         finally:
             if got:
                 self._lock.release()
+
+
+def _keep_array(a: Any) -> Any:
+    return a
+
+
+def _resolve_pending(value: Any) -> Any:
+    """``value`` with every uploaded PendingArray replaced by its array."""
+    if isinstance(value, fastwire.PendingArray):
+        return value.resolve()
+    if isinstance(value, tuple):
+        return tuple(_resolve_pending(v) for v in value)
+    if isinstance(value, list):
+        return [_resolve_pending(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve_pending(v) for k, v in value.items()}
+    return value
 
 
 def _make_forwarder(name: str, doc: str | None) -> Callable[..., Any]:

@@ -339,12 +339,25 @@ class DeviceLock:
         self.since = 0.0
 
     def acquire(self, holder: str, timeout: float | None = None) -> bool:
-        """Take the lock for ``holder`` (a description); False if not free within ``timeout``."""
-        ok = self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
-        if ok:
-            self.holder = holder
-            self.since = time.monotonic()
-        return ok
+        """Take the lock for ``holder`` (a job id or method name); False if not free in time."""
+        lock = self._lock
+        # Uncontended, the non-blocking try is the whole cost of a plain call's locking.
+        if not lock.acquire(False) and not lock.acquire(
+            timeout=-1 if timeout is None else max(0.0, timeout)
+        ):
+            return False
+        self.holder = holder
+        self.since = time.monotonic()
+        return True
+
+    def describe_holder(self) -> str:
+        """Who holds the lock, for messages."""
+        holder = self.holder
+        if holder is None:
+            return "another call"
+        return (
+            holder if holder.startswith(("job ", "property ", "shutdown")) else f"call {holder}()"
+        )
 
     def release(self) -> None:
         """Give the lock back."""
@@ -353,7 +366,7 @@ class DeviceLock:
 
     def busy_error(self, caller: str, timeout: float) -> DeviceBusy:
         """The DeviceBusy to raise for ``caller`` after waiting ``timeout`` seconds."""
-        holder = self.holder or "another call"
+        holder = self.describe_holder()
         held = time.monotonic() - self.since if self.holder else 0.0
         return DeviceBusy(
             f"device '{self.device}' is busy with {holder} (running for {held:.1f} s); "

@@ -24,7 +24,9 @@ import datetime
 import decimal
 import logging
 import os
+import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,9 @@ import Pyro5.core
 import Pyro5.serializers as pyro_serializers
 import serpent
 from Pyro5 import config as pyro_config
+from Pyro5.callcontext import current_context
 
+from . import fastwire
 from .client import JobHandle
 from .errors import NotSerializableError
 
@@ -54,16 +58,17 @@ _PASSED = (
 )
 
 
-def array_to_wire(a: np.ndarray) -> dict[str, Any]:
-    """An array as its wire dict: dtype string, shape and the raw C-order bytes."""
-    if a.dtype.hasobject or a.dtype.fields is not None:
-        raise NotSerializableError(
-            f"cannot send a numpy array of dtype {a.dtype}: object and structured arrays are "
-            "not supported; send numeric, bool, complex or string arrays (or a dict of arrays)"
-        )
+def array_to_wire(a: np.ndarray, raw: bool = False) -> dict[str, Any]:
+    """An array as its wire dict: dtype string, shape and the raw C-order bytes.
+
+    With ``raw`` the data is a memoryview of the array (no copy) for serializers that
+    write buffers as binary (msgpack, marshal).
+    """
+    check_array(a)
     if not a.flags.c_contiguous:
         a = a.copy(order="C")
-    return {MARKER: "ndarray", "dtype": a.dtype.str, "shape": list(a.shape), "data": a.tobytes()}
+    data = memoryview(a).cast("B") if raw and a.size else a.tobytes()
+    return {MARKER: "ndarray", "dtype": a.dtype.str, "shape": list(a.shape), "data": data}
 
 
 def array_from_wire(d: dict[str, Any]) -> np.ndarray:
@@ -76,26 +81,41 @@ def array_from_wire(d: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
 
 
-def to_wire(obj: Any, strict: bool = False) -> Any:
+def check_array(a: np.ndarray) -> np.ndarray:
+    """``a`` itself if it can be sent (NotSerializableError for object/structured dtypes)."""
+    if a.dtype.hasobject or a.dtype.fields is not None:
+        raise NotSerializableError(
+            f"cannot send a numpy array of dtype {a.dtype}: object and structured arrays are "
+            "not supported; send numeric, bool, complex or string arrays (or a dict of arrays)"
+        )
+    return a
+
+
+def to_wire(
+    obj: Any, strict: bool = False, array: Callable[[np.ndarray], Any] | None = None
+) -> Any:
     """``obj`` with every array, numpy scalar and JobHandle replaced by its wire form.
 
     Containers are rebuilt as plain dicts, lists, tuples and sets. Other values pass
     unchanged for Pyro5's serializers to handle; with ``strict`` a value none of them
-    can send faithfully raises NotSerializableError instead.
+    can send faithfully raises NotSerializableError instead. ``array`` turns an array
+    into its wire form (default: the inline dict of ``array_to_wire``).
     """
     t = type(obj)
     if t in _ATOMS:
         return obj
+    if array is None:
+        array = array_to_wire
     if t is dict:
-        return {to_wire(k, strict): to_wire(v, strict) for k, v in obj.items()}
+        return {to_wire(k, strict, array): to_wire(v, strict, array) for k, v in obj.items()}
     if t is list:
-        return [to_wire(v, strict) for v in obj]
+        return [to_wire(v, strict, array) for v in obj]
     if t is tuple:
-        return tuple(to_wire(v, strict) for v in obj)
+        return tuple(to_wire(v, strict, array) for v in obj)
     if isinstance(obj, np.ndarray):
-        return array_to_wire(obj)
+        return array(check_array(obj))
     if isinstance(obj, np.generic):
-        return to_wire(obj.item(), strict)
+        return to_wire(obj.item(), strict, array)
     if isinstance(obj, JobHandle):
         return obj.to_wire()
     # Subclasses (IntEnum, OrderedDict, namedtuple...) as their plain base types.
@@ -110,11 +130,11 @@ def to_wire(obj: Any, strict: bool = False) -> Any:
     if isinstance(obj, bytes | bytearray | memoryview):
         return bytes(obj)
     if isinstance(obj, dict):
-        return {to_wire(k, strict): to_wire(v, strict) for k, v in obj.items()}
+        return {to_wire(k, strict, array): to_wire(v, strict, array) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [to_wire(v, strict) for v in obj]
+        return [to_wire(v, strict, array) for v in obj]
     if isinstance(obj, set | frozenset):
-        return {to_wire(v, strict) for v in obj}
+        return {to_wire(v, strict, array) for v in obj}
     if strict and not isinstance(obj, _PASSED):
         raise NotSerializableError(
             f"a value of type {t.__module__}.{t.__qualname__} cannot be sent: send built-in "
@@ -129,6 +149,14 @@ def from_wire(d: dict[str, Any]) -> Any:
     """Turn one marked wire dict back into its object (unknown markers stay dicts)."""
     kind = d.get(MARKER)
     if kind == "ndarray":
+        if "ann" in d:
+            # The bytes came beside the payload, as a message annotation (fastwire).
+            if getattr(_decoding, "call", False):
+                fastwire.note_pending()
+                return fastwire.PendingArray(d["ann"], d["dtype"], d["shape"])
+            return fastwire.annotated_array(
+                current_context.response_annotations, d["ann"], d["dtype"], d["shape"]
+            )
         return array_from_wire(d)
     if kind == "JobHandle":
         return JobHandle(d["id"], d["device"], d["uri"])
@@ -137,14 +165,51 @@ def from_wire(d: dict[str, Any]) -> Any:
     return d
 
 
+_decoding = threading.local()
+
+
 class _PyroinstMixin:
-    """Encodes outgoing values with ``to_wire`` and decodes marked dicts at any depth."""
+    """Encodes outgoing values with ``to_wire`` and decodes marked dicts at any depth.
+
+    Large arrays go beside the payload as annotations (see fastwire) when the other
+    side is pyroinst; otherwise inline, as raw bytes where the serializer allows.
+    """
+
+    _raw_buffers = False
+
+    def _inline(self, a: np.ndarray) -> dict[str, Any]:
+        return array_to_wire(a, raw=self._raw_buffers)
+
+    def _response_array(self, a: np.ndarray) -> Any:
+        if a.flags.c_contiguous:
+            marker = fastwire.annotate(a, "response")
+            if marker is not None:
+                return marker
+        return self._inline(a)
+
+    def _request_array(self, a: np.ndarray) -> Any:
+        if a.flags.c_contiguous:
+            marker = fastwire.annotate(a, "request")
+            if marker is not None:
+                return marker
+        return self._inline(a)
 
     def dumps(self, data: Any) -> bytes:
-        return super().dumps(to_wire(data))  # type: ignore[misc]
+        return super().dumps(to_wire(data, array=self._response_array))  # type: ignore[misc]
 
     def dumpsCall(self, obj: str, method: str, vargs: Any, kwargs: dict) -> bytes:  # noqa: N802
-        return super().dumpsCall(obj, method, to_wire(tuple(vargs)), to_wire(kwargs))  # type: ignore[misc]
+        fastwire.mark_request()
+        array = self._request_array
+        return super().dumpsCall(  # type: ignore[misc]
+            obj, method, to_wire(tuple(vargs), array=array), to_wire(kwargs, array=array)
+        )
+
+    def loadsCall(self, data: Any) -> Any:  # noqa: N802
+        _decoding.call = True
+        try:
+            return super().loadsCall(data)  # type: ignore[misc]
+        finally:
+            _decoding.call = False
 
     def recreate_classes(self, literal: Any) -> Any:
         # serpent, marshal and json decode through this top-down walk.
@@ -160,6 +225,8 @@ class SerpentSerializer(_PyroinstMixin, pyro_serializers.SerpentSerializer):
 class MarshalSerializer(_PyroinstMixin, pyro_serializers.MarshalSerializer):
     """Pyro5's marshal serializer, numpy- and JobHandle-aware."""
 
+    _raw_buffers = True
+
 
 class JsonSerializer(_PyroinstMixin, pyro_serializers.JsonSerializer):
     """Pyro5's json serializer, numpy- and JobHandle-aware; bytes travel as base64."""
@@ -174,6 +241,12 @@ class JsonSerializer(_PyroinstMixin, pyro_serializers.JsonSerializer):
 
 class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
     """Pyro5's msgpack serializer, numpy- and JobHandle-aware; bytes stay raw binary."""
+
+    _raw_buffers = True
+
+    def _convertToBytes(self, data: Any) -> Any:  # noqa: N802
+        # msgpack reads any buffer; converting a received bytearray would copy it.
+        return data
 
     def object_hook(self, obj: dict) -> Any:
         # msgpack decodes bottom-up through this hook instead of recreate_classes.
@@ -203,5 +276,6 @@ def install() -> None:
         pyro_serializers.serializers_by_id[klass.serializer_id] = instance
     if "PYRO_SERIALIZER" not in os.environ:
         pyro_config.SERIALIZER = "msgpack"
+    fastwire.install()
     _installed = True
     log.debug("pyroinst serializers installed; default serializer %s", pyro_config.SERIALIZER)
