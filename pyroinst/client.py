@@ -217,12 +217,22 @@ class JobHandle:
         Raises JobTimeout if it has not finished in time, JobCancelled if it was
         cancelled. The result stays on the server: it can be read again.
         """
-        if not self.wait(timeout):
-            raise JobTimeout(
-                f"job {self.id} on device '{self.device}' has not finished after {timeout:g} s",
-                job_id=self.id,
-            )
-        return self._proxy().job_result(self.id, 0)
+        # The server waits (in slices, so no call blocks a connection for long): one round
+        # trip for a job that finishes within a slice.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            try:
+                return self._proxy().job_result(self.id, max(0.0, min(_WAIT_SLICE, remaining)))
+            except JobTimeout as exc:
+                if getattr(exc, "job_id", None) != self.id:
+                    raise  # the job's own error, not the wait running out
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobTimeout(
+                        f"job {self.id} on device '{self.device}' has not finished after "
+                        f"{timeout:g} s",
+                        job_id=self.id,
+                    ) from None
 
     def cancel(self) -> bool:
         """Cancel the job; False if it had already finished."""
