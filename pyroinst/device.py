@@ -172,15 +172,21 @@ class DeviceServant:
         try:
             result = func(*args, **kwargs)
         except Exception as exc:
-            log.debug("%s.%s raised %r", self._name, method, exc)
-            if isinstance(exc, TypeError):
-                # Binding is checked only now: on every call it would cost more than the call.
-                self._check_args(method, func, args, kwargs)
-            sendable = transportable(exc)
-            if sendable is exc:
-                raise
-            raise sendable from None
+            raise self._translate(method, func, args, kwargs, exc) from None
         return self._sendable(method, result)
+
+    def _translate(
+        self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict, exc: Exception
+    ) -> BaseException:
+        """The exception to send for ``exc`` raised by a driver method."""
+        log.debug("%s.%s raised %r", self._name, method, exc)
+        if isinstance(exc, TypeError):
+            # Binding is checked only now: on every call it would cost more than the call.
+            try:
+                self._check_args(method, func, args, kwargs)
+            except SignatureError as mismatch:
+                return mismatch
+        return transportable(exc)
 
     def _call_property(self, name: str, op: str, value: Any = None) -> Any:
         if fastwire.take_pending():
@@ -329,9 +335,34 @@ def _resolve_pending(value: Any) -> Any:
     return value
 
 
-def _make_forwarder(name: str, doc: str | None) -> Callable[..., Any]:
-    def forwarder(self: DeviceServant, *args: Any, **kwargs: Any) -> Any:
-        return self._call(name, args, kwargs)
+_take_pending = fastwire.take_pending
+_PLAIN_RESULTS = frozenset({str, int, float, bool, type(None), bytes, complex})
+
+
+def _make_forwarder(name: str, doc: str | None, plain: bool) -> Callable[..., Any]:
+    if not plain:  # jobs and @concurrent methods
+
+        def forwarder(self: DeviceServant, *args: Any, **kwargs: Any) -> Any:
+            return self._call(name, args, kwargs)
+
+    else:
+        # The hot path of every plain call, flattened: it is most of pyroinst's overhead.
+        def forwarder(self: DeviceServant, *args: Any, **kwargs: Any) -> Any:
+            if _take_pending():
+                args, kwargs = _resolve_pending(args), _resolve_pending(kwargs)
+            func = getattr(self._device, name)
+            lock = self._lock
+            if not lock.acquire(name, self._lock_timeout):
+                raise lock.busy_error(f"call {name}()", self._lock_timeout or 0.0)
+            try:
+                result = func(*args, **kwargs)
+            except Exception as exc:
+                raise self._translate(name, func, args, kwargs, exc) from None
+            finally:
+                lock.release()
+            if type(result) in _PLAIN_RESULTS:
+                return result
+            return self._sendable(name, result)
 
     forwarder.__name__ = forwarder.__qualname__ = name
     forwarder.__doc__ = doc
@@ -400,9 +431,9 @@ def make_servant(
                 if isinstance(member, property):
                     namespace[member_name] = _make_property(member_name, member)
                 else:
-                    namespace[member_name] = _make_forwarder(
-                        member_name, _function_of(member).__doc__
-                    )
+                    func = _function_of(member)
+                    plain = member_name not in job_names and not is_concurrent(func)
+                    namespace[member_name] = _make_forwarder(member_name, func.__doc__, plain)
             namespace["_pyroinst_jobs"] = job_names
             namespace["_pyroinst_concurrent"] = frozenset(
                 n

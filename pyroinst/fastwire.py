@@ -23,7 +23,7 @@ pyroinst``):
 * ``socketutil.send_data``: sends such a list with ``sendmsg`` (scatter/gather), and
   sends with memoryview offsets when the socket has a timeout (Pyro5's own loop copies
   the remainder after every partial send, which makes large messages quadratic);
-* ``socketutil.receive_data``: receives a large message with ``recv_into`` into one
+* ``protocol.recv_stub``: receives a large message with ``recv_into`` into one
   writeable, uninitialised buffer (arrays wrap it without a copy);
 
 and wraps ``Proxy._pyroInvoke`` to know, while a call is serialized, which proxy makes it
@@ -87,26 +87,40 @@ class Gather:
 
 
 class SendingMessage(protocol.SendingMessage):
-    """Pyro5's SendingMessage, keeping large annotations and payloads as separate buffers."""
+    """Pyro5's SendingMessage, keeping large annotations and payloads as separate buffers.
+
+    The header and layout are Pyro5's; a message of at least INLINE_MAX bytes gets a
+    Gather as ``data`` instead of one concatenated bytes object.
+    """
 
     def __init__(self, msgtype, flags, seq, serializer_id, payload, annotations=None):  # noqa: D107
-        annotations = annotations or {}
-        size = len(payload)
-        for value in annotations.values():
-            size += len(value)  # our annotations are byte-format memoryviews: len == nbytes
-        if size < INLINE_MAX or pyro_config.COMPRESSION:
+        if pyro_config.COMPRESSION:
             super().__init__(msgtype, flags, seq, serializer_id, payload, annotations)
             return
-        # The same header and layout as Pyro5's own, without concatenating the parts.
         self.type = msgtype
         self.seq = seq
         self.serializer_id = serializer_id
         flags &= ~protocol.FLAGS_COMPRESSED
-        annotations_size = sum(8 + memoryview(v).nbytes for v in annotations.values())
-        if len(payload) + annotations_size > pyro_config.MAX_MESSAGE_SIZE:
+        parts: list[Any] = []
+        annotations_size = 0
+        if annotations:
+            for key, value in annotations.items():
+                if len(key) != 4:
+                    raise Pyro5.errors.ProtocolError(
+                        "annotation identifier must be 4 ascii characters"
+                    )
+                if not isinstance(value, bytes | bytearray | memoryview):
+                    raise Pyro5.errors.ProtocolError(
+                        "annotation data must be bytes, bytearray, or memoryview", type(value)
+                    )
+                size = memoryview(value).nbytes
+                parts.append(_ANNOTATION_HEADER.pack(key.encode("ascii"), size))
+                parts.append(value)
+                annotations_size += 8 + size
+        total = len(payload) + annotations_size
+        if total > pyro_config.MAX_MESSAGE_SIZE:
             raise Pyro5.errors.ProtocolError(
-                f"message too large ({len(payload) + annotations_size:d}, "
-                f"max={pyro_config.MAX_MESSAGE_SIZE:d})"
+                f"message too large ({total:d}, max={pyro_config.MAX_MESSAGE_SIZE:d})"
             )
         if current_context.correlation_id:
             flags |= protocol.FLAGS_CORR_ID
@@ -114,33 +128,18 @@ class SendingMessage(protocol.SendingMessage):
         else:
             self.corr_id = protocol._empty_correlation_id
         self.flags = flags
-        parts: list[Any] = [
-            struct.pack(
-                protocol._header_format,
-                b"PYRO",
-                protocol.PROTOCOL_VERSION,
-                msgtype,
-                serializer_id,
-                flags,
-                seq,
-                len(payload),
-                annotations_size,
-                self.corr_id,
-                0,
-                protocol._magic_number,
-            )
-        ]
-        for key, value in annotations.items():
-            if len(key) != 4:
-                raise Pyro5.errors.ProtocolError("annotation identifier must be 4 ascii characters")
-            if not isinstance(value, bytes | bytearray | memoryview):
-                raise Pyro5.errors.ProtocolError(
-                    "annotation data must be bytes, bytearray, or memoryview", type(value)
-                )
-            parts.append(struct.pack("!4sI", key.encode("ascii"), memoryview(value).nbytes))
-            parts.append(value)
-        parts.append(payload)
-        self.data = Gather(parts)
+        header = _HEADER.pack(
+            b"PYRO", protocol.PROTOCOL_VERSION, msgtype, serializer_id, flags, seq,
+            len(payload), annotations_size, self.corr_id, 0, protocol._magic_number,
+        )
+        if total < INLINE_MAX:
+            self.data = header + b"".join(parts) + payload if parts else header + payload
+        else:
+            self.data = Gather([header, *parts, payload])
+
+
+_HEADER = struct.Struct(protocol._header_format)
+_ANNOTATION_HEADER = struct.Struct("!4sI")
 
 
 def _byte_views(data: Any) -> list[memoryview]:
@@ -199,13 +198,8 @@ def _send_view(sock: socket.socket, view: memoryview) -> None:
         view = view[sent:]
 
 
-_original_receive = socketutil.receive_data
-
-
-def receive_data(sock: socket.socket, size: int) -> Any:
-    """Receive exactly ``size`` bytes; large amounts land in one writeable buffer (a memoryview)."""
-    if size < INLINE_MAX:
-        return _original_receive(sock, size)
+def _receive_big(sock: socket.socket, size: int) -> Any:
+    """Receive exactly ``size`` bytes into one writeable, uninitialised buffer (a memoryview)."""
     # Uninitialised memory: bytearray(size) would first write zeros over all of it.
     view = memoryview(np.empty(size, dtype=np.uint8))
     buf = view
@@ -233,6 +227,30 @@ def receive_data(sock: socket.socket, size: int) -> Any:
     return buf
 
 
+def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.ReceivingMessage:
+    """Pyro5's recv_stub, receiving a large payload with ``recv_into`` (see _receive_big)."""
+    header = connection.recv(6)
+    protocol.ReceivingMessage.validate(header)
+    header += connection.recv(protocol._header_size - 6)
+    msg = protocol.ReceivingMessage(header)
+    if accepted_msgtypes and msg.type not in accepted_msgtypes:
+        err = "invalid msg type {:d} received (expected: {:s})".format(
+            msg.type, ",".join(str(t) for t in accepted_msgtypes)
+        )
+        log.error(err)
+        exc = Pyro5.errors.ProtocolError(err)
+        exc.pyroMsg = msg  # type: ignore[attr-defined]
+        raise exc
+    size = msg.annotations_size + msg.data_size
+    sock = getattr(connection, "sock", None)
+    if size >= INLINE_MAX and sock is not None:
+        payload = _receive_big(sock, size)
+    else:
+        payload = connection.recv(size)
+    msg.add_payload(payload)
+    return msg
+
+
 # -- which calls use annotated arrays ---------------------------------------------------------
 _PYROINST_MEMBERS = frozenset({"job_result", "job_start", "describe"})
 
@@ -240,6 +258,13 @@ _PYROINST_MEMBERS = frozenset({"job_result", "job_start", "describe"})
 def _calling_pyroinst_device() -> bool:
     proxy = getattr(_tls, "proxy", None)
     return proxy is not None and _PYROINST_MEMBERS <= proxy._pyroMethods
+
+
+def note_peer() -> None:
+    """Server side, while answering: remember a client's announcement on its connection."""
+    annotations = current_context.annotations
+    if annotations and FLAG in annotations and current_context.client is not None:
+        current_context.client._pyroinst_fast = True
 
 
 def peer_is_fast() -> bool:
@@ -364,8 +389,8 @@ def install() -> None:
     if _installed:
         return
     protocol.SendingMessage = SendingMessage
+    protocol.recv_stub = recv_stub
     socketutil.send_data = send_data
-    socketutil.receive_data = receive_data
     Pyro5.client.Proxy._pyroInvoke = _pyro_invoke
     _installed = True
 

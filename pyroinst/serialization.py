@@ -165,6 +165,13 @@ def from_wire(d: dict[str, Any]) -> Any:
     return d
 
 
+def _all_atoms(values: Any) -> bool:
+    for value in values:
+        if type(value) not in _ATOMS:
+            return False
+    return True
+
+
 _decoding = threading.local()
 
 
@@ -195,14 +202,15 @@ class _PyroinstMixin:
         return self._inline(a)
 
     def dumps(self, data: Any) -> bytes:
+        fastwire.note_peer()
         return super().dumps(to_wire(data, array=self._response_array))  # type: ignore[misc]
 
     def dumpsCall(self, obj: str, method: str, vargs: Any, kwargs: dict) -> bytes:  # noqa: N802
         fastwire.mark_request()
-        array = self._request_array
-        return super().dumpsCall(  # type: ignore[misc]
-            obj, method, to_wire(tuple(vargs), array=array), to_wire(kwargs, array=array)
-        )
+        if kwargs or not _all_atoms(vargs):
+            array = self._request_array
+            vargs, kwargs = to_wire(tuple(vargs), array=array), to_wire(kwargs, array=array)
+        return super().dumpsCall(obj, method, vargs, kwargs)  # type: ignore[misc]
 
     def loadsCall(self, data: Any) -> Any:  # noqa: N802
         _decoding.call = True
