@@ -96,6 +96,7 @@ class RawPyroTarget(Target):
 class TcpTarget(Target):
     def __init__(self, address: str) -> None:
         self.address = address
+        self.buffers: dict[int, np.ndarray] = {}
         host, port = address.split()
         self.sock = socket.create_connection((host, int(port)))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -116,7 +117,9 @@ class TcpTarget(Target):
         self.sock.sendall(b"G" + struct.pack("!Q", n))
         head = bytearray(8)
         self._recv_into(memoryview(head))
-        out = np.empty(struct.unpack("!Q", head)[0] // 8, dtype=np.float64)
+        out = self.buffers.get(n)
+        if out is None:  # preallocated once per size, then reused
+            out = self.buffers[n] = np.empty(struct.unpack("!Q", head)[0] // 8, np.float64)
         self._recv_into(memoryview(out).cast("B"))
         return out
 

@@ -81,6 +81,7 @@ def _recv_exact(conn: socket.socket, view: memoryview) -> None:
 
 def _tcp_client(conn: socket.socket) -> None:
     arrays: dict[int, object] = {}
+    buffers: dict[int, bytearray] = {}
     header = bytearray(9)
     with conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -99,7 +100,9 @@ def _tcp_client(conn: socket.socket) -> None:
                 conn.sendall(struct.pack("!Q", a.nbytes))
                 conn.sendall(memoryview(a).cast("B"))
             elif op == b"P":
-                buf = bytearray(n * 8)
+                buf = buffers.get(n)
+                if buf is None:
+                    buf = buffers[n] = bytearray(n * 8)  # preallocated, reused
                 _recv_exact(conn, memoryview(buf))
                 conn.sendall(b"k")
 

@@ -129,8 +129,17 @@ class SendingMessage(protocol.SendingMessage):
             self.corr_id = protocol._empty_correlation_id
         self.flags = flags
         header = _HEADER.pack(
-            b"PYRO", protocol.PROTOCOL_VERSION, msgtype, serializer_id, flags, seq,
-            len(payload), annotations_size, self.corr_id, 0, protocol._magic_number,
+            b"PYRO",
+            protocol.PROTOCOL_VERSION,
+            msgtype,
+            serializer_id,
+            flags,
+            seq,
+            len(payload),
+            annotations_size,
+            self.corr_id,
+            0,
+            protocol._magic_number,
         )
         if total < INLINE_MAX:
             self.data = header + b"".join(parts) + payload if parts else header + payload
