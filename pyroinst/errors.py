@@ -10,6 +10,7 @@ The tree::
     ├── DeviceBusy              the device lock was not free within lock_timeout
     ├── NotSerializableError    a value cannot be sent (also TypeError)
     ├── SignatureError          arguments that do not fit the method (also TypeError)
+    ├── MessageTooLarge         a response larger than Pyro5's MAX_MESSAGE_SIZE
     ├── RemoteError             a driver raised an exception class the client cannot import
     ├── JobError
     │   ├── JobNotFound         (also LookupError) unknown or expired job id
@@ -36,6 +37,7 @@ __all__ = [
     "DeviceBusy",
     "NotSerializableError",
     "SignatureError",
+    "MessageTooLarge",
     "RemoteError",
     "JobError",
     "JobNotFound",
@@ -85,6 +87,10 @@ class NotSerializableError(PyroinstError, TypeError):
 
 class SignatureError(PyroinstError, TypeError):
     """The arguments of a call do not fit the method's signature (the message shows it)."""
+
+
+class MessageTooLarge(PyroinstError):
+    """A response would exceed Pyro5's ``MAX_MESSAGE_SIZE``; it is not sent."""
 
 
 class RemoteError(PyroinstError):

@@ -269,11 +269,32 @@ def _calling_pyroinst_device() -> bool:
     return proxy is not None and _PYROINST_MEMBERS <= proxy._pyroMethods
 
 
+def _is_ours(key: str) -> bool:
+    return key[:1] in (_ARRAY_PREFIX, _PAD_PREFIX)
+
+
+def clear_response_annotations() -> None:
+    """Drop the array annotations of the current response (Pyro5 resets them only after a
+    successful send, so a failed one would leave them for the thread's next response)."""
+    leftover = current_context.response_annotations
+    if leftover:
+        for key in [k for k in leftover if _is_ours(k)]:
+            del leftover[key]
+
+
 def note_peer() -> None:
-    """Server side, while answering: remember a client's announcement on its connection."""
+    """Server side, before a response is encoded: start clean, and remember a client's
+    announcement on its connection."""
+    clear_response_annotations()
     annotations = current_context.annotations
     if annotations and FLAG in annotations and current_context.client is not None:
         current_context.client._pyroinst_fast = True
+
+
+def response_annotations_size() -> int:
+    """Bytes the current response's annotations add to its message."""
+    annotations = current_context.response_annotations
+    return sum(8 + memoryview(v).nbytes for v in annotations.values()) if annotations else 0
 
 
 def peer_is_fast() -> bool:
@@ -377,7 +398,7 @@ _original_invoke = Pyro5.client.Proxy._pyroInvoke
 def _drop_request_annotations() -> None:
     _tls.annotated = False
     annotations = current_context.annotations
-    for key in [k for k in annotations if k == FLAG or k[:1] in (_ARRAY_PREFIX, _PAD_PREFIX)]:
+    for key in [k for k in annotations if k == FLAG or _is_ours(k)]:
         del annotations[key]
 
 

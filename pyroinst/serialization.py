@@ -38,7 +38,7 @@ from Pyro5.callcontext import current_context
 
 from . import fastwire
 from .client import JobHandle
-from .errors import NotSerializableError
+from .errors import MessageTooLarge, NotSerializableError
 
 __all__ = ["to_wire", "from_wire", "array_to_wire", "array_from_wire", "install", "MARKER"]
 
@@ -203,7 +203,18 @@ class _PyroinstMixin:
 
     def dumps(self, data: Any) -> bytes:
         fastwire.note_peer()
-        return super().dumps(to_wire(data, array=self._response_array))  # type: ignore[misc]
+        payload = super().dumps(to_wire(data, array=self._response_array))  # type: ignore[misc]
+        size = len(payload) + fastwire.response_annotations_size()
+        if size > pyro_config.MAX_MESSAGE_SIZE:
+            # Pyro5 would drop the connection with no word to the client; say why instead.
+            fastwire.clear_response_annotations()
+            raise MessageTooLarge(
+                f"the response is {size} bytes, more than the largest message allowed "
+                f"({pyro_config.MAX_MESSAGE_SIZE} bytes, Pyro5's MAX_MESSAGE_SIZE): return "
+                "smaller pieces, or raise the limit on both sides",
+                size=size,
+            )
+        return payload
 
     def dumpsCall(self, obj: str, method: str, vargs: Any, kwargs: dict) -> bytes:  # noqa: N802
         fastwire.mark_request()

@@ -118,3 +118,16 @@ def test_pyroinst_installs_fast_path():
     assert socketutil.send_data is fastwire.send_data
     assert protocol.recv_stub is fastwire.recv_stub
     assert pyroinst  # imported: installed
+
+
+def test_too_large_response_does_not_poison_the_connection(echo, monkeypatch):
+    from Pyro5 import config
+
+    job = echo.big(N)  # 800 kB result
+    assert job.wait(10)
+    monkeypatch.setattr(config, "MAX_MESSAGE_SIZE", 200_000)
+    with pytest.raises(pyroinst.MessageTooLarge, match="MAX_MESSAGE_SIZE"):
+        echo.job_result(job.id)
+    monkeypatch.setattr(config, "MAX_MESSAGE_SIZE", 1024**3)
+    assert echo.echo(1) == 1  # the same connection (and server thread) works again
+    assert_same(np.arange(N, dtype=np.float64), echo.job_result(job.id))
