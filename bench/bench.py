@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -198,13 +199,19 @@ def main() -> None:
         )
         checks.append(("W3 ≤ 1.25 × ideal", f"{ratio:.2f}", ratio <= 1.25))
 
-        seconds = 1.0 if quick else 3.0
-        w4 = {k: client(k, addr[k], "w4", 4, seconds) for k in addr}
+        # Eight threads on two cores: throughput drifts with scheduling, so the targets
+        # take turns over several short rounds and each keeps its median.
+        seconds, rounds = (1.0, 3) if quick else (2.0, 5)
+        samples: dict[str, list[float]] = {k: [] for k in addr}
+        for _ in range(rounds):
+            for k in addr:
+                samples[k].append(client(k, addr[k], "w4", 4, seconds)["calls_per_s"])
+        w4 = {k: {"calls_per_s": statistics.median(v)} for k, v in samples.items()}
         base = w4["raw-msgpack"]["calls_per_s"]
         for k, r in w4.items():
             rows.append(
                 (
-                    "W4 calls/s, 4 threads",
+                    f"W4 calls/s, 4 threads (median of {rounds} rounds)",
                     k,
                     f"{r['calls_per_s']:.0f}/s",
                     f"{r['calls_per_s'] / base:.2f} × raw msgpack",
