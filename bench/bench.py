@@ -135,14 +135,18 @@ def main() -> None:
     try:
         calls = 500 if quick else 3000
         # Latency here is bimodal: when client and server share a core a call costs their
-        # CPU time; across cores the wake-up latency dominates, and which of the two the
-        # scheduler picks changes from run to run. So W1 is measured with every process
-        # pinned to one core (the figure the target uses: what pyroinst's code costs),
-        # and once unpinned.
-        for label, cpus in (("W1 latency, one core", {0}), ("W1 latency, unpinned", None)):
+        # CPU time; across cores the wake-up latency dominates, and left alone the
+        # scheduler picks one or the other from run to run. So W1 is measured in both
+        # placements, pinned: client and server on one core (what pyroinst's code costs),
+        # and client on one core, server on the other.
+        cores = os.cpu_count() or 1
+        placements = [("W1 latency, one core", {0}, {0})]
+        if cores > 1:
+            placements.append(("W1 latency, two cores", {0}, {1}))
+        for label, client_cpus, server_cpus in placements:
             for srv in servers.values():
-                srv.pin(cpus)
-            w1 = {k: client(k, addr[k], "w1", calls, cpus=cpus) for k in addr}
+                srv.pin(server_cpus)
+            w1 = {k: client(k, addr[k], "w1", calls, cpus=client_cpus) for k in addr}
             base = w1["raw-msgpack"]["median"]
             for k, r in w1.items():
                 rows.append(
