@@ -19,8 +19,12 @@ from .device import RESERVED_NAMES
 from .errors import (
     ConfigurationError,
     DeviceBusy,
+    DeviceConnectionError,
     DeviceDefinitionError,
+    DeviceError,
     DeviceNotFound,
+    DeviceTimeout,
+    InstrumentError,
     JobCancelled,
     JobError,
     JobNotFound,
@@ -31,6 +35,7 @@ from .errors import (
     NotSerializableError,
     PyroinstError,
     RemoteError,
+    ResponseError,
     SignatureError,
 )
 from .jobs import Job, concurrent, current_job, job
@@ -54,6 +59,11 @@ __all__ = [
     "RESERVED_NAMES",
     "PyroinstError",
     "ConfigurationError",
+    "DeviceConnectionError",
+    "DeviceError",
+    "DeviceTimeout",
+    "InstrumentError",
+    "ResponseError",
     "DeviceBusy",
     "DeviceDefinitionError",
     "DeviceNotFound",

@@ -16,6 +16,11 @@ The tree::
     │   ├── JobNotFound         (also LookupError) unknown or expired job id
     │   ├── JobCancelled        the job was cancelled
     │   └── JobTimeout          (also TimeoutError) the job did not finish in time
+    ├── DeviceError             raised by drivers talking to hardware
+    │   ├── DeviceTimeout       (also TimeoutError) no (complete) reply in time
+    │   ├── DeviceConnectionError (also ConnectionError) port missing or lost
+    │   ├── ResponseError       a reply that does not decode or parse
+    │   └── InstrumentError     the instrument reported an error (code, description)
     └── ConfigurationError      bad settings (lab file, environment)
 
 A pyroinst exception carries its message as its only argument and any extra facts as
@@ -43,6 +48,11 @@ __all__ = [
     "JobNotFound",
     "JobCancelled",
     "JobTimeout",
+    "DeviceError",
+    "DeviceTimeout",
+    "DeviceConnectionError",
+    "ResponseError",
+    "InstrumentError",
     "ConfigurationError",
 ]
 
@@ -122,6 +132,38 @@ class JobCancelled(JobError):
 
 class JobTimeout(JobError, builtins.TimeoutError):
     """The job did not finish within the timeout given to ``result()``."""
+
+
+class DeviceError(PyroinstError):
+    """Base class of the errors drivers raise about the instrument and its connection."""
+
+
+class DeviceTimeout(DeviceError, builtins.TimeoutError):
+    """No reply, or no complete reply, within the timeout.
+
+    Attributes: ``command`` (what was sent last), ``partial`` (bytes received, if any),
+    ``port``.
+    """
+
+
+class DeviceConnectionError(DeviceError, builtins.ConnectionError):
+    """The port is missing, cannot be opened, or was lost. Attribute: ``port``."""
+
+
+class ResponseError(DeviceError):
+    """A reply that does not decode or does not parse. Attributes: ``raw`` (bytes), ``command``."""
+
+
+class InstrumentError(DeviceError):
+    """The instrument reported an error, e.g. from its SCPI error queue.
+
+    ``InstrumentError(code, description)``; attributes ``code`` (int) and ``description``.
+    """
+
+    def __init__(self, code: int, description: str, **attrs: Any) -> None:
+        super().__init__(f"instrument error {code}: {description}", **attrs)
+        self.code = int(code)
+        self.description = str(description)
 
 
 class ConfigurationError(PyroinstError):

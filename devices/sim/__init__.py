@@ -1,0 +1,1 @@
+"""Simulated instruments on pseudo-terminals, for tests, CI and demos without hardware."""
