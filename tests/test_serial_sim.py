@@ -221,3 +221,9 @@ def test_lab_serial_toml_served_by_the_cli(sim, ns, tmp_path):
         server.send_signal(signal.SIGINT)
         server.communicate(timeout=30)
     assert server.returncode == 0
+
+
+def test_slow_replies_within_the_timeout(sim, dmm_server):
+    dmm = dmm_server(sim("--delay", "0.1").path, timeout=2.0)
+    assert "SimulatedMultimeter" in dmm.idn()
+    assert dmm.acquire(3).result(10).shape == (3,)
