@@ -14,16 +14,18 @@ from Pyro5 import config as _pyro_config
 
 from . import errors as _errors
 from . import serialization as _serialization
-from .client import JobHandle, connect, list_devices, locate_ns
+from .client import DeviceProxy, JobHandle, connect, list_devices, locate_ns
 from .device import RESERVED_NAMES
 from .errors import (
     ConfigurationError,
+    ConnectionLost,
     DeviceBusy,
     DeviceConnectionError,
     DeviceDefinitionError,
     DeviceError,
     DeviceNotFound,
     DeviceTimeout,
+    DeviceUnreachable,
     InstrumentError,
     JobCancelled,
     JobError,
@@ -36,6 +38,7 @@ from .errors import (
     PyroinstError,
     RemoteError,
     ResponseError,
+    ServerBusy,
     SignatureError,
 )
 from .jobs import Job, concurrent, current_job, job
@@ -49,6 +52,7 @@ __all__ = [
     "InstServer",
     "EmbeddedNameServer",
     "connect",
+    "DeviceProxy",
     "list_devices",
     "locate_ns",
     "JobHandle",
@@ -59,6 +63,9 @@ __all__ = [
     "RESERVED_NAMES",
     "PyroinstError",
     "ConfigurationError",
+    "ConnectionLost",
+    "DeviceUnreachable",
+    "ServerBusy",
     "DeviceConnectionError",
     "DeviceError",
     "DeviceTimeout",

@@ -32,6 +32,7 @@ from pyroinst.config import DeviceStartError, LabConfig, LabFileError, demo_lab,
 from pyroinst.errors import (
     ConfigurationError,
     DeviceNotFound,
+    DeviceUnreachable,
     JobCancelled,
     JobNotFound,
     NameServerNotFound,
@@ -90,7 +91,7 @@ def _fail(message: str, code: int) -> typer.Exit:
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, LabFileError | SignatureError | ConfigurationError):
         return EXIT_USAGE
-    if isinstance(exc, DeviceNotFound | JobNotFound | NameServerNotFound):
+    if isinstance(exc, DeviceNotFound | JobNotFound | NameServerNotFound | DeviceUnreachable):
         return EXIT_NOT_FOUND
     if isinstance(exc, Pyro5.errors.CommunicationError):
         return EXIT_NOT_FOUND
@@ -258,16 +259,13 @@ def serve_command(
                 jobs=spec.jobs or None,
                 lock_timeout=spec.lock_timeout,
             )
-        server.start()
+        # Blocks until Ctrl-C or SIGTERM; stopping removes the names and closes the devices,
+        # also when starting fails.
+        server.run(on_started=_print_serving)
     except (PyroinstError, OSError, Pyro5.errors.PyroError) as exc:
         server.stop()
-        for device in devices.values():
-            if callable(getattr(device, "close", None)):
-                device.close()
         code = EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILED
         raise _fail(_message(exc), code) from None
-    _print_serving(server)
-    server.run()  # already started: waits for SIGINT/SIGTERM, then stops cleanly
 
 
 def _print_serving(server: InstServer) -> None:
@@ -472,63 +470,87 @@ def _write_out(value: Any, out: Path) -> None:
         raise _fail(f"cannot write {out}: {exc.strerror}", EXIT_FAILED) from None
 
 
-def _follow(job: pyroinst.JobHandle, timeout: float | None, detach: bool, quiet: bool) -> dict:
+class _Interrupts:
+    """Ctrl-C as a flag, not an exception, while a client command talks to a server.
+
+    A KeyboardInterrupt raised inside a Pyro5 call would tear its connection down
+    mid-message and could lose the id of a job just started; with the flag, the call in
+    progress completes and the command then cancels (or leaves) the job and exits 130.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupts:
+        import signal
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, lambda *_: self.event.set())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    @property
+    def hit(self) -> bool:
+        """True once Ctrl-C was pressed."""
+        return self.event.is_set()
+
+
+def _follow(
+    job: pyroinst.JobHandle,
+    timeout: float | None,
+    detach: bool,
+    quiet: bool,
+    interrupts: _Interrupts,
+) -> dict:
     """Show a progress bar until the job finishes; Ctrl-C cancels it (or leaves it, --detach)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(
-            TextColumn("[bold]{task.fields[method]}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>5.1f}%"),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[message]}"),
-            transient=True,
-            disable=quiet or not sys.stderr.isatty(),
-            console=_stderr_console(),
-        ) as bar:
+    with Progress(
+        TextColumn("[bold]{task.fields[method]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        transient=True,
+        disable=quiet or not sys.stderr.isatty(),
+        console=_stderr_console(),
+    ) as bar:
+        status = job.status()
+        task = bar.add_task("job", total=1.0, method=status["method"], message="")
+        while True:
+            if interrupts.hit:
+                break
             status = job.status()
-            task = bar.add_task("job", total=1.0, method=status["method"], message="")
-            while True:
-                status = job.status()
-                bar.update(task, completed=status["progress"], message=status["message"] or "")
-                if status["state"] in ("done", "failed", "cancelled"):
-                    return status
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise _fail(
-                        f"job {job.id} still {status['state']} after {timeout:g} s "
-                        f"(left running; follow it with `pyroinst job {job.device} "
-                        f"{job.id} --wait`)",
-                        EXIT_FAILED,
-                    )
-                job.wait(timeout=0.2)
-    except KeyboardInterrupt:
-        if detach:
-            typer.echo(
-                f"interrupted; job {job.id} left running "
-                f"(`pyroinst job {job.device} {job.id} --wait`)",
-                err=True,
-            )
-        else:
-            cancelled = _cancel_quietly(job)
-            typer.echo(
-                f"interrupted; job {job.id} {'cancelled' if cancelled else 'had already finished'}",
-                err=True,
-            )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def _cancel_quietly(job: pyroinst.JobHandle) -> bool:
-    # The interrupted connection may be mid-call: use a fresh one.
-    import Pyro5.client
-
-    with Pyro5.client.Proxy(job.uri) as proxy:
-        proxy._pyroTimeout = 5
-        try:
-            return bool(proxy.job_cancel(job.id))
-        except Exception:  # noqa: BLE001
-            return False
+            bar.update(task, completed=status["progress"], message=status["message"] or "")
+            if status["state"] in ("done", "failed", "cancelled"):
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _fail(
+                    f"job {job.id} still {status['state']} after {timeout:g} s "
+                    f"(left running; follow it with `pyroinst job {job.device} "
+                    f"{job.id} --wait`)",
+                    EXIT_FAILED,
+                )
+            job.wait(timeout=0.1)
+    if detach:
+        typer.echo(
+            f"interrupted; job {job.id} left running (`pyroinst job {job.device} {job.id} --wait`)",
+            err=True,
+        )
+    else:
+        cancelled = job.cancel()
+        typer.echo(
+            f"interrupted; job {job.id} {'cancelled' if cancelled else 'had already finished'}",
+            err=True,
+        )
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _stderr_console() -> Any:
@@ -603,6 +625,12 @@ def call_command(
             )
             _out(job.id)
             return
+        if methods[method]["job"]:
+            with _Interrupts() as interrupts:
+                job = getattr(dev, method)(*pos, **kw)
+                status = _follow(job, timeout, detach, state.verbose < 0, interrupts)
+            _finish_job(job, status, out, as_json)
+            return
         result = getattr(dev, method)(*pos, **kw)
     except typer.Exit:
         raise
@@ -611,13 +639,6 @@ def call_command(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001
         raise _guard(exc) from None
-    if isinstance(result, pyroinst.JobHandle):
-        try:
-            status = _follow(result, timeout, detach, state.verbose < 0)
-        except (PyroinstError, Pyro5.errors.PyroError) as exc:
-            raise _guard(exc) from None
-        _finish_job(result, status, out, as_json)
-        return
     _emit_result(result, out, as_json, {"device": device, "method": method, "job": None})
 
 
@@ -681,7 +702,8 @@ def job_command(
                 _out(json.dumps({**status, "cancelled": cancelled}, indent=2))
             return
         if wait:
-            status = _follow(job, None, True, state.verbose < 0)
+            with _Interrupts() as interrupts:
+                status = _follow(job, None, True, state.verbose < 0, interrupts)
         if status["state"] in ("done", "failed", "cancelled") and (wait or out is not None):
             _finish_job(job, status, out, as_json)
             return

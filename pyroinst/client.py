@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import socket
 import threading
 import time
 from typing import Any
@@ -21,12 +23,24 @@ from Pyro5 import config as pyro_config
 
 from .errors import (
     ConfigurationError,
+    ConnectionLost,
     DeviceNotFound,
+    DeviceUnreachable,
     JobTimeout,
     NameServerNotFound,
+    ServerBusy,
 )
 
-__all__ = ["JobHandle", "connect", "list_devices", "locate_ns", "ns_address", "DEVICE_TAG"]
+__all__ = [
+    "JobHandle",
+    "DeviceProxy",
+    "connect",
+    "list_devices",
+    "locate_ns",
+    "ns_address",
+    "DEVICE_TAG",
+    "RECONNECT_TIMEOUT",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +52,8 @@ HOST_TAG = "pyroinst.host:"
 NS_TIMEOUT = 5.0
 #: Longest single ``job_wait`` call a handle makes; longer waits are made of several.
 _WAIT_SLICE = 10.0
+#: Seconds a DeviceProxy keeps trying to reach its device (re-resolving its name).
+RECONNECT_TIMEOUT = 10.0
 
 
 def ns_address(
@@ -96,21 +112,11 @@ def _ns_location(ns: Pyro5.client.Proxy) -> str:
     return f"{uri.host}:{uri.port}"
 
 
-def connect(
-    name: str,
-    ns_host: str | None = None,
-    ns_port: int | None = None,
-    timeout: float | None = None,
-) -> Pyro5.client.Proxy:
-    """A Pyro5 proxy of the device ``name``, looked up in the name server.
-
-    The proxy uses the serializer pyroinst configured (msgpack, unless PYRO_SERIALIZER
-    says otherwise) and ``timeout`` seconds per call (None: wait as long as the device
-    takes). DeviceNotFound names the device, the name server and the devices it knows.
-    """
+def lookup(name: str, ns_host: str | None = None, ns_port: int | None = None) -> str:
+    """The URI of the device ``name`` (DeviceNotFound naming the name server and what it has)."""
     with locate_ns(ns_host, ns_port) as ns:
         try:
-            uri = ns.lookup(name)
+            return str(ns.lookup(name))
         except Pyro5.errors.NamingError:
             known = sorted(ns.yplookup(meta_all={DEVICE_TAG}, return_metadata=False))
             raise DeviceNotFound(
@@ -118,9 +124,134 @@ def connect(
                 f"devices there: {', '.join(known) if known else 'none'}",
                 device=name,
             ) from None
-    proxy = Pyro5.client.Proxy(uri)
+
+
+def connect(
+    name: str,
+    ns_host: str | None = None,
+    ns_port: int | None = None,
+    timeout: float | None = None,
+    reconnect_timeout: float = RECONNECT_TIMEOUT,
+) -> DeviceProxy:
+    """A proxy of the device ``name``, looked up in the name server.
+
+    The proxy uses the serializer pyroinst configured (msgpack, unless PYRO_SERIALIZER
+    says otherwise) and ``timeout`` seconds per call (None: wait as long as the device
+    takes). It survives a restart of the device's server: see DeviceProxy.
+    DeviceNotFound names the device, the name server and the devices it knows.
+    """
+    proxy = DeviceProxy(lookup(name, ns_host, ns_port), name, ns_host, ns_port, reconnect_timeout)
     proxy._pyroTimeout = timeout
     return proxy
+
+
+def _socket_closed(sock: Any) -> bool:
+    """True if the peer has closed this idle connection (no data may be pending on it)."""
+    if hasattr(sock, "getpeercert"):
+        return False  # TLS: a peek would need a record; let the call find out
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+class DeviceProxy(Pyro5.client.Proxy):
+    """A Pyro5 proxy that finds its device again when the device's server restarts.
+
+    Before a call, if the proxy has no connection, or its idle connection was closed by
+    the server, it connects again; when the old address does not answer it looks the
+    device's name up in the name server again (the server may have come back on another
+    port or host), retrying for up to ``reconnect_timeout`` seconds before it raises
+    DeviceUnreachable. Only this connecting is retried: a call whose connection breaks
+    after the request was sent may or may not have run on the device, so it is never
+    re-sent; it raises ConnectionLost, and the next call connects afresh.
+    """
+
+    def __init__(
+        self,
+        uri: Any,
+        name: str | None = None,
+        ns_host: str | None = None,
+        ns_port: int | None = None,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
+    ) -> None:
+        super().__init__(uri)
+        self._pyroinst_name = name
+        self._pyroinst_ns = (ns_host, ns_port)
+        self._pyroinst_reconnect = float(reconnect_timeout)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_pyroinst_"):
+            object.__setattr__(self, name, value)  # ours, not a remote attribute
+        else:
+            super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and not self._pyroMethods and not self._pyroAttrs:
+            self._pyroinst_connect()  # the first call connects here, with the retries
+        return super().__getattr__(name)
+
+    def _pyroinst_connect(self) -> None:
+        conn = self._pyroConnection
+        if conn is not None:
+            if not _socket_closed(conn.sock):
+                return
+            log.info("connection to %s was closed by the server; reconnecting", self._pyroUri)
+            self._pyroRelease()
+        deadline = time.monotonic() + self._pyroinst_reconnect
+        delay = 0.05
+        while True:
+            try:
+                self._pyroBind()
+                return
+            except Pyro5.errors.CommunicationError as exc:
+                if "no free workers" in str(exc):
+                    raise ServerBusy(
+                        f"the server of {self._pyroinst_label()} has no free connection "
+                        f"(all threadpool_size connections are in use): {exc}. Raise the "
+                        "server's threadpool_size ([server] in the lab file) or close "
+                        "idle clients.",
+                    ) from None
+                error = exc
+            if self._pyroinst_name is not None:
+                try:
+                    uri = lookup(self._pyroinst_name, *self._pyroinst_ns)
+                    if uri != str(self._pyroUri):
+                        log.info("device %r moved to %s", self._pyroinst_name, uri)
+                        self._pyroUri = Pyro5.core.URI(uri)
+                except (DeviceNotFound, NameServerNotFound) as exc:
+                    error = exc
+            if time.monotonic() >= deadline:
+                raise DeviceUnreachable(
+                    f"{self._pyroinst_label()} did not answer for "
+                    f"{self._pyroinst_reconnect:g} s ({str(error).rstrip('.')}). Is its "
+                    "server running? "
+                    "(`pyroinst list` shows which devices answer)",
+                    device=self._pyroinst_name,
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _pyroinst_label(self) -> str:
+        if self._pyroinst_name:
+            return f"device {self._pyroinst_name!r} ({self._pyroUri})"
+        return str(self._pyroUri)
+
+    def _pyroInvoke(self, methodname, vargs, kwargs, flags=0, objectId=None):  # noqa: N802, N803
+        if objectId is None:  # not a call to the daemon itself (metadata)
+            self._pyroinst_connect()
+        try:
+            return super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
+        except Pyro5.errors.ConnectionClosedError as exc:
+            raise ConnectionLost(
+                f"the connection to {self._pyroinst_label()} broke during {methodname}(): "
+                f"{exc}. The call may or may not have run on the device; it was not "
+                "re-sent. The next call reconnects.",
+                device=self._pyroinst_name,
+            ) from None
 
 
 def list_devices(ns_host: str | None = None, ns_port: int | None = None) -> list[dict[str, Any]]:
@@ -160,14 +291,20 @@ def _tag(meta: set[str], prefix: str) -> str | None:
 _local = threading.local()
 
 
-def cached_proxy(uri: str) -> Pyro5.client.Proxy:
-    """The calling thread's proxy for ``uri`` (created on first use, then reused)."""
+def cached_proxy(
+    uri: str, name: str | None = None, ns: tuple[str | None, int | None] = (None, None)
+) -> DeviceProxy:
+    """The calling thread's proxy for ``uri`` (created on first use, then reused).
+
+    With ``name``, the proxy finds the device again through the name server (found as
+    ``ns_address()`` says) if its server restarts.
+    """
     cache: dict[str, Pyro5.client.Proxy] | None = getattr(_local, "proxies", None)
     if cache is None:
         cache = _local.proxies = {}
     proxy = cache.get(uri)
     if proxy is None:
-        proxy = cache[uri] = Pyro5.client.Proxy(uri)
+        proxy = cache[uri] = DeviceProxy(uri, name, *ns)
     return proxy
 
 
@@ -179,15 +316,23 @@ class JobHandle:
     number of handles share one connection per thread.
     """
 
-    __slots__ = ("id", "device", "uri")
+    __slots__ = ("id", "device", "uri", "ns")
 
-    def __init__(self, id: str, device: str, uri: str) -> None:  # noqa: A002 - the contract's name
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - the contract's name
+        device: str,
+        uri: str,
+        ns: tuple[str | None, int | None] | None = None,
+    ) -> None:
         self.id = str(id)
         self.device = str(device)
         self.uri = str(uri)
+        # Where to look the device up again if its server moves (not sent on the wire).
+        self.ns = ns or (None, None)
 
-    def _proxy(self) -> Pyro5.client.Proxy:
-        return cached_proxy(self.uri)
+    def _proxy(self) -> DeviceProxy:
+        return cached_proxy(self.uri, self.device, self.ns)
 
     def status(self) -> dict[str, Any]:
         """The job's status dict: id, method, state, progress, message, times, error."""

@@ -15,6 +15,7 @@
     max_job_age = 86400.0     # and age in seconds
     threadpool_size = 200     # concurrent client connections
     shutdown_timeout = 10.0   # seconds running jobs get to stop at shutdown
+    heartbeat = 10.0          # seconds between checks that every name is registered
 
     [devices.dev]
     class = "devices.dummy:DummyDevice"   # module:Class (or module.Class)
@@ -60,6 +61,7 @@ _SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "max_job_age": ((int, float), "a number of seconds"),
     "threadpool_size": ((int,), "a whole number"),
     "shutdown_timeout": ((int, float), "a number of seconds"),
+    "heartbeat": ((int, float), "a number of seconds (0: never)"),
 }
 _DEVICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "class": ((str,), 'a "module:Class" string'),

@@ -123,6 +123,7 @@ class DeviceServant:
         self._lock = DeviceLock(name)
         self._worker = DeviceWorker(name, self._lock, store)
         self._uri = ""
+        self._closed = False
 
     # -- calling the driver ----------------------------------------------------------------
     def _bound(self, method: str) -> Callable[..., Any]:
@@ -219,6 +220,7 @@ class DeviceServant:
             tuple(args),
             dict(kwargs),
             concurrent=method in self._pyroinst_concurrent,
+            job_id=self._store.new_id(),
         )
         self._worker.submit(job)
         log.debug("job %s (%s.%s) queued", job.id, self._name, method)
@@ -296,7 +298,10 @@ class DeviceServant:
 
     # -- server side only ---------------------------------------------------------------------
     def _shutdown(self, timeout: float) -> None:
-        """Stop the worker (cancelling jobs), then close the driver under its lock."""
+        """Stop the worker (cancelling jobs), then close the driver under its lock (once)."""
+        if self._closed:
+            return
+        self._closed = True
         if not self._worker.stop(timeout):
             log.warning("device '%s': a job did not stop within %g s", self._name, timeout)
         close = getattr(self._device, "close", None)

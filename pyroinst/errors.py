@@ -4,6 +4,9 @@ The tree::
 
     PyroinstError
     ├── DeviceNotFound          (also LookupError) no such device in the name server
+    ├── DeviceUnreachable       (also ConnectionError) its server does not answer
+    ├── ConnectionLost          (also ConnectionError) the connection broke during a call
+    ├── ServerBusy              the server has no free connection (threadpool_size)
     ├── NameServerNotFound      no name server answered at the address asked
     ├── NameInUse               a device name is held already (same server or a live one)
     ├── DeviceDefinitionError   add_device() refused a device (reserved names, bad jobs=)
@@ -36,6 +39,9 @@ from typing import Any
 __all__ = [
     "PyroinstError",
     "DeviceNotFound",
+    "DeviceUnreachable",
+    "ConnectionLost",
+    "ServerBusy",
     "NameServerNotFound",
     "NameInUse",
     "DeviceDefinitionError",
@@ -73,6 +79,18 @@ class PyroinstError(Exception):
 
 class DeviceNotFound(PyroinstError, LookupError):
     """No device of that name is registered in the name server that was asked."""
+
+
+class DeviceUnreachable(PyroinstError, builtins.ConnectionError):
+    """The device is registered, but its server did not answer (within the retry time)."""
+
+
+class ConnectionLost(PyroinstError, builtins.ConnectionError):
+    """The connection broke during a call: it may or may not have run; it was not re-sent."""
+
+
+class ServerBusy(PyroinstError):
+    """The device server refused the connection: all its connections are in use."""
 
 
 class NameServerNotFound(PyroinstError):

@@ -297,6 +297,11 @@ def response_annotations_size() -> int:
     return sum(8 + memoryview(v).nbytes for v in annotations.values()) if annotations else 0
 
 
+def calling_ns() -> tuple[str | None, int | None] | None:
+    """Client side, while a reply is decoded: the name server of the proxy that called."""
+    return getattr(getattr(_tls, "proxy", None), "_pyroinst_ns", None)
+
+
 def peer_is_fast() -> bool:
     """Server side, during a call: True if the calling client understands annotated arrays.
 

@@ -55,6 +55,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+RUN_ID_LENGTH = 6
+JOB_ID_LENGTH = 16
+
 QUEUED = "queued"
 RUNNING = "running"
 DONE = "done"
@@ -178,8 +181,9 @@ class Job:
         args: tuple = (),
         kwargs: dict | None = None,
         concurrent: bool = False,
+        job_id: str | None = None,
     ) -> None:
-        self.id = uuid.uuid4().hex[:16]
+        self.id = job_id or uuid.uuid4().hex[:16]
         self.device = device
         self.method = method
         self.func = func
@@ -391,6 +395,9 @@ class JobStore:
         max_result_bytes: int = 1 << 30,
         max_age: float = 24 * 3600.0,
     ) -> None:
+        # Job ids start with this run's id, so an id from before a restart is recognised.
+        self.run_id = uuid.uuid4().hex[:RUN_ID_LENGTH]
+        self.started = time.time()
         self.max_jobs = int(max_jobs)
         self.max_result_bytes = int(max_result_bytes)
         self.max_age = float(max_age)
@@ -399,6 +406,10 @@ class JobStore:
         self._finished: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._finished_bytes = 0
         self._expired: collections.OrderedDict[str, str] = collections.OrderedDict()
+
+    def new_id(self) -> str:
+        """A fresh job id: this run's id, then random hex."""
+        return self.run_id + uuid.uuid4().hex[: JOB_ID_LENGTH - RUN_ID_LENGTH]
 
     def add(self, job: Job) -> None:
         """Keep ``job`` (queued) under its id."""
@@ -422,6 +433,15 @@ class JobStore:
             if job is not None and job.device == device:
                 return job
             reason = self._expired.get(str(job_id))
+        text = str(job_id)
+        if reason is None and len(text) == JOB_ID_LENGTH and not text.startswith(self.run_id):
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+            raise JobNotFound(
+                f"job {job_id} of device '{device}' was started by an earlier run of its "
+                f"server; the server restarted (at {started}) and the job's state and "
+                "result were lost",
+                job_id=job_id,
+            )
         if reason is not None:
             raise JobNotFound(
                 f"job {job_id} of device '{device}' expired: {reason}. Fetch results "

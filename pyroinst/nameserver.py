@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import Pyro5.nameserver
+from Pyro5 import config as pyro_config
 
 __all__ = ["EmbeddedNameServer", "DEFAULT_NS_HOST", "DEFAULT_NS_PORT"]
 
@@ -23,14 +24,39 @@ DEFAULT_NS_HOST = "localhost"
 DEFAULT_NS_PORT = 9090
 
 
+#: Seconds between the name server's checks of its entries (Pyro5's NS_AUTOCLEAN).
+AUTOCLEAN_INTERVAL = 5.0
+#: Seconds an entry's server must stay unreachable before the name server drops it.
+AUTOCLEAN_UNREACHABLE = 10.0
+
+
+def _enable_autoclean() -> None:
+    """Let Pyro5's name server drop entries whose server stopped answering.
+
+    A dead server's names then vanish from listings within about
+    AUTOCLEAN_INTERVAL + AUTOCLEAN_UNREACHABLE seconds (15 s by default; 20 s at most),
+    unless the user set PYRO_NS_AUTOCLEAN themselves.
+    """
+    if pyro_config.NS_AUTOCLEAN == 0:
+        pyro_config.NS_AUTOCLEAN = AUTOCLEAN_INTERVAL
+    cleaner = Pyro5.nameserver.AutoCleaner
+    cleaner.max_unreachable_time = AUTOCLEAN_UNREACHABLE
+    cleaner.loop_delay = 0.25  # also how long stopping the name server waits for it
+
+
 class EmbeddedNameServer:
     """A Pyro5 name server served from a background thread of this process.
 
-    ``port=0`` picks a free port; ``host``/``port`` then tell where it listens.
+    ``port=0`` picks a free port; ``host``/``port`` then tell where it listens. With
+    ``autoclean`` (the default) it drops the entries of servers that stopped answering
+    (see ``_enable_autoclean``).
     """
 
-    def __init__(self, host: str = DEFAULT_NS_HOST, port: int = DEFAULT_NS_PORT) -> None:
+    def __init__(
+        self, host: str = DEFAULT_NS_HOST, port: int = DEFAULT_NS_PORT, autoclean: bool = True
+    ) -> None:
         self._requested = (host, port)
+        self.autoclean = autoclean
         self._daemon: Any = None
         self._bcserver: Any = None
         self._thread: threading.Thread | None = None
@@ -49,6 +75,8 @@ class EmbeddedNameServer:
     def start(self) -> EmbeddedNameServer:
         """Bind and start serving (OSError if the address is taken)."""
         host, port = self._requested
+        if self.autoclean:
+            _enable_autoclean()
         uri, daemon, bcserver = Pyro5.nameserver.start_ns(host=host, port=port)
         self._daemon, self._bcserver, self.uri = daemon, bcserver, str(uri)
         if bcserver is not None:

@@ -159,7 +159,7 @@ def from_wire(d: dict[str, Any]) -> Any:
             )
         return array_from_wire(d)
     if kind == "JobHandle":
-        return JobHandle(d["id"], d["device"], d["uri"])
+        return JobHandle(d["id"], d["device"], d["uri"], fastwire.calling_ns())
     if kind == "complex":
         return complex(d["real"], d["imag"])
     return d

@@ -14,22 +14,31 @@ given at all: Pyro5's ``NS_HOST``:``NS_PORT``, localhost:9090) and logs where.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import Pyro5.client
+import Pyro5.core
 import Pyro5.errors
 import Pyro5.server
 from Pyro5 import config as pyro_config
 
 from .client import CLASS_TAG, DEVICE_TAG, HOST_TAG, locate_ns, ns_address
 from .device import DeviceServant, make_servant
-from .errors import DeviceDefinitionError, NameInUse, NameServerNotFound, PyroinstError
+from .errors import (
+    ConfigurationError,
+    DeviceDefinitionError,
+    NameInUse,
+    NameServerNotFound,
+    PyroinstError,
+)
 from .jobs import JobStore
 from .nameserver import EmbeddedNameServer
 
@@ -41,6 +50,13 @@ SERVER_TAG = "pyroinst.server:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-:]+$")
 #: Seconds an old registration's owner gets to answer before it counts as dead.
 LIVENESS_TIMEOUT = 2.0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
 
 
 def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
@@ -67,7 +83,12 @@ class InstServer:
     plain call waits for a busy device before DeviceBusy (per device in ``add_device``);
     ``max_jobs``, ``max_result_bytes``, ``max_job_age``: retention of finished jobs;
     ``threadpool_size``: concurrent client connections; ``shutdown_timeout``: seconds
-    running jobs get to stop at shutdown; ``embed_ns``: start a name server if none answers.
+    running jobs get to stop at shutdown; ``embed_ns``: start a name server if none answers;
+    ``heartbeat``: seconds between checks that every name is still registered (0: never).
+
+    Binding ``0.0.0.0`` (every interface) without ``advertise`` advertises the address
+    this PC uses to reach the name server. A URI on 127.0.0.1 is refused by a name server
+    on another address: other PCs could not use it.
     """
 
     def __init__(
@@ -85,6 +106,7 @@ class InstServer:
         threadpool_size: int = 200,
         shutdown_timeout: float = 10.0,
         embed_ns: bool = True,
+        heartbeat: float = 10.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -93,6 +115,12 @@ class InstServer:
         self.threadpool_size = threadpool_size
         self.shutdown_timeout = shutdown_timeout
         self.embed_ns = embed_ns
+        self.heartbeat = float(heartbeat)
+        self._heartbeat_stop = threading.Event()
+        self._heartbeat_thread: threading.Thread | None = None
+        self._ns_down = False
+        self._ns_location: tuple[str | None, int | None] = (None, None)
+        self._warned_taken: set[str] = set()
         self.ns_host, self.ns_port = ns_address(ns_host, ns_port)
         self.store = JobStore(max_jobs, max_result_bytes, max_job_age)
         self.id = uuid.uuid4().hex[:12]
@@ -187,18 +215,21 @@ class InstServer:
         with self._lock:
             if self._daemon is not None:
                 return self
-            self._stop_requested.clear()
             self._ensure_ns()
             pyro_config.THREADPOOL_SIZE = max(int(self.threadpool_size), 1)
             pyro_config.THREADPOOL_SIZE_MIN = min(
                 pyro_config.THREADPOOL_SIZE_MIN, pyro_config.THREADPOOL_SIZE
             )
+            advertise = self.advertise
+            if advertise is None and self.host in ("0.0.0.0", "::", ""):
+                advertise = self._address_towards_ns()
+                log.info("bound to all interfaces; advertising %s", advertise)
             try:
                 self._daemon = Pyro5.server.Daemon(
                     host=self.host,
                     port=self.port,
-                    nathost=self.advertise,
-                    natport=0 if self.advertise else None,
+                    nathost=advertise,
+                    natport=0 if advertise else None,
                 )
             except OSError as exc:
                 self._stop_embedded_ns()
@@ -219,6 +250,12 @@ class InstServer:
             except BaseException:
                 self.stop()
                 raise
+            if self.heartbeat > 0:
+                self._heartbeat_stop.clear()
+                self._heartbeat_thread = threading.Thread(
+                    target=self._heartbeat_loop, daemon=True, name="pyroinst-heartbeat"
+                )
+                self._heartbeat_thread.start()
             log.info(
                 "serving %d device(s) at %s: %s",
                 len(published),
@@ -230,29 +267,40 @@ class InstServer:
     def stop(self) -> None:
         """Remove the names, stop jobs, close every device, stop the daemon (idempotent)."""
         with self._lock:
-            if self._daemon is None:
-                self._stop_embedded_ns()
-                return
-            for name, servant in list(self._servants.items()):
-                self._unpublish(name, servant)
+            self._heartbeat_stop.set()
+            if self._heartbeat_thread is not None:
+                self._heartbeat_thread.join(5.0)
+                self._heartbeat_thread = None
+            if self._daemon is not None:
+                for name, servant in list(self._servants.items()):
+                    self._unpublish(name, servant)
             for servant in self._servants.values():
-                servant._shutdown(self.shutdown_timeout)
-            self._daemon.shutdown()
-            if self._thread is not None:
-                self._thread.join(5.0)
-            self._daemon.close()
-            self._daemon = None
+                servant._shutdown(self.shutdown_timeout)  # once per device
+            if self._daemon is not None:
+                self._daemon.shutdown()
+                if self._thread is not None:
+                    self._thread.join(5.0)
+                self._daemon.close()
+                self._daemon = None
+                log.info("server stopped")
             self._stop_embedded_ns()
-            log.info("server stopped")
 
-    def run(self) -> None:
-        """Start, serve until SIGINT or SIGTERM (or ``request_stop()``), then stop cleanly."""
-        self.start()
+    def run(self, on_started: Callable[[InstServer], None] | None = None) -> None:
+        """Start, serve until SIGINT or SIGTERM (or ``request_stop()``), then stop cleanly.
+
+        The signal handlers are in place before anything is registered, so a signal at
+        any moment still removes the names and closes the devices. ``on_started(server)``
+        runs once the devices are published.
+        """
+        self._stop_requested.clear()
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda signum, frame: self.request_stop())
         try:
+            self.start()
+            if on_started is not None:
+                on_started(self)
             while not self._stop_requested.wait(0.5):
                 pass
             log.info("shutting down")
@@ -274,7 +322,8 @@ class InstServer:
     # -- name server ---------------------------------------------------------------------------
     def _ensure_ns(self) -> None:
         try:
-            with locate_ns(self.ns_host, self.ns_port):
+            with locate_ns(self.ns_host, self.ns_port) as ns:
+                self._ns_location = (ns._pyroUri.host, ns._pyroUri.port)
                 return
         except NameServerNotFound:
             if not self.embed_ns:
@@ -289,6 +338,7 @@ class InstServer:
             ) from None
         # Later lookups must go to the embedded name server, also when port 0 chose one.
         self.ns_host, self.ns_port = self.embedded_ns.host, self.embedded_ns.port
+        self._ns_location = (self.ns_host, self.ns_port)
         log.warning(
             "no name server found; started an embedded one at %s:%d", self.ns_host, self.ns_port
         )
@@ -307,10 +357,40 @@ class InstServer:
             f"{SERVER_TAG}{self.id}",
         }
 
+    def _address_towards_ns(self) -> str:
+        """The local address this PC uses to reach the name server (else its host name)."""
+        host, port = self._ns_location
+        if host and not _is_loopback(host):
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                    probe.connect((host, port or 9090))  # no packet is sent
+                    return probe.getsockname()[0]
+            except OSError:
+                pass
+        return socket.gethostname()
+
+    def _check_reachable(self, name: str, uri: str) -> None:
+        ns_host = self._ns_location[0]
+        uri_host = Pyro5.core.URI(uri).host
+        if ns_host and _is_loopback(uri_host) and not _is_loopback(ns_host):
+            raise ConfigurationError(
+                f"device {name!r} would be registered as {uri} in the name server at "
+                f"{ns_host}, but {uri_host} is this PC's loopback address: other PCs cannot "
+                'reach it. Serve on the lab network: host = "0.0.0.0" (or this PC\'s '
+                'address) and advertise = "<this PC\'s name or address>" ([server] in the '
+                "lab file, or --host/--advertise).",
+                device=name,
+            )
+
     def _publish(self, name: str, servant: DeviceServant) -> str:
         assert self._daemon is not None
         uri = str(self._daemon.register(servant, objectId=name))
         servant._uri = uri
+        try:
+            self._check_reachable(name, uri)
+        except ConfigurationError:
+            self._daemon.unregister(name)
+            raise
         try:
             with locate_ns(self.ns_host, self.ns_port) as ns:
                 try:
@@ -335,6 +415,63 @@ class InstServer:
         self._registered[name] = uri
         log.info("registered %r at %s", name, uri)
         return uri
+
+    def _heartbeat_loop(self) -> None:
+        while not self._heartbeat_stop.wait(self.heartbeat):
+            try:
+                self.check_registrations()
+            except Exception:  # noqa: BLE001 - the heartbeat must outlive any one failure
+                log.exception("checking the registrations failed")
+
+    def check_registrations(self) -> None:
+        """Register again every name the name server lost (the heartbeat does this).
+
+        A name now held by another live server is logged, not taken back; one held by a
+        dead server is taken back.
+        """
+        with self._lock:
+            entries = [(n, u, self._servants[n]) for n, u in self._registered.items()]
+        if not entries:
+            return
+        try:
+            ns_cm = locate_ns(self.ns_host, self.ns_port, timeout=LIVENESS_TIMEOUT)
+        except NameServerNotFound as exc:
+            if not self._ns_down:
+                log.warning(
+                    "name server unreachable (%s); will register again when it is back", exc
+                )
+                self._ns_down = True
+            return
+        with ns_cm as ns:
+            if self._ns_down:
+                log.info("name server reachable again")
+                self._ns_down = False
+            for name, uri, servant in entries:
+                try:
+                    current = str(ns.lookup(name))
+                except Pyro5.errors.NamingError:
+                    current = None
+                if current == uri:
+                    self._warned_taken.discard(name)
+                    continue
+                if current is not None and is_live(current):
+                    if name not in self._warned_taken:
+                        log.warning(
+                            "the name %r is now held by another live server at %s; "
+                            "not taking it back",
+                            name,
+                            current,
+                        )
+                        self._warned_taken.add(name)
+                    continue
+                ns.register(name, uri, safe=False, metadata=self._metadata(servant))
+                self._warned_taken.discard(name)
+                log.info(
+                    "registered %r again at %s (the name server had %s)",
+                    name,
+                    uri,
+                    "lost it" if current is None else f"a dead entry {current}",
+                )
 
     def _unpublish(self, name: str, servant: DeviceServant) -> None:
         uri = self._registered.pop(name, None)

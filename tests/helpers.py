@@ -75,6 +75,11 @@ class Echo:
             "nested": [np.int32(4), (np.float16(0.5),)],
         }
 
+    def sleep(self, seconds: float) -> float:
+        """A slow plain call."""
+        time.sleep(seconds)
+        return seconds
+
     def fail(self, message: str = "boom") -> None:
         """Raise the driver's own exception."""
         raise DriverError(message)

@@ -155,7 +155,7 @@ def test_ctrl_c_while_waiting_cancels_the_job(ns, serve):
     wait_until(lambda: any(j["state"] == "running" for j in dev.job_list()), timeout=30)
     client.send_signal(signal.SIGINT)
     _, err = client.communicate(timeout=30)
-    assert client.returncode == 130
+    assert client.returncode == 130, err
     assert "cancelled" in err
     wait_until(lambda: dev.job_list()[0]["state"] == "cancelled", timeout=10)
     dev._pyroRelease()
