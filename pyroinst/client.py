@@ -308,6 +308,14 @@ def cached_proxy(
     return proxy
 
 
+def release_cached_proxies() -> None:
+    """Close the calling thread's cached handle connections (they reconnect when used)."""
+    cache = getattr(_local, "proxies", None) or {}
+    for proxy in cache.values():
+        proxy._pyroRelease()
+    cache.clear()
+
+
 class JobHandle:
     """A job running on a device: ask its status, wait for it, get its result, cancel it.
 

@@ -43,8 +43,4 @@ def make_server(ns):
 @pytest.fixture(autouse=True)
 def _no_leaked_proxies():
     yield
-    cache = getattr(pyroinst.client._local, "proxies", None)
-    if cache:
-        for proxy in cache.values():
-            proxy._pyroRelease()
-        cache.clear()
+    pyroinst.client.release_cached_proxies()
