@@ -43,7 +43,8 @@ import json, sys, time
 import numpy as np
 import pyroinst
 from bench.benchdev import make_array
-host, port, name, calls, jobs = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+host, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+calls, jobs = int(sys.argv[4]), int(sys.argv[5])
 errors, lost = [], 0
 dev = pyroinst.connect(name, host, port)
 start = time.perf_counter()
