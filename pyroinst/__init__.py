@@ -12,11 +12,14 @@ import os as _os
 
 from Pyro5 import config as _pyro_config
 
+from . import auth as _auth
 from . import errors as _errors
 from . import serialization as _serialization
+from .auth import current_token, set_token
 from .client import DeviceProxy, JobHandle, connect, list_devices, locate_ns
 from .device import RESERVED_NAMES
 from .errors import (
+    AuthenticationFailed,
     ConfigurationError,
     ConnectionLost,
     DeviceBusy,
@@ -24,6 +27,7 @@ from .errors import (
     DeviceDefinitionError,
     DeviceError,
     DeviceNotFound,
+    DeviceReserved,
     DeviceTimeout,
     DeviceUnreachable,
     InstrumentError,
@@ -62,6 +66,10 @@ __all__ = [
     "current_job",
     "RESERVED_NAMES",
     "PyroinstError",
+    "AuthenticationFailed",
+    "DeviceReserved",
+    "set_token",
+    "current_token",
     "ConfigurationError",
     "ConnectionLost",
     "DeviceUnreachable",
@@ -87,6 +95,7 @@ __all__ = [
 ]
 
 _serialization.install()
+_auth.install()
 _errors.register_with_pyro()
 if _os.environ.get("PYROINST_NS_HOST"):
     _pyro_config.NS_HOST = _os.environ["PYROINST_NS_HOST"]

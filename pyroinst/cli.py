@@ -27,6 +27,7 @@ import Pyro5.errors
 import typer
 
 import pyroinst
+from pyroinst import auth
 from pyroinst import client as _client
 from pyroinst.config import DeviceStartError, LabConfig, LabFileError, demo_lab, load_lab
 from pyroinst.errors import (
@@ -46,7 +47,7 @@ __all__ = ["app", "main"]
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 _HELP = """Put a lab's instruments on the network (Pyro5); list, inspect and call them.
 
@@ -56,6 +57,7 @@ Exit codes:
   1    the device raised, the job failed or was cancelled, or a server could not start
   2    usage error, including every lab-file error and arguments that do not fit
   3    device, method or job not found, or name server / device server unreachable
+  4    authentication failed (the lab's token is missing or wrong)
   130  a client command interrupted by Ctrl-C
 """
 
@@ -93,6 +95,8 @@ def _exit_code(exc: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(exc, DeviceNotFound | JobNotFound | NameServerNotFound | DeviceUnreachable):
         return EXIT_NOT_FOUND
+    if isinstance(exc, pyroinst.AuthenticationFailed):
+        return EXIT_AUTH
     if isinstance(exc, Pyro5.errors.CommunicationError):
         return EXIT_NOT_FOUND
     if isinstance(exc, Pyro5.errors.NamingError):
@@ -148,6 +152,14 @@ def _main(
     ns_port: Annotated[
         int | None, typer.Option("--ns-port", envvar="PYROINST_NS_PORT", help="Name server port.")
     ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            envvar="PYROINST_TOKEN_FILE",
+            help="File holding the lab's token (else PYROINST_TOKEN).",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Debug logging and tracebacks.")
     ] = False,
@@ -160,6 +172,11 @@ def _main(
     ] = False,
 ) -> None:
     state.ns_host, state.ns_port = ns_host, ns_port
+    if token_file is not None:
+        try:
+            auth.set_token(auth.read_token_file(token_file))
+        except ConfigurationError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from None
     state.verbose = 1 if verbose else (-1 if quiet else 0)
 
 
@@ -182,7 +199,7 @@ def ns_command(
     host, port = _ns(host, port)
     host, port = host or DEFAULT_NS_HOST, DEFAULT_NS_PORT if port is None else port
     try:
-        ns = EmbeddedNameServer(host, port).start()
+        ns = EmbeddedNameServer(host, port, token=auth.current_token()).start()
     except OSError as exc:
         raise _fail(f"cannot start a name server on {host}:{port}: {exc}", EXIT_FAILED) from None
     _out(f"name server at {ns.host}:{ns.port} ({ns.uri})")
@@ -250,7 +267,14 @@ def serve_command(
         devices = config.create_devices()
     except DeviceStartError as exc:
         raise _fail(str(exc), EXIT_FAILED) from None
-    server = InstServer(**kwargs)
+    if "token_file" not in kwargs and auth.current_token():
+        kwargs["token"] = auth.current_token()
+    try:
+        server = InstServer(**kwargs)
+    except ConfigurationError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from None
+    if server.token:
+        auth.set_token(server.token)  # this process's own name-server calls carry it too
     try:
         for spec in config.devices:
             server.add_device(

@@ -22,6 +22,7 @@ import Pyro5.errors
 from Pyro5 import config as pyro_config
 
 from .errors import (
+    AuthenticationFailed,
     ConfigurationError,
     ConnectionLost,
     DeviceNotFound,
@@ -83,9 +84,15 @@ def describe_ns_address(host: str | None, port: int | None) -> str:
 
 
 def locate_ns(
-    ns_host: str | None = None, ns_port: int | None = None, timeout: float = NS_TIMEOUT
+    ns_host: str | None = None,
+    ns_port: int | None = None,
+    timeout: float = NS_TIMEOUT,
+    token: str | None = None,
 ) -> Pyro5.client.Proxy:
-    """A bound name-server proxy; NameServerNotFound (saying how to start one) if none answers."""
+    """A bound name-server proxy; NameServerNotFound (saying how to start one) if none answers.
+
+    ``token``: the lab's token to present (default: this process's, see pyroinst.auth).
+    """
     host, port = ns_address(ns_host, ns_port)
     try:
         if host is None:
@@ -94,10 +101,18 @@ def locate_ns(
             ns = Pyro5.client.Proxy(
                 f"PYRO:{Pyro5.core.NAMESERVER_NAME}@{host}:{port or pyro_config.NS_PORT}"
             )
+        if token is not None:
+            ns._pyroHandshake = token
         ns._pyroTimeout = timeout
         ns._pyroBind()
     except (Pyro5.errors.CommunicationError, Pyro5.errors.NamingError) as exc:
         where = describe_ns_address(host, port)
+        if "authentication failed" in str(exc):
+            raise AuthenticationFailed(
+                f"the name server at {where} refused the connection: authentication failed "
+                "(set the lab's token: PYROINST_TOKEN or --token-file)",
+                address=where,
+            ) from None
         raise NameServerNotFound(
             f"no name server answered at {where}: {exc}. Start one with `pyroinst ns` "
             "(or ./nameserver.sh, or a server that embeds one), or point to it with "
@@ -208,6 +223,12 @@ class DeviceProxy(Pyro5.client.Proxy):
                 self._pyroBind()
                 return
             except Pyro5.errors.CommunicationError as exc:
+                if "authentication failed" in str(exc):
+                    raise AuthenticationFailed(
+                        f"{self._pyroinst_label()} refused the connection: authentication "
+                        "failed (set the lab's token: PYROINST_TOKEN or --token-file)",
+                        device=self._pyroinst_name,
+                    ) from None
                 if "no free workers" in str(exc):
                     raise ServerBusy(
                         f"the server of {self._pyroinst_label()} has no free connection "

@@ -16,6 +16,7 @@
     threadpool_size = 200     # concurrent client connections
     shutdown_timeout = 10.0   # seconds running jobs get to stop at shutdown
     heartbeat = 10.0          # seconds between checks that every name is registered
+    token_file = "/etc/pyroinst/token"   # the lab's shared secret (else PYROINST_TOKEN)
 
     [devices.dev]
     class = "devices.dummy:DummyDevice"   # module:Class (or module.Class)
@@ -62,6 +63,7 @@ _SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "threadpool_size": ((int,), "a whole number"),
     "shutdown_timeout": ((int, float), "a number of seconds"),
     "heartbeat": ((int, float), "a number of seconds (0: never)"),
+    "token_file": ((str,), "the path of a file holding the lab's token"),
 }
 _DEVICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "class": ((str,), 'a "module:Class" string'),

@@ -7,6 +7,8 @@ The tree::
     ├── DeviceUnreachable       (also ConnectionError) its server does not answer
     ├── ConnectionLost          (also ConnectionError) the connection broke during a call
     ├── ServerBusy              the server has no free connection (threadpool_size)
+    ├── AuthenticationFailed    the server refused the connection: wrong or missing token
+    ├── DeviceReserved          another client holds a reservation on the device
     ├── NameServerNotFound      no name server answered at the address asked
     ├── NameInUse               a device name is held already (same server or a live one)
     ├── DeviceDefinitionError   add_device() refused a device (reserved names, bad jobs=)
@@ -42,6 +44,8 @@ __all__ = [
     "DeviceUnreachable",
     "ConnectionLost",
     "ServerBusy",
+    "AuthenticationFailed",
+    "DeviceReserved",
     "NameServerNotFound",
     "NameInUse",
     "DeviceDefinitionError",
@@ -91,6 +95,14 @@ class ConnectionLost(PyroinstError, builtins.ConnectionError):
 
 class ServerBusy(PyroinstError):
     """The device server refused the connection: all its connections are in use."""
+
+
+class AuthenticationFailed(PyroinstError):
+    """The server refused the connection: the lab's token was missing or wrong."""
+
+
+class DeviceReserved(PyroinstError):
+    """Another client reserved the device. Attributes: ``owner``, ``until`` (epoch seconds)."""
 
 
 class NameServerNotFound(PyroinstError):

@@ -10,11 +10,14 @@ address; on loopback no broadcast responder is started.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
 import Pyro5.nameserver
 from Pyro5 import config as pyro_config
+
+from .auth import TokenCheckingDaemon, resolve_token
 
 __all__ = ["EmbeddedNameServer", "DEFAULT_NS_HOST", "DEFAULT_NS_PORT"]
 
@@ -44,19 +47,30 @@ def _enable_autoclean() -> None:
     cleaner.loop_delay = 0.25  # also how long stopping the name server waits for it
 
 
+class _NameServerDaemon(TokenCheckingDaemon, Pyro5.nameserver.NameServerDaemon):
+    """Pyro5's name server daemon, refusing connections without the lab's token."""
+
+
 class EmbeddedNameServer:
     """A Pyro5 name server served from a background thread of this process.
 
     ``port=0`` picks a free port; ``host``/``port`` then tell where it listens. With
     ``autoclean`` (the default) it drops the entries of servers that stopped answering
-    (see ``_enable_autoclean``).
+    (see ``_enable_autoclean``). With a token (argument, token file, or PYROINST_TOKEN)
+    it refuses clients without it: they can neither look up, list, register nor remove.
     """
 
     def __init__(
-        self, host: str = DEFAULT_NS_HOST, port: int = DEFAULT_NS_PORT, autoclean: bool = True
+        self,
+        host: str = DEFAULT_NS_HOST,
+        port: int = DEFAULT_NS_PORT,
+        autoclean: bool = True,
+        token: str | None = None,
+        token_file: str | None = None,
     ) -> None:
         self._requested = (host, port)
         self.autoclean = autoclean
+        self.token = resolve_token(token, token_file)
         self._daemon: Any = None
         self._bcserver: Any = None
         self._thread: threading.Thread | None = None
@@ -77,7 +91,23 @@ class EmbeddedNameServer:
         host, port = self._requested
         if self.autoclean:
             _enable_autoclean()
-        uri, daemon, bcserver = Pyro5.nameserver.start_ns(host=host, port=port)
+        daemon = _NameServerDaemon(host, port)
+        daemon._pyroinst_token = self.token
+        bcserver = None
+        hostip = daemon.sock.getsockname()[0]
+        # As Pyro5's start_ns: a broadcast responder only off loopback.
+        if not (hostip.startswith("127.") or hostip in ("localhost", "::1")):
+            internal = daemon.uriFor(daemon.nameserver, nat=False)
+            bcserver = Pyro5.nameserver.BroadcastServer(
+                internal, ipv6=daemon.sock.family == socket.AF_INET6
+            )
+            if self.token is None:
+                log.warning(
+                    "name server on %s without a token: anyone on the network can look up, "
+                    "register and remove names. Set PYROINST_TOKEN or --token-file.",
+                    hostip,
+                )
+        uri = daemon.uriFor(daemon.nameserver)
         self._daemon, self._bcserver, self.uri = daemon, bcserver, str(uri)
         if bcserver is not None:
             bcserver.runInThread()

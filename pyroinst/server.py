@@ -30,6 +30,7 @@ import Pyro5.errors
 import Pyro5.server
 from Pyro5 import config as pyro_config
 
+from .auth import TokenCheckingDaemon, resolve_token
 from .client import CLASS_TAG, DEVICE_TAG, HOST_TAG, locate_ns, ns_address
 from .device import DeviceServant, make_servant
 from .errors import (
@@ -65,12 +66,19 @@ def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
     proxy._pyroTimeout = timeout
     try:
         proxy._pyroBind()
-    except Pyro5.errors.PyroError:
+    except Pyro5.errors.PyroError as exc:
+        text = str(exc)
+        if "rejected" in text and "unknown object" not in text:
+            return True  # a server answered and turned us down (another token): alive
         # refused, timed out, or another daemon on that port (no such object): stale
         return False
     finally:
         proxy._pyroRelease()
     return True
+
+
+class _Daemon(TokenCheckingDaemon, Pyro5.server.Daemon):
+    """Pyro5's daemon, refusing connections without the lab's token (when one is set)."""
 
 
 class InstServer:
@@ -84,7 +92,9 @@ class InstServer:
     ``max_jobs``, ``max_result_bytes``, ``max_job_age``: retention of finished jobs;
     ``threadpool_size``: concurrent client connections; ``shutdown_timeout``: seconds
     running jobs get to stop at shutdown; ``embed_ns``: start a name server if none answers;
-    ``heartbeat``: seconds between checks that every name is still registered (0: never).
+    ``heartbeat``: seconds between checks that every name is still registered (0: never);
+    ``token``/``token_file``: the lab's shared secret (default: PYROINST_TOKEN), required
+    from every client and sent to the name server.
 
     Binding ``0.0.0.0`` (every interface) without ``advertise`` advertises the address
     this PC uses to reach the name server. A URI on 127.0.0.1 is refused by a name server
@@ -107,6 +117,8 @@ class InstServer:
         shutdown_timeout: float = 10.0,
         embed_ns: bool = True,
         heartbeat: float = 10.0,
+        token: str | None = None,
+        token_file: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -116,6 +128,7 @@ class InstServer:
         self.shutdown_timeout = shutdown_timeout
         self.embed_ns = embed_ns
         self.heartbeat = float(heartbeat)
+        self.token = resolve_token(token, token_file)
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._ns_down = False
@@ -225,7 +238,7 @@ class InstServer:
                 advertise = self._address_towards_ns()
                 log.info("bound to all interfaces; advertising %s", advertise)
             try:
-                self._daemon = Pyro5.server.Daemon(
+                self._daemon = _Daemon(
                     host=self.host,
                     port=self.port,
                     nathost=advertise,
@@ -238,6 +251,14 @@ class InstServer:
                     "using that port? choose another port, or 0 for a free one)",
                     address=f"{self.host}:{self.port}",
                 ) from None
+            self._daemon._pyroinst_token = self.token
+            if self.token is None and not _is_loopback(self.host or "0.0.0.0"):
+                log.warning(
+                    "serving on %s without a token: anyone who can reach this PC can use its "
+                    "devices. Set one with PYROINST_TOKEN, [server] token_file in the lab "
+                    "file, or --token-file.",
+                    self.host,
+                )
             self._thread = threading.Thread(
                 target=self._daemon.requestLoop, daemon=True, name="pyroinst-daemon"
             )
@@ -322,7 +343,7 @@ class InstServer:
     # -- name server ---------------------------------------------------------------------------
     def _ensure_ns(self) -> None:
         try:
-            with locate_ns(self.ns_host, self.ns_port) as ns:
+            with locate_ns(self.ns_host, self.ns_port, token=self.token) as ns:
                 self._ns_location = (ns._pyroUri.host, ns._pyroUri.port)
                 return
         except NameServerNotFound:
@@ -331,7 +352,7 @@ class InstServer:
         host = self.ns_host or pyro_config.NS_HOST
         port = pyro_config.NS_PORT if self.ns_port is None else self.ns_port
         try:
-            self.embedded_ns = EmbeddedNameServer(host, port).start()
+            self.embedded_ns = EmbeddedNameServer(host, port, token=self.token).start()
         except OSError as exc:
             raise NameServerNotFound(
                 f"no name server answered at {host}:{port}, and one cannot be started there: {exc}"
@@ -392,7 +413,7 @@ class InstServer:
             self._daemon.unregister(name)
             raise
         try:
-            with locate_ns(self.ns_host, self.ns_port) as ns:
+            with locate_ns(self.ns_host, self.ns_port, token=self.token) as ns:
                 try:
                     existing = ns.lookup(name)
                 except Pyro5.errors.NamingError:
@@ -434,7 +455,9 @@ class InstServer:
         if not entries:
             return
         try:
-            ns_cm = locate_ns(self.ns_host, self.ns_port, timeout=LIVENESS_TIMEOUT)
+            ns_cm = locate_ns(
+                self.ns_host, self.ns_port, timeout=LIVENESS_TIMEOUT, token=self.token
+            )
         except NameServerNotFound as exc:
             if not self._ns_down:
                 log.warning(
@@ -477,7 +500,7 @@ class InstServer:
         uri = self._registered.pop(name, None)
         if uri is not None:
             try:
-                with locate_ns(self.ns_host, self.ns_port) as ns:
+                with locate_ns(self.ns_host, self.ns_port, token=self.token) as ns:
                     # Only our own entry: the name may meanwhile belong to another server.
                     try:
                         current = str(ns.lookup(name))
