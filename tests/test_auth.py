@@ -70,15 +70,15 @@ def test_name_server_refuses_without_token():
     with EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as secured_ns:
         uri = f"PYRO:Pyro.NameServer@127.0.0.1:{secured_ns.port}"
         for handshake in (None, "wrong"):
-            nsp = plain(uri, handshake)
-            for action in (
-                lambda: nsp.lookup("Pyro.NameServer"),
-                lambda: nsp.list(),
-                lambda: nsp.register("x", "PYRO:x@127.0.0.1:1"),
-                lambda: nsp.remove("Pyro.NameServer"),
+            for method, args in (
+                ("lookup", ("Pyro.NameServer",)),
+                ("list", ()),
+                ("register", ("x", "PYRO:x@127.0.0.1:1")),
+                ("remove", ("Pyro.NameServer",)),
             ):
+                nsp = plain(uri, handshake)
                 with pytest.raises(Pyro5.errors.CommunicationError, match="authentication failed"):
-                    action()
+                    getattr(nsp, method)(*args)
         with pytest.raises(pyroinst.AuthenticationFailed):
             pyroinst.locate_ns("127.0.0.1", secured_ns.port)
         nsp = plain(uri, TOKEN)
