@@ -75,6 +75,7 @@ app = typer.Typer(
 class _State:
     ns_host: str | None = None
     ns_port: int | None = None
+    owner: str | None = None
     verbose = 0
 
 
@@ -160,6 +161,14 @@ def _main(
             help="File holding the lab's token (else PYROINST_TOKEN).",
         ),
     ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            envvar="PYROINST_OWNER",
+            help="Who you are, for device reservations (see `reserve`).",
+        ),
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("-v", "--verbose", help="Debug logging and tracebacks.")
     ] = False,
@@ -172,6 +181,7 @@ def _main(
     ] = False,
 ) -> None:
     state.ns_host, state.ns_port = ns_host, ns_port
+    state.owner = owner
     if token_file is not None:
         try:
             auth.set_token(auth.read_token_file(token_file))
@@ -314,7 +324,7 @@ def _print_serving(server: InstServer) -> None:
 
 # -- clients --------------------------------------------------------------------------------
 def _connect(name: str) -> Any:
-    return pyroinst.connect(name, ns_host=state.ns_host, ns_port=state.ns_port)
+    return pyroinst.connect(name, ns_host=state.ns_host, ns_port=state.ns_port, owner=state.owner)
 
 
 def _alive(uri: str, timeout: float = 1.0) -> bool:
@@ -380,6 +390,7 @@ def info_command(device: str, as_json: JsonOpt = False) -> None:
         dev = _connect(device)
         info = dev.describe()
         active = [j for j in dev.job_list() if j["state"] in ("queued", "running")]
+        info["reservation"] = dev.reservation()
     except Exception as exc:  # noqa: BLE001
         raise _guard(exc) from None
     info["jobs"] = active
@@ -404,6 +415,9 @@ def info_command(device: str, as_json: JsonOpt = False) -> None:
                 f"  {p['name']}{'' if p['writable'] else ' (read-only)'}  "
                 f"{(p['doc'].splitlines() or [''])[0]}"
             )
+    held = info["reservation"]
+    if held:
+        _out(f"\nreserved by {held['owner']} for {held['remaining_s']:.0f} more s")
     _out("\nactive jobs:" if active else "\nactive jobs: none")
     for j in active:
         _out(f"  {j['id']}  {j['method']:12} {j['state']:8} {j['progress']:.0%}")
@@ -744,6 +758,40 @@ def job_command(
     )
     if status["error"]:
         _out(f"error: {status['error']}")
+
+
+@app.command("reserve")
+def reserve_command(
+    device: str,
+    lease: Annotated[float, typer.Option(help="Seconds the reservation lasts.")] = 600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reserve DEV for --owner (others are refused until release or the lease ends)."""
+    _setup_logging(logging.WARNING)
+    if not state.owner:
+        raise _fail("reserve needs --owner NAME (or PYROINST_OWNER)", EXIT_USAGE)
+    try:
+        info = _connect(device).reserve(state.owner, lease)
+    except Exception as exc:  # noqa: BLE001
+        raise _guard(exc) from None
+    if as_json:
+        _out(json.dumps(info, indent=2))
+    else:
+        _out(
+            f"{device} reserved by {info['owner']} for {info['remaining_s']:.0f} s "
+            f"(until {time.strftime('%H:%M:%S', time.localtime(info['until']))})"
+        )
+
+
+@app.command("release")
+def release_command(device: str) -> None:
+    """End --owner's reservation of DEV."""
+    _setup_logging(logging.WARNING)
+    try:
+        released = _connect(device).release()
+    except Exception as exc:  # noqa: BLE001
+        raise _guard(exc) from None
+    _out(f"{device} released" if released else f"{device} was not reserved")
 
 
 @app.command("ping")

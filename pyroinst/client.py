@@ -20,6 +20,7 @@ import Pyro5.client
 import Pyro5.core
 import Pyro5.errors
 from Pyro5 import config as pyro_config
+from Pyro5.callcontext import current_context
 
 from .errors import (
     AuthenticationFailed,
@@ -53,6 +54,8 @@ HOST_TAG = "pyroinst.host:"
 NS_TIMEOUT = 5.0
 #: Longest single ``job_wait`` call a handle makes; longer waits are made of several.
 _WAIT_SLICE = 10.0
+#: Request annotation naming the calling client, for reservations (see device.py).
+OWNER_ANNOTATION = "PIOW"
 #: Seconds a DeviceProxy keeps trying to reach its device (re-resolving its name).
 RECONNECT_TIMEOUT = 10.0
 
@@ -147,15 +150,20 @@ def connect(
     ns_port: int | None = None,
     timeout: float | None = None,
     reconnect_timeout: float = RECONNECT_TIMEOUT,
+    owner: str | None = None,
 ) -> DeviceProxy:
     """A proxy of the device ``name``, looked up in the name server.
+
+    ``owner`` names this client for reservations (``reserve(owner, ...)`` sets it too).
 
     The proxy uses the serializer pyroinst configured (msgpack, unless PYRO_SERIALIZER
     says otherwise) and ``timeout`` seconds per call (None: wait as long as the device
     takes). It survives a restart of the device's server: see DeviceProxy.
     DeviceNotFound names the device, the name server and the devices it knows.
     """
-    proxy = DeviceProxy(lookup(name, ns_host, ns_port), name, ns_host, ns_port, reconnect_timeout)
+    proxy = DeviceProxy(
+        lookup(name, ns_host, ns_port), name, ns_host, ns_port, reconnect_timeout, owner
+    )
     proxy._pyroTimeout = timeout
     return proxy
 
@@ -192,11 +200,14 @@ class DeviceProxy(Pyro5.client.Proxy):
         ns_host: str | None = None,
         ns_port: int | None = None,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
+        owner: str | None = None,
     ) -> None:
         super().__init__(uri)
         self._pyroinst_name = name
         self._pyroinst_ns = (ns_host, ns_port)
         self._pyroinst_reconnect = float(reconnect_timeout)
+        # Who this client is, for reservations; set by reserve() or given by the caller.
+        self._pyroinst_owner = owner
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_pyroinst_"):
@@ -264,8 +275,14 @@ class DeviceProxy(Pyro5.client.Proxy):
     def _pyroInvoke(self, methodname, vargs, kwargs, flags=0, objectId=None):  # noqa: N802, N803
         if objectId is None:  # not a call to the daemon itself (metadata)
             self._pyroinst_connect()
+        owner = self._pyroinst_owner
+        if methodname == "reserve" and objectId is None:
+            owner = str(vargs[0] if vargs else (kwargs or {}).get("owner", owner))
+        annotations = current_context.annotations
+        if owner:
+            annotations[OWNER_ANNOTATION] = owner.encode("utf-8")
         try:
-            return super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
+            result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
         except Pyro5.errors.ConnectionClosedError as exc:
             raise ConnectionLost(
                 f"the connection to {self._pyroinst_label()} broke during {methodname}(): "
@@ -273,6 +290,12 @@ class DeviceProxy(Pyro5.client.Proxy):
                 "re-sent. The next call reconnects.",
                 device=self._pyroinst_name,
             ) from None
+        finally:
+            if owner:
+                annotations.pop(OWNER_ANNOTATION, None)
+        if methodname == "reserve" and objectId is None:
+            self._pyroinst_owner = owner  # later calls present it
+        return result
 
 
 def list_devices(ns_host: str | None = None, ns_port: int | None = None) -> list[dict[str, Any]]:
@@ -345,7 +368,7 @@ class JobHandle:
     number of handles share one connection per thread.
     """
 
-    __slots__ = ("id", "device", "uri", "ns")
+    __slots__ = ("id", "device", "uri", "ns", "owner")
 
     def __init__(
         self,
@@ -353,15 +376,20 @@ class JobHandle:
         device: str,
         uri: str,
         ns: tuple[str | None, int | None] | None = None,
+        owner: str | None = None,
     ) -> None:
         self.id = str(id)
         self.device = str(device)
         self.uri = str(uri)
-        # Where to look the device up again if its server moves (not sent on the wire).
+        # Not sent on the wire: where to look the device up again if its server moves,
+        # and the reservation owner of the proxy that started the job.
         self.ns = ns or (None, None)
+        self.owner = owner
 
     def _proxy(self) -> DeviceProxy:
-        return cached_proxy(self.uri, self.device, self.ns)
+        proxy = cached_proxy(self.uri, self.device, self.ns)
+        proxy._pyroinst_owner = self.owner
+        return proxy
 
     def status(self) -> dict[str, Any]:
         """The job's status dict: id, method, state, progress, message, times, error."""

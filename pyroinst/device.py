@@ -22,14 +22,16 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from Pyro5.callcontext import current_context
 from Pyro5.server import expose
 
 from . import fastwire
-from .client import JobHandle
-from .errors import DeviceDefinitionError, NotSerializableError, SignatureError
+from .client import OWNER_ANNOTATION, JobHandle
+from .errors import DeviceDefinitionError, DeviceReserved, NotSerializableError, SignatureError
 from .jobs import (
     DeviceLock,
     DeviceWorker,
@@ -55,6 +57,9 @@ RESERVED_NAMES = frozenset(
         "job_result",
         "job_cancel",
         "job_list",
+        "reserve",
+        "release",
+        "reservation",
     }
 )
 # Never reachable remotely: one client must not shut an instrument for everyone.
@@ -124,6 +129,8 @@ class DeviceServant:
         self._worker = DeviceWorker(name, self._lock, store)
         self._uri = ""
         self._closed = False
+        self._reservation: tuple[str, float] | None = None
+        self._reservation_lock = threading.Lock()
 
     # -- calling the driver ----------------------------------------------------------------
     def _bound(self, method: str) -> Callable[..., Any]:
@@ -145,6 +152,8 @@ class DeviceServant:
         if fastwire.take_pending():
             args, kwargs = _resolve_pending(args), _resolve_pending(kwargs)
         func = self._bound(method)
+        if self._reservation is not None and method not in self._pyroinst_concurrent:
+            self._check_reservation(f"{method}()")
         if method in self._pyroinst_jobs:
             self._check_args(method, func, args, kwargs)
             return self._submit(method, func, args, kwargs)
@@ -192,6 +201,8 @@ class DeviceServant:
     def _call_property(self, name: str, op: str, value: Any = None) -> Any:
         if fastwire.take_pending():
             value = _resolve_pending(value)
+        if self._reservation is not None:
+            self._check_reservation(f"property {name}")
 
         def access() -> Any:
             if op == "get":
@@ -243,6 +254,8 @@ class DeviceServant:
     def job_start(self, method: str, *args: Any, **kwargs: Any) -> JobHandle:
         """Run any public method of the device as a background job; returns its JobHandle."""
         method = str(method)
+        if self._reservation is not None:
+            self._check_reservation(f"job_start({method!r})")
         if (
             method.startswith("_")
             or method in RESERVED_NAMES
@@ -289,7 +302,79 @@ class DeviceServant:
 
         Returns False (no error) if the job had already finished.
         """
-        return self._worker.cancel(self._store.get(job_id, self._name))
+        job = self._store.get(job_id, self._name)
+        if self._reservation is not None:
+            self._check_reservation("job_cancel()")
+        return self._worker.cancel(job)
+
+    # -- reservations ---------------------------------------------------------------------
+    @expose
+    def reserve(self, owner: str, lease_s: float = 60.0) -> dict[str, Any]:
+        """Reserve the device for ``owner`` for ``lease_s`` seconds (call again to renew).
+
+        While reserved, other clients' calls and jobs raise DeviceReserved; methods marked
+        @concurrent and the job_status/job_wait/job_result/job_list members stay open.
+        The owner's calls name it (a pyroinst proxy that reserved does so by itself).
+        """
+        owner = str(owner)
+        if not owner:
+            raise ValueError("owner must be a non-empty name")
+        lease_s = float(lease_s)
+        if not 0 < lease_s <= 7 * 24 * 3600:
+            raise ValueError(f"lease_s must be between 0 and 604800 s, got {lease_s:g}")
+        with self._reservation_lock:
+            current = self._current_reservation()
+            if current is not None and current[0] != owner:
+                raise self._reserved_error(current, "reserve()")
+            self._reservation = (owner, time.time() + lease_s)
+            log.info("device '%s' reserved by %r for %g s", self._name, owner, lease_s)
+            return self.reservation()  # type: ignore[return-value]
+
+    @expose
+    def release(self) -> bool:
+        """End the caller's reservation; False if the device was not reserved."""
+        with self._reservation_lock:
+            current = self._current_reservation()
+            if current is None:
+                return False
+            if _caller() != current[0]:
+                raise self._reserved_error(current, "release()")
+            self._reservation = None
+            log.info("device '%s' released by %r", self._name, current[0])
+            return True
+
+    @expose
+    def reservation(self) -> dict[str, Any] | None:
+        """The reservation: owner, until (epoch seconds), remaining_s; None if free."""
+        current = self._current_reservation()
+        if current is None:
+            return None
+        owner, until = current
+        return {"owner": owner, "until": until, "remaining_s": max(0.0, until - time.time())}
+
+    def _current_reservation(self) -> tuple[str, float] | None:
+        current = self._reservation
+        if current is not None and time.time() >= current[1]:
+            log.info("reservation of '%s' by %r expired", self._name, current[0])
+            self._reservation = current = None
+        return current
+
+    def _check_reservation(self, what: str) -> None:
+        current = self._current_reservation()
+        if current is not None and _caller() != current[0]:
+            raise self._reserved_error(current, what)
+
+    def _reserved_error(self, current: tuple[str, float], what: str) -> DeviceReserved:
+        owner, until = current
+        when = time.strftime("%H:%M:%S", time.localtime(until))
+        return DeviceReserved(
+            f"device '{self._name}' is reserved by {owner!r} until {when} "
+            f"({until - time.time():.0f} s left); {what} from another client is refused. "
+            f"Ask {owner!r}, or wait until the lease ends.",
+            owner=owner,
+            until=until,
+            device=self._name,
+        )
 
     @expose
     def job_list(self) -> list[dict[str, Any]]:
@@ -321,6 +406,17 @@ class DeviceServant:
         finally:
             if got:
                 self._lock.release()
+
+
+def _caller() -> str | None:
+    """The owner name the current request presents (the PIOW annotation), if any."""
+    value = (current_context.annotations or {}).get(OWNER_ANNOTATION)
+    if value is None:
+        return None
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _keep_array(a: Any) -> Any:
@@ -356,6 +452,8 @@ def _make_forwarder(name: str, doc: str | None, plain: bool) -> Callable[..., An
             if _take_pending():
                 args, kwargs = _resolve_pending(args), _resolve_pending(kwargs)
             func = getattr(self._device, name)
+            if self._reservation is not None:
+                self._check_reservation(f"{name}()")
             lock = self._lock
             if not lock.acquire(name, self._lock_timeout):
                 raise lock.busy_error(f"call {name}()", self._lock_timeout or 0.0)

@@ -297,9 +297,9 @@ def response_annotations_size() -> int:
     return sum(8 + memoryview(v).nbytes for v in annotations.values()) if annotations else 0
 
 
-def calling_ns() -> tuple[str | None, int | None] | None:
-    """Client side, while a reply is decoded: the name server of the proxy that called."""
-    return getattr(getattr(_tls, "proxy", None), "_pyroinst_ns", None)
+def calling_proxy() -> Any:
+    """Client side, while a reply is decoded: the proxy that made the call (or None)."""
+    return getattr(_tls, "proxy", None)
 
 
 def peer_is_fast() -> bool:

@@ -159,7 +159,14 @@ def from_wire(d: dict[str, Any]) -> Any:
             )
         return array_from_wire(d)
     if kind == "JobHandle":
-        return JobHandle(d["id"], d["device"], d["uri"], fastwire.calling_ns())
+        proxy = fastwire.calling_proxy()
+        return JobHandle(
+            d["id"],
+            d["device"],
+            d["uri"],
+            getattr(proxy, "_pyroinst_ns", None),
+            getattr(proxy, "_pyroinst_owner", None),
+        )
     if kind == "complex":
         return complex(d["real"], d["imag"])
     return d
