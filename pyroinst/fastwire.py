@@ -236,6 +236,14 @@ def _receive_big(sock: socket.socket, size: int) -> Any:
     return buf
 
 
+def _peer(connection: Any) -> str:
+    try:
+        host, port = connection.sock.getpeername()[:2]
+        return f"{host}:{port}"
+    except (AttributeError, OSError, TypeError):
+        return "?"
+
+
 def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.ReceivingMessage:
     """Pyro5's recv_stub, receiving a large payload with ``recv_into`` (see _receive_big)."""
     header = connection.recv(6)
@@ -246,7 +254,8 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
         err = "invalid msg type {:d} received (expected: {:s})".format(
             msg.type, ",".join(str(t) for t in accepted_msgtypes)
         )
-        log.error(err)
+        # A refused connection, not a fault of this server: a warning, not an error.
+        log.warning("%s from %s", err, _peer(connection))
         exc = Pyro5.errors.ProtocolError(err)
         exc.pyroMsg = msg  # type: ignore[attr-defined]
         raise exc

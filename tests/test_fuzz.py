@@ -1,0 +1,123 @@
+"""Hostile bytes at a device daemon and at the name server (loopback, bounded).
+
+Random bytes, truncated and corrupted Pyro5 messages, huge length headers and unknown
+serializer ids; afterwards both servers answer correctly, their thread count and memory
+are near where they were, and nothing above WARNING was logged.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import Pyro5.api
+from Pyro5 import protocol
+
+import pyroinst
+from tests.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = 1500  # per server
+HEADER = struct.Struct(protocol._header_format)
+
+
+def message(msgtype: int, serializer: int, payload: bytes, flags: int = 0,
+            data_size: int | None = None, ann_size: int = 0) -> bytes:
+    size = len(payload) if data_size is None else data_size
+    return HEADER.pack(b"PYRO", protocol.PROTOCOL_VERSION, msgtype, serializer, flags, 1,
+                       size, ann_size, b"\0" * 16, 0, protocol._magic_number) + payload
+
+
+def valid_connect(serializer_id: int = 4) -> bytes:
+    from Pyro5 import serializers
+
+    ser = serializers.serializers_by_id[serializer_id]
+    return message(protocol.MSG_CONNECT, serializer_id,
+                   ser.dumps({"handshake": "hello", "object": "dev"}))
+
+
+def cases(rng: random.Random):
+    connect = valid_connect()
+    invoke = message(protocol.MSG_INVOKE, 4, b"\x94\xa3dev\xa4echo\x91\x01\x80")
+    for i in range(CASES):
+        kind = i % 8
+        if kind == 0:  # random bytes
+            yield bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
+        elif kind == 1:  # a valid handshake, truncated
+            yield connect[: rng.randrange(1, len(connect))]
+        elif kind == 2:  # a valid handshake with bytes flipped
+            data = bytearray(connect)
+            for _ in range(rng.randrange(1, 6)):
+                data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+            yield bytes(data)
+        elif kind == 3:  # a huge length header (more than MAX_MESSAGE_SIZE)
+            yield message(protocol.MSG_CONNECT, 4, b"", data_size=2**32 - 1)
+        elif kind == 4:  # a large, legal length, then nothing
+            yield message(protocol.MSG_CONNECT, 4, b"x" * 10, data_size=200_000_000)
+        elif kind == 5:  # unknown serializer ids
+            yield message(protocol.MSG_CONNECT, rng.choice([0, 5, 77, 255]), b"\x80")
+        elif kind == 6:  # an invoke without a handshake
+            yield invoke
+        else:  # a handshake, then garbage as the call
+            yield connect + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 120)))
+
+
+def blast(port: int, payloads) -> None:
+    for payload in payloads:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            try:
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                sock.settimeout(0.5)
+                while sock.recv(65536):
+                    pass
+            except OSError:
+                pass  # the server may reset: that is a refusal too
+
+
+def status(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_hostile_bytes():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in env.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz_target"], cwd=ROOT, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, ns_port, dev_uri = proc.stdout.readline().split()
+        dev_port = int(dev_uri.rsplit(":", 1)[1])
+        dev = Pyro5.api.Proxy(dev_uri)
+        assert dev.echo(1) == 1
+        dev._pyroRelease()
+        threads_before = status(proc.pid, "Threads")
+        rss_before = status(proc.pid, "VmRSS")
+        rng = random.Random(20261124)
+        blast(dev_port, cases(rng))
+        blast(int(ns_port), cases(rng))
+
+        dev = Pyro5.api.Proxy(dev_uri)
+        assert dev.echo("still here") == "still here"
+        assert dev.big(10).result(10).shape == (10,)
+        dev._pyroRelease()
+        with pyroinst.locate_ns("127.0.0.1", int(ns_port)) as ns:
+            assert "dev" in ns.list()
+        wait_until(lambda: status(proc.pid, "Threads") <= threads_before + 2, timeout=20)
+        assert status(proc.pid, "VmRSS") - rss_before < 50_000  # kB
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+        log = proc.stderr.read()
+    noisy = [line for line in log.splitlines()
+             if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line]
+    assert noisy == [], "\n".join(noisy[:20])
