@@ -20,7 +20,8 @@ def main() -> None:
         server = InstServer(ns_host=ns.host, ns_port=ns.port, heartbeat=0)
         server.add_device(Echo(), "dev")
         with server:
-            print(f"READY {ns.port} {server.uri('dev')}", flush=True)
+            sys.stdout.write(f"READY {ns.port} {server.uri('dev')}\n")
+            sys.stdout.flush()
             sys.stdin.read()
 
 
