@@ -15,6 +15,7 @@ from Pyro5 import config as _pyro_config
 from . import auth as _auth
 from . import errors as _errors
 from . import serialization as _serialization
+from . import tls as _tls
 from .auth import current_token, set_token
 from .client import DeviceProxy, JobHandle, connect, list_devices, locate_ns
 from .device import RESERVED_NAMES
@@ -48,6 +49,7 @@ from .errors import (
 from .jobs import Job, concurrent, current_job, job
 from .nameserver import EmbeddedNameServer
 from .server import InstServer
+from .tls import configure_tls
 
 __version__ = "0.1.0"
 
@@ -69,6 +71,7 @@ __all__ = [
     "AuthenticationFailed",
     "DeviceReserved",
     "set_token",
+    "configure_tls",
     "current_token",
     "ConfigurationError",
     "ConnectionLost",
@@ -96,6 +99,7 @@ __all__ = [
 
 _serialization.install()
 _auth.install()
+_tls.configure_from_environment()
 _errors.register_with_pyro()
 if _os.environ.get("PYROINST_NS_HOST"):
     _pyro_config.NS_HOST = _os.environ["PYROINST_NS_HOST"]

@@ -15,6 +15,7 @@ import ast
 import json
 import logging
 import math
+import os
 import re
 import sys
 import threading
@@ -161,6 +162,17 @@ def _main(
             help="File holding the lab's token (else PYROINST_TOKEN).",
         ),
     ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option("--tls-ca", envvar="PYROINST_TLS_CA", help="Lab CA (turns TLS on)."),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", envvar="PYROINST_TLS_CERT", help="This PC's certificate."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", envvar="PYROINST_TLS_KEY", help="This PC's key.")
+    ] = None,
     owner: Annotated[
         str | None,
         typer.Option(
@@ -182,6 +194,17 @@ def _main(
 ) -> None:
     state.ns_host, state.ns_port = ns_host, ns_port
     state.owner = owner
+    if tls_ca is not None:
+        try:
+            pyroinst.configure_tls(
+                tls_ca,
+                tls_cert,
+                tls_key,
+                os.environ.get("PYROINST_TLS_REQUIRE_CLIENT_CERT", "").lower()
+                in ("1", "yes", "true"),
+            )
+        except ConfigurationError as exc:
+            raise _fail(str(exc), EXIT_USAGE) from None
     if token_file is not None:
         try:
             auth.set_token(auth.read_token_file(token_file))
@@ -258,7 +281,8 @@ def serve_command(
     try:
         config: LabConfig = demo_lab() if demo else load_lab(lab)  # type: ignore[arg-type]
         config.import_classes()
-    except LabFileError as exc:
+        config.configure_tls()
+    except (LabFileError, ConfigurationError) as exc:
         raise _fail(str(exc), EXIT_USAGE) from None
     if demo and config.log_level is None:
         config.log_level = "INFO"

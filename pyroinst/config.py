@@ -17,6 +17,10 @@
     shutdown_timeout = 10.0   # seconds running jobs get to stop at shutdown
     heartbeat = 10.0          # seconds between checks that every name is registered
     token_file = "/etc/pyroinst/token"   # the lab's shared secret (else PYROINST_TOKEN)
+    tls_ca = "/etc/pyroinst/ca.pem"      # TLS for every connection of this process
+    tls_cert = "/etc/pyroinst/pc2.pem"
+    tls_key = "/etc/pyroinst/pc2.key"
+    tls_require_client_cert = false      # true: mutual TLS
 
     [devices.dev]
     class = "devices.dummy:DummyDevice"   # module:Class (or module.Class)
@@ -64,6 +68,10 @@ _SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "shutdown_timeout": ((int, float), "a number of seconds"),
     "heartbeat": ((int, float), "a number of seconds (0: never)"),
     "token_file": ((str,), "the path of a file holding the lab's token"),
+    "tls_ca": ((str,), "the path of the lab CA's certificate"),
+    "tls_cert": ((str,), "the path of this PC's certificate"),
+    "tls_key": ((str,), "the path of this PC's private key"),
+    "tls_require_client_cert": ((bool,), "true or false"),
 }
 _DEVICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "class": ((str,), 'a "module:Class" string'),
@@ -114,6 +122,19 @@ class LabConfig:
     server: dict[str, Any]
     log_level: str | None
     devices: list[DeviceSpec]
+    tls: dict[str, Any] = field(default_factory=dict)
+
+    def configure_tls(self) -> None:
+        """Turn TLS on for this process if the lab file asks for it."""
+        if self.tls:
+            from .tls import configure_tls
+
+            configure_tls(
+                self.tls["tls_ca"],
+                self.tls.get("tls_cert"),
+                self.tls.get("tls_key"),
+                self.tls.get("tls_require_client_cert", False),
+            )
 
     def import_classes(self) -> None:
         """Import every device class (LabFileError naming the module or class if one fails)."""
@@ -196,6 +217,9 @@ def parse_lab(data: dict[str, Any], path: Path | None = None) -> LabConfig:
             )
     server = dict(_check_table(data.get("server", {}), _SERVER_KEYS, f"{where} [server]"))
     log_level = server.pop("log_level", None)
+    tls = {key: server.pop(key) for key in list(server) if key.startswith("tls_")}
+    if tls and "tls_ca" not in tls:
+        raise LabFileError(f"{where} [server]: TLS settings need tls_ca")
     if log_level is not None and log_level.upper() not in _LOG_LEVELS:
         raise LabFileError(
             f"{where} [server]: log_level = {log_level!r} should be one of {', '.join(_LOG_LEVELS)}"
@@ -225,7 +249,7 @@ def parse_lab(data: dict[str, Any], path: Path | None = None) -> LabConfig:
                 lock_timeout=table.get("lock_timeout"),
             )
         )
-    return LabConfig(path, server, log_level.upper() if log_level else None, specs)
+    return LabConfig(path, server, log_level.upper() if log_level else None, specs, tls)
 
 
 def load_lab(path: str | Path) -> LabConfig:

@@ -14,8 +14,9 @@ from tests.helpers import Echo
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     with EmbeddedNameServer("127.0.0.1", 0) as ns:
         server = InstServer(ns_host=ns.host, ns_port=ns.port, heartbeat=0)
         server.add_device(Echo(), "dev")

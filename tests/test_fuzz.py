@@ -26,19 +26,40 @@ CASES = 1500  # per server
 HEADER = struct.Struct(protocol._header_format)
 
 
-def message(msgtype: int, serializer: int, payload: bytes, flags: int = 0,
-            data_size: int | None = None, ann_size: int = 0) -> bytes:
+def message(
+    msgtype: int,
+    serializer: int,
+    payload: bytes,
+    flags: int = 0,
+    data_size: int | None = None,
+    ann_size: int = 0,
+) -> bytes:
     size = len(payload) if data_size is None else data_size
-    return HEADER.pack(b"PYRO", protocol.PROTOCOL_VERSION, msgtype, serializer, flags, 1,
-                       size, ann_size, b"\0" * 16, 0, protocol._magic_number) + payload
+    return (
+        HEADER.pack(
+            b"PYRO",
+            protocol.PROTOCOL_VERSION,
+            msgtype,
+            serializer,
+            flags,
+            1,
+            size,
+            ann_size,
+            b"\0" * 16,
+            0,
+            protocol._magic_number,
+        )
+        + payload
+    )
 
 
 def valid_connect(serializer_id: int = 4) -> bytes:
     from Pyro5 import serializers
 
     ser = serializers.serializers_by_id[serializer_id]
-    return message(protocol.MSG_CONNECT, serializer_id,
-                   ser.dumps({"handshake": "hello", "object": "dev"}))
+    return message(
+        protocol.MSG_CONNECT, serializer_id, ser.dumps({"handshake": "hello", "object": "dev"})
+    )
 
 
 def cases(rng: random.Random):
@@ -91,9 +112,15 @@ def status(pid: int, key: str) -> int:
 def test_hostile_bytes():
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env = {k: v for k, v in env.items() if not k.startswith(("PYRO_", "PYROINST_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fuzz_target"], cwd=ROOT, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fuzz_target"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _, ns_port, dev_uri = proc.stdout.readline().split()
         dev_port = int(dev_uri.rsplit(":", 1)[1])
@@ -118,6 +145,9 @@ def test_hostile_bytes():
         proc.stdin.close()
         proc.wait(30)
         log = proc.stderr.read()
-    noisy = [line for line in log.splitlines()
-             if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line]
+    noisy = [
+        line
+        for line in log.splitlines()
+        if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line
+    ]
     assert noisy == [], "\n".join(noisy[:20])

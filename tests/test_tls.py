@@ -1,0 +1,158 @@
+"""TLS with a server certificate, and mutual TLS refusing a client without one.
+
+Pyro5's SSL settings are per process, so servers and clients run in their own processes;
+the certificates are made here with openssl (a lab CA, a server and a client certificate).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CLIENT = """
+import sys, pyroinst
+ns_port = int(sys.argv[1])
+try:
+    dev = pyroinst.connect("dev", "127.0.0.1", ns_port, reconnect_timeout=1)
+    print("OK", dev.echo("tls"), dev.big(100000).result(10).shape[0])
+except Exception as exc:
+    print("ERR", type(exc).__name__, exc)
+"""
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("certs")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lab-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        cwd=d,
+    )
+    for name in ("server", "client"):
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=d,
+        )
+        (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.pem",
+            cwd=d,
+        )
+    return d
+
+
+def env_with(**tls: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(tls)
+    return env
+
+
+def serve(certs: Path, require_client_cert: bool):
+    env = env_with(
+        PYROINST_TLS_CA=str(certs / "ca.pem"),
+        PYROINST_TLS_CERT=str(certs / "server.pem"),
+        PYROINST_TLS_KEY=str(certs / "server.key"),
+        PYROINST_TLS_REQUIRE_CLIENT_CERT="1" if require_client_cert else "",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fuzz_target"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline().split()
+    assert line and line[0] == "READY", proc.stderr.read()
+    return proc, line[1]
+
+
+def client(ns_port: str, **tls: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", CLIENT, ns_port],
+        cwd=ROOT,
+        env=env_with(**tls),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout.strip() + done.stderr[-300:]
+
+
+def test_server_certificate(certs):
+    proc, ns_port = serve(certs, require_client_cert=False)
+    try:
+        answer = client(ns_port, PYROINST_TLS_CA=str(certs / "ca.pem"))
+        assert answer.startswith("OK tls 100000"), answer
+        plain = client(ns_port)  # no TLS: cannot talk to a TLS name server
+        assert plain.startswith("ERR"), plain
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+
+
+def test_mutual_tls_refuses_a_client_without_certificate(certs):
+    proc, ns_port = serve(certs, require_client_cert=True)
+    try:
+        without = client(ns_port, PYROINST_TLS_CA=str(certs / "ca.pem"))
+        assert without.startswith("ERR"), without
+        with_cert = client(
+            ns_port,
+            PYROINST_TLS_CA=str(certs / "ca.pem"),
+            PYROINST_TLS_CERT=str(certs / "client.pem"),
+            PYROINST_TLS_KEY=str(certs / "client.key"),
+        )
+        assert with_cert.startswith("OK tls 100000"), with_cert
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
