@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import Pyro5.client
+from Pyro5 import config as pyro_config
 
 from .errors import AuthenticationFailed, ConfigurationError
 
@@ -75,13 +76,14 @@ def check_token(expected: str | None, presented: Any) -> None:
 
 
 class TokenCheckingDaemon:
-    """Mixin for Pyro5 daemons: refuse handshakes without the token."""
+    """Mixin for Pyro5 daemons: refuse handshakes without the token; tell the limits."""
 
     _pyroinst_token: str | None = None
 
     def validateHandshake(self, conn: Any, data: Any) -> Any:  # noqa: N802 - Pyro5's name
         check_token(self._pyroinst_token, data)
-        return super().validateHandshake(conn, data)  # type: ignore[misc]
+        # What a pyroinst client learns about this server (plain Pyro5 clients ignore it).
+        return {"pyroinst": 1, "max_message_size": pyro_config.MAX_MESSAGE_SIZE}
 
 
 _installed = False

@@ -22,6 +22,7 @@ import Pyro5.errors
 from Pyro5 import config as pyro_config
 from Pyro5.callcontext import current_context
 
+from . import fastwire
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -208,12 +209,18 @@ class DeviceProxy(Pyro5.client.Proxy):
         self._pyroinst_reconnect = float(reconnect_timeout)
         # Who this client is, for reservations; set by reserve() or given by the caller.
         self._pyroinst_owner = owner
+        self._pyroinst_peer_max: int | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_pyroinst_"):
             object.__setattr__(self, name, value)  # ours, not a remote attribute
         else:
             super().__setattr__(name, value)
+
+    def _pyroValidateHandshake(self, response: Any) -> None:  # noqa: N802 - Pyro5's name
+        # A pyroinst server says how large a message it accepts.
+        if isinstance(response, dict) and "max_message_size" in response:
+            self._pyroinst_peer_max = int(response["max_message_size"])
 
     def __getattr__(self, name: str) -> Any:
         if not name.startswith("_") and not self._pyroMethods and not self._pyroAttrs:
@@ -281,6 +288,7 @@ class DeviceProxy(Pyro5.client.Proxy):
         annotations = current_context.annotations
         if owner:
             annotations[OWNER_ANNOTATION] = owner.encode("utf-8")
+        fastwire.expect_peer_limit(self._pyroinst_peer_max, self._pyroinst_label())
         try:
             result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
         except Pyro5.errors.ConnectionClosedError as exc:
@@ -291,6 +299,7 @@ class DeviceProxy(Pyro5.client.Proxy):
                 device=self._pyroinst_name,
             ) from None
         finally:
+            fastwire.expect_peer_limit(None, "")
             if owner:
                 annotations.pop(OWNER_ANNOTATION, None)
         if methodname == "reserve" and objectId is None:

@@ -17,6 +17,7 @@
     shutdown_timeout = 10.0   # seconds running jobs get to stop at shutdown
     heartbeat = 10.0          # seconds between checks that every name is registered
     token_file = "/etc/pyroinst/token"   # the lab's shared secret (else PYROINST_TOKEN)
+    max_message_size = 1073741824        # the largest message accepted (bytes)
     tls_ca = "/etc/pyroinst/ca.pem"      # TLS for every connection of this process
     tls_cert = "/etc/pyroinst/pc2.pem"
     tls_key = "/etc/pyroinst/pc2.key"
@@ -68,6 +69,7 @@ _SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "shutdown_timeout": ((int, float), "a number of seconds"),
     "heartbeat": ((int, float), "a number of seconds (0: never)"),
     "token_file": ((str,), "the path of a file holding the lab's token"),
+    "max_message_size": ((int,), "a whole number of bytes"),
     "tls_ca": ((str,), "the path of the lab CA's certificate"),
     "tls_cert": ((str,), "the path of this PC's certificate"),
     "tls_key": ((str,), "the path of this PC's private key"),

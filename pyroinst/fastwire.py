@@ -118,6 +118,16 @@ class SendingMessage(protocol.SendingMessage):
                 parts.append(value)
                 annotations_size += 8 + size
         total = len(payload) + annotations_size
+        peer_max = getattr(_tls, "peer_max", None)
+        if peer_max is not None and total > peer_max and msgtype == protocol.MSG_INVOKE:
+            from .errors import MessageTooLarge
+
+            raise MessageTooLarge(
+                f"this call is a message of {total} bytes; {_tls.peer_label} accepts at most "
+                f"{peer_max} (its max_message_size). Send smaller pieces, or raise the "
+                "server's max_message_size.",
+                size=total,
+            )
         if total > pyro_config.MAX_MESSAGE_SIZE:
             raise Pyro5.errors.ProtocolError(
                 f"message too large ({total:d}, max={pyro_config.MAX_MESSAGE_SIZE:d})"
@@ -149,6 +159,12 @@ class SendingMessage(protocol.SendingMessage):
 
 _HEADER = struct.Struct(protocol._header_format)
 _ANNOTATION_HEADER = struct.Struct("!4sI")
+
+
+def expect_peer_limit(limit: int | None, label: str) -> None:
+    """Client side: the server of the next call on this thread accepts ``limit`` bytes."""
+    _tls.peer_max = limit
+    _tls.peer_label = label
 
 
 def _byte_views(data: Any) -> list[memoryview]:

@@ -94,7 +94,9 @@ class InstServer:
     running jobs get to stop at shutdown; ``embed_ns``: start a name server if none answers;
     ``heartbeat``: seconds between checks that every name is still registered (0: never);
     ``token``/``token_file``: the lab's shared secret (default: PYROINST_TOKEN), required
-    from every client and sent to the name server.
+    from every client and sent to the name server; ``max_message_size``: the largest
+    message accepted, in bytes (default: Pyro5's 1 GiB; like ``threadpool_size`` it is
+    per process).
 
     Binding ``0.0.0.0`` (every interface) without ``advertise`` advertises the address
     this PC uses to reach the name server. A URI on 127.0.0.1 is refused by a name server
@@ -119,6 +121,7 @@ class InstServer:
         heartbeat: float = 10.0,
         token: str | None = None,
         token_file: str | None = None,
+        max_message_size: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -129,6 +132,7 @@ class InstServer:
         self.embed_ns = embed_ns
         self.heartbeat = float(heartbeat)
         self.token = resolve_token(token, token_file)
+        self.max_message_size = max_message_size
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._ns_down = False
@@ -229,6 +233,8 @@ class InstServer:
             if self._daemon is not None:
                 return self
             self._ensure_ns()
+            if self.max_message_size is not None:
+                pyro_config.MAX_MESSAGE_SIZE = int(self.max_message_size)
             pyro_config.THREADPOOL_SIZE = max(int(self.threadpool_size), 1)
             pyro_config.THREADPOOL_SIZE_MIN = min(
                 pyro_config.THREADPOOL_SIZE_MIN, pyro_config.THREADPOOL_SIZE

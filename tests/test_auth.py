@@ -60,6 +60,9 @@ def test_connect_and_handles_carry_the_token(secured, ns):
     with pytest.raises(pyroinst.AuthenticationFailed):
         pyroinst.connect("dev", ns.host, ns.port).echo(1)
     pyroinst.set_token(None)
+    pyroinst.client.release_cached_proxies()
+    with pytest.raises(pyroinst.AuthenticationFailed):
+        job.status()  # and without any token
     with pytest.raises(pyroinst.AuthenticationFailed):
         pyroinst.connect("dev", ns.host, ns.port).echo(1)
     pyroinst.set_token(TOKEN)
