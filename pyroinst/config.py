@@ -204,7 +204,8 @@ def _check_table(
                 f"{where}: unknown key {key!r} (known keys: {', '.join(sorted(keys))})"
             )
         types, description = keys[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        # bool is an int to Python, but `port = true` is a mistake.
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             raise LabFileError(f"{where}: {key} = {value!r} should be {description}")
     return table
 
