@@ -194,19 +194,18 @@ class _PyroinstMixin:
     def _inline(self, a: np.ndarray) -> dict[str, Any]:
         return array_to_wire(a, raw=self._raw_buffers)
 
-    def _response_array(self, a: np.ndarray) -> Any:
+    def _wire_array(self, a: np.ndarray, outgoing: str) -> Any:
         if a.flags.c_contiguous:
-            marker = fastwire.annotate(a, "response")
+            marker = fastwire.annotate(a, outgoing)
             if marker is not None:
                 return marker
         return self._inline(a)
 
+    def _response_array(self, a: np.ndarray) -> Any:
+        return self._wire_array(a, "response")
+
     def _request_array(self, a: np.ndarray) -> Any:
-        if a.flags.c_contiguous:
-            marker = fastwire.annotate(a, "request")
-            if marker is not None:
-                return marker
-        return self._inline(a)
+        return self._wire_array(a, "request")
 
     def dumps(self, data: Any) -> bytes:
         fastwire.note_peer()

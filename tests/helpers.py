@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import pyroinst
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without PYRO_*/PYROINST_* settings, for a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def start_fuzz_target(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
+    """Start tests.fuzz_target (a name server and a device server); its READY fields."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fuzz_target"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    fields = proc.stdout.readline().split()
+    assert fields and fields[0] == "READY", proc.stderr.read()
+    return proc, fields[1:]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:

@@ -7,19 +7,16 @@ are near where they were, and nothing above WARNING was logged.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import Pyro5.api
 from Pyro5 import protocol
 
 import pyroinst
-from tests.helpers import wait_until
+from tests.helpers import clean_env, start_fuzz_target, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = 1500  # per server
@@ -110,19 +107,8 @@ def status(pid: int, key: str) -> int:
 
 
 def test_hostile_bytes():
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env = {k: v for k, v in env.items() if not k.startswith(("PYRO_", "PYROINST_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fuzz_target"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc, (ns_port, dev_uri) = start_fuzz_target(clean_env())
     try:
-        _, ns_port, dev_uri = proc.stdout.readline().split()
         dev_port = int(dev_uri.rsplit(":", 1)[1])
         dev = Pyro5.api.Proxy(dev_uri)
         assert dev.echo(1) == 1

@@ -6,13 +6,14 @@ the certificates are made here with openssl (a lab CA, a server and a client cer
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import clean_env, start_fuzz_target
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,39 +90,22 @@ def certs(tmp_path_factory):
     return d
 
 
-def env_with(**tls: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(tls)
-    return env
-
-
 def serve(certs: Path, require_client_cert: bool):
-    env = env_with(
+    env = clean_env(
         PYROINST_TLS_CA=str(certs / "ca.pem"),
         PYROINST_TLS_CERT=str(certs / "server.pem"),
         PYROINST_TLS_KEY=str(certs / "server.key"),
         PYROINST_TLS_REQUIRE_CLIENT_CERT="1" if require_client_cert else "",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fuzz_target"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = proc.stdout.readline().split()
-    assert line and line[0] == "READY", proc.stderr.read()
-    return proc, line[1]
+    proc, (ns_port, _) = start_fuzz_target(env)
+    return proc, ns_port
 
 
 def client(ns_port: str, **tls: str) -> str:
     done = subprocess.run(
         [sys.executable, "-c", CLIENT, ns_port],
         cwd=ROOT,
-        env=env_with(**tls),
+        env=clean_env(**tls),
         capture_output=True,
         text=True,
         timeout=60,
