@@ -265,7 +265,17 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
     header = connection.recv(6)
     protocol.ReceivingMessage.validate(header)
     header += connection.recv(protocol._header_size - 6)
-    msg = protocol.ReceivingMessage(header)
+    try:
+        msg = protocol.ReceivingMessage(header)
+    except Pyro5.errors.ProtocolError as exc:
+        # Oversized or malformed: the connection is dropped; the log says why.
+        log.warning(
+            "refused a message from %s: %s (max_message_size is %d bytes)",
+            _peer(connection),
+            exc,
+            pyro_config.MAX_MESSAGE_SIZE,
+        )
+        raise
     if accepted_msgtypes and msg.type not in accepted_msgtypes:
         err = "invalid msg type {:d} received (expected: {:s})".format(
             msg.type, ",".join(str(t) for t in accepted_msgtypes)
