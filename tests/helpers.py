@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -27,18 +28,25 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def start_fuzz_target(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
-    """Start tests.fuzz_target (a name server and a device server); its READY fields."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fuzz_target"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    """Start tests.fuzz_target (a name server and a device server); its READY fields.
+
+    Its log goes to a file (``proc.log``, a path), not a pipe: a pipe nobody reads
+    would fill up and stop the server mid-test.
+    """
+    fd, log_path = tempfile.mkstemp(suffix=".log")
+    with os.fdopen(fd, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fuzz_target"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    proc.log = log_path  # type: ignore[attr-defined]
     fields = proc.stdout.readline().split()
-    assert fields and fields[0] == "READY", proc.stderr.read()
+    assert fields and fields[0] == "READY", Path(log_path).read_text()
     return proc, fields[1:]
 
 

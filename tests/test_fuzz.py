@@ -130,7 +130,8 @@ def test_hostile_bytes():
     finally:
         proc.stdin.close()
         proc.wait(30)
-        log = proc.stderr.read()
+        log = Path(proc.log).read_text()
+        Path(proc.log).unlink()
     noisy = [
         line
         for line in log.splitlines()

@@ -123,6 +123,7 @@ def test_server_certificate(certs):
     finally:
         proc.stdin.close()
         proc.wait(30)
+        Path(proc.log).unlink()
 
 
 def test_mutual_tls_refuses_a_client_without_certificate(certs):
@@ -140,3 +141,4 @@ def test_mutual_tls_refuses_a_client_without_certificate(certs):
     finally:
         proc.stdin.close()
         proc.wait(30)
+        Path(proc.log).unlink()
