@@ -53,7 +53,7 @@ def test_reservation_blocks_a_second_client(two_clients):
 
 def test_reservation_expires_with_its_lease(two_clients):
     alice, bob = two_clients
-    alice.reserve("alice", 0.3)
+    alice.reserve("alice", 1.0)
     with pytest.raises(pyroinst.DeviceReserved):
         bob.echo(1)
     wait_until(lambda: bob.reservation() is None, timeout=5)
@@ -65,10 +65,10 @@ def test_reservation_expires_with_its_lease(two_clients):
 
 def test_renewing_keeps_the_reservation(two_clients):
     alice, bob = two_clients
-    alice.reserve("alice", 0.5)
-    for _ in range(3):
-        time.sleep(0.2)  # renewing is the behaviour under test, not synchronisation
-        alice.reserve("alice", 0.5)
+    alice.reserve("alice", 1.0)
+    for _ in range(4):  # 1.6 s in all: longer than one lease
+        time.sleep(0.4)  # renewing is the behaviour under test, not synchronisation
+        alice.reserve("alice", 1.0)
         with pytest.raises(pyroinst.DeviceReserved):
             bob.echo(1)
     assert alice.release() is True
