@@ -2,7 +2,9 @@
 
 Importing pyroinst installs its serializers into Pyro5 (numpy arrays, numpy scalars and
 JobHandles at any depth, with every serializer), makes msgpack Pyro5's serializer unless
-``PYRO_SERIALIZER`` is set, teaches Pyro5 the pyroinst exception types, and points
+``PYRO_SERIALIZER`` is set, puts in the fast path for large arrays (``fastwire``),
+teaches Pyro5 the pyroinst exception types, makes new proxies carry the lab's token
+(``PYROINST_TOKEN``), turns TLS on when ``PYROINST_TLS_CA`` is set, and points
 ``PYRONAME:`` lookups at ``PYROINST_NS_HOST``/``PYROINST_NS_PORT`` when those are set.
 """
 
