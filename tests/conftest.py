@@ -3,6 +3,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import Pyro5.api
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,17 @@ def make_server(ns):
     yield make
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture
+def echo(ns, make_server):
+    """A plain Pyro5 proxy of an Echo device ('echo') served for the test."""
+    from tests.helpers import Echo
+
+    make_server({"echo": Echo()})
+    proxy = Pyro5.api.Proxy(f"PYRONAME:echo@{ns.host}:{ns.port}")
+    yield proxy
+    proxy._pyroRelease()
 
 
 @pytest.fixture(autouse=True)

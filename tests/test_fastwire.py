@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import Pyro5.api
 import pytest
 from Pyro5.callcontext import current_context
 
 import pyroinst
 from pyroinst import fastwire
-from tests.helpers import Echo
 
 SERIALIZERS = ["serpent", "msgpack", "marshal", "json"]
 N = 100_000  # 800 kB of float64: well above fastwire.INLINE_MAX
-
-
-@pytest.fixture
-def echo(ns, make_server):
-    make_server({"echo": Echo()})
-    proxy = Pyro5.api.Proxy(f"PYRONAME:echo@{ns.host}:{ns.port}")
-    yield proxy
-    proxy._pyroRelease()
 
 
 def big_values():

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import Pyro5.api
 import pytest
 
 import pyroinst
 from pyroinst.serialization import MARKER, from_wire, to_wire
-from tests.helpers import Echo
 
 SERIALIZERS = ["serpent", "msgpack", "marshal", "json"]
 
@@ -30,14 +28,6 @@ ARRAYS = {
 }
 
 
-@pytest.fixture
-def echo_proxy(ns, make_server):
-    make_server({"echo": Echo()})
-    proxy = Pyro5.api.Proxy(f"PYRONAME:echo@{ns.host}:{ns.port}")
-    yield proxy
-    proxy._pyroRelease()
-
-
 def same(a, b):
     assert isinstance(b, np.ndarray)
     assert a.dtype == b.dtype and a.shape == b.shape
@@ -46,21 +36,21 @@ def same(a, b):
 
 @pytest.mark.parametrize("serializer", SERIALIZERS)
 @pytest.mark.parametrize("name", sorted(ARRAYS))
-def test_array_round_trip(echo_proxy, serializer, name):
-    echo_proxy._pyroSerializer = serializer
+def test_array_round_trip(echo, serializer, name):
+    echo._pyroSerializer = serializer
     a = ARRAYS[name]
-    same(a, echo_proxy.echo(a))
+    same(a, echo.echo(a))
 
 
 @pytest.mark.parametrize("serializer", SERIALIZERS)
-def test_nested_arrays_round_trip(echo_proxy, serializer):
-    echo_proxy._pyroSerializer = serializer
+def test_nested_arrays_round_trip(echo, serializer):
+    echo._pyroSerializer = serializer
     value = {
         "a": ARRAYS["non-contiguous"],
         "list": [ARRAYS["bool"], {"deep": (ARRAYS["zero-d"], ARRAYS["complex128"])}],
         "tuple": (ARRAYS["int8"], 1, "x"),
     }
-    back = echo_proxy.echo(value)
+    back = echo.echo(value)
     same(value["a"], back["a"])
     same(value["list"][0], back["list"][0])
     same(value["list"][1]["deep"][0], back["list"][1]["deep"][0])
@@ -70,9 +60,9 @@ def test_nested_arrays_round_trip(echo_proxy, serializer):
 
 
 @pytest.mark.parametrize("serializer", SERIALIZERS)
-def test_numpy_scalars_arrive_as_python_numbers(echo_proxy, serializer):
-    echo_proxy._pyroSerializer = serializer
-    got = echo_proxy.scalars()
+def test_numpy_scalars_arrive_as_python_numbers(echo, serializer):
+    echo._pyroSerializer = serializer
+    got = echo.scalars()
     expected = {
         "f64": (float, 1.5),
         "f32": (float, 2.5),
@@ -89,12 +79,12 @@ def test_numpy_scalars_arrive_as_python_numbers(echo_proxy, serializer):
 
 
 @pytest.mark.parametrize("serializer", SERIALIZERS)
-def test_job_results_and_handles_every_serializer(echo_proxy, serializer):
-    echo_proxy._pyroSerializer = serializer
-    job = echo_proxy.big(100)
+def test_job_results_and_handles_every_serializer(echo, serializer):
+    echo._pyroSerializer = serializer
+    job = echo.big(100)
     assert isinstance(job, pyroinst.JobHandle)
     assert job.wait(5)
-    same(np.arange(100, dtype=np.float64), echo_proxy.job_result(job.id))
+    same(np.arange(100, dtype=np.float64), echo.job_result(job.id))
 
 
 def test_arrays_travel_as_bytes_never_lists():
