@@ -1,15 +1,12 @@
-"""Client side: find the name server, connect to devices, follow jobs through handles.
+"""Client side: connect to devices, list them, and the per-thread proxies handles use.
 
-Where the name server is, for every helper here: the explicit ``ns_host``/``ns_port``
-arguments, else the ``PYROINST_NS_HOST``/``PYROINST_NS_PORT`` environment variables, else
-Pyro5's own configuration (``Pyro5.config.NS_HOST``/``NS_PORT``, i.e. ``PYRO_NS_HOST``...)
-and its broadcast lookup.
+The name server is found as ``pyroinst.naming`` says (arguments, else
+``PYROINST_NS_HOST``/``PYROINST_NS_PORT``, else Pyro5's configuration and broadcast).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import select
 import socket
 import threading
@@ -19,19 +16,26 @@ from typing import Any
 import Pyro5.client
 import Pyro5.core
 import Pyro5.errors
-from Pyro5 import config as pyro_config
 from Pyro5.callcontext import current_context
 
 from . import fastwire
 from .errors import (
     AuthenticationFailed,
-    ConfigurationError,
     ConnectionLost,
     DeviceNotFound,
     DeviceUnreachable,
-    JobTimeout,
     NameServerNotFound,
     ServerBusy,
+)
+from .handles import OWNER_ANNOTATION, JobHandle
+from .naming import (
+    CLASS_TAG,
+    DEVICE_TAG,
+    HOST_TAG,
+    describe_ns_address,
+    locate_ns,
+    lookup,
+    ns_address,
 )
 
 __all__ = [
@@ -41,108 +45,21 @@ __all__ = [
     "list_devices",
     "locate_ns",
     "ns_address",
+    "describe_ns_address",
+    "lookup",
+    "cached_proxy",
+    "release_cached_proxies",
     "DEVICE_TAG",
+    "CLASS_TAG",
+    "HOST_TAG",
+    "OWNER_ANNOTATION",
     "RECONNECT_TIMEOUT",
 ]
 
 log = logging.getLogger(__name__)
 
-DEVICE_TAG = "pyroinst.device"
-CLASS_TAG = "pyroinst.class:"
-HOST_TAG = "pyroinst.host:"
-
-#: Seconds a name-server connection may take before it counts as unreachable.
-NS_TIMEOUT = 5.0
-#: Longest single ``job_wait`` call a handle makes; longer waits are made of several.
-_WAIT_SLICE = 10.0
-#: Request annotation naming the calling client, for reservations (see device.py).
-OWNER_ANNOTATION = "PIOW"
 #: Seconds a DeviceProxy keeps trying to reach its device (re-resolving its name).
 RECONNECT_TIMEOUT = 10.0
-
-
-def ns_address(
-    ns_host: str | None = None, ns_port: int | None = None
-) -> tuple[str | None, int | None]:
-    """The name server address to use: arguments, else PYROINST_NS_HOST/PORT, else (None, None).
-
-    ``None`` means "whatever Pyro5's configuration and broadcast find".
-    """
-    host = ns_host or os.environ.get("PYROINST_NS_HOST") or None
-    port = ns_port
-    if port is None:
-        env = os.environ.get("PYROINST_NS_PORT")
-        if env:
-            try:
-                port = int(env)
-            except ValueError:
-                raise ConfigurationError(f"PYROINST_NS_PORT={env!r} is not a port number") from None
-    return host, port
-
-
-def describe_ns_address(host: str | None, port: int | None) -> str:
-    """Human-readable form of an address as ``ns_address`` returns it."""
-    if host is None:
-        return f"{pyro_config.NS_HOST}:{port or pyro_config.NS_PORT} (Pyro5 config) or by broadcast"
-    return f"{host}:{port or pyro_config.NS_PORT}"
-
-
-def locate_ns(
-    ns_host: str | None = None,
-    ns_port: int | None = None,
-    timeout: float = NS_TIMEOUT,
-    token: str | None = None,
-) -> Pyro5.client.Proxy:
-    """A bound name-server proxy; NameServerNotFound (saying how to start one) if none answers.
-
-    ``token``: the lab's token to present (default: this process's, see pyroinst.auth).
-    """
-    host, port = ns_address(ns_host, ns_port)
-    try:
-        if host is None:
-            ns = Pyro5.core.locate_ns(port=port)
-        else:
-            ns = Pyro5.client.Proxy(
-                f"PYRO:{Pyro5.core.NAMESERVER_NAME}@{host}:{port or pyro_config.NS_PORT}"
-            )
-        if token is not None:
-            ns._pyroHandshake = token
-        ns._pyroTimeout = timeout
-        ns._pyroBind()
-    except (Pyro5.errors.CommunicationError, Pyro5.errors.NamingError) as exc:
-        where = describe_ns_address(host, port)
-        if "authentication failed" in str(exc):
-            raise AuthenticationFailed(
-                f"the name server at {where} refused the connection: authentication failed "
-                "(set the lab's token: PYROINST_TOKEN or --token-file)",
-                address=where,
-            ) from None
-        raise NameServerNotFound(
-            f"no name server answered at {where}: {exc}. Start one with `pyroinst ns` "
-            "(or ./nameserver.sh, or a server that embeds one), or point to it with "
-            "--ns-host/--ns-port or PYROINST_NS_HOST/PYROINST_NS_PORT.",
-            address=where,
-        ) from None
-    return ns
-
-
-def _ns_location(ns: Pyro5.client.Proxy) -> str:
-    uri = ns._pyroUri
-    return f"{uri.host}:{uri.port}"
-
-
-def lookup(name: str, ns_host: str | None = None, ns_port: int | None = None) -> str:
-    """The URI of the device ``name`` (DeviceNotFound naming the name server and what it has)."""
-    with locate_ns(ns_host, ns_port) as ns:
-        try:
-            return str(ns.lookup(name))
-        except Pyro5.errors.NamingError:
-            known = sorted(ns.yplookup(meta_all={DEVICE_TAG}, return_metadata=False))
-            raise DeviceNotFound(
-                f"no device {name!r} in the name server at {_ns_location(ns)}; "
-                f"devices there: {', '.join(known) if known else 'none'}",
-                device=name,
-            ) from None
 
 
 def connect(
@@ -367,97 +284,3 @@ def release_cached_proxies() -> None:
     for proxy in cache.values():
         proxy._pyroRelease()
     cache.clear()
-
-
-class JobHandle:
-    """A job running on a device: ask its status, wait for it, get its result, cancel it.
-
-    Device methods marked as jobs return one at once. It is a small value (id, device
-    name, device URI) that can be stored, passed around or rebuilt from its id; any
-    number of handles share one connection per thread.
-    """
-
-    __slots__ = ("id", "device", "uri", "ns", "owner")
-
-    def __init__(
-        self,
-        id: str,  # noqa: A002 - the contract's name
-        device: str,
-        uri: str,
-        ns: tuple[str | None, int | None] | None = None,
-        owner: str | None = None,
-    ) -> None:
-        self.id = str(id)
-        self.device = str(device)
-        self.uri = str(uri)
-        # Not sent on the wire: where to look the device up again if its server moves,
-        # and the reservation owner of the proxy that started the job.
-        self.ns = ns or (None, None)
-        self.owner = owner
-
-    def _proxy(self) -> DeviceProxy:
-        proxy = cached_proxy(self.uri, self.device, self.ns)
-        proxy._pyroinst_owner = self.owner
-        return proxy
-
-    def status(self) -> dict[str, Any]:
-        """The job's status dict: id, method, state, progress, message, times, error."""
-        return self._proxy().job_status(self.id)
-
-    def done(self) -> bool:
-        """True once the job is done, failed or cancelled."""
-        return self.status()["state"] in ("done", "failed", "cancelled")
-
-    def progress(self) -> float:
-        """Progress 0..1; exactly 1.0 once the job is done."""
-        return float(self.status()["progress"])
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the job finishes or ``timeout`` seconds pass; True if it finished."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
-            if self._proxy().job_wait(self.id, max(0.0, min(_WAIT_SLICE, remaining))):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The job's return value (waiting up to ``timeout``); re-raises the job's error.
-
-        Raises JobTimeout if it has not finished in time, JobCancelled if it was
-        cancelled. The result stays on the server: it can be read again.
-        """
-        # The server waits (in slices, so no call blocks a connection for long): one round
-        # trip for a job that finishes within a slice.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = _WAIT_SLICE if deadline is None else deadline - time.monotonic()
-            try:
-                return self._proxy().job_result(self.id, max(0.0, min(_WAIT_SLICE, remaining)))
-            except JobTimeout as exc:
-                if getattr(exc, "job_id", None) != self.id:
-                    raise  # the job's own error, not the wait running out
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise JobTimeout(
-                        f"job {self.id} on device '{self.device}' has not finished after "
-                        f"{timeout:g} s",
-                        job_id=self.id,
-                    ) from None
-
-    def cancel(self) -> bool:
-        """Cancel the job; False if it had already finished."""
-        return self._proxy().job_cancel(self.id)
-
-    def to_wire(self) -> dict[str, str]:
-        """The handle as sent over the network (a plain dict)."""
-        return {"__pyroinst__": "JobHandle", "id": self.id, "device": self.device, "uri": self.uri}
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, JobHandle) and (self.id, self.uri) == (other.id, other.uri)
-
-    def __hash__(self) -> int:
-        return hash((self.id, self.uri))
-
-    def __repr__(self) -> str:
-        return f"JobHandle(id={self.id!r}, device={self.device!r}, uri={self.uri!r})"

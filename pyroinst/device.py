@@ -30,8 +30,8 @@ from Pyro5.callcontext import current_context
 from Pyro5.server import expose
 
 from . import fastwire
-from .client import OWNER_ANNOTATION, JobHandle
 from .errors import DeviceDefinitionError, DeviceReserved, NotSerializableError, SignatureError
+from .handles import OWNER_ANNOTATION, JobHandle
 from .jobs import (
     DeviceLock,
     DeviceWorker,

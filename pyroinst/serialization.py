@@ -37,8 +37,8 @@ from Pyro5 import config as pyro_config
 from Pyro5.callcontext import current_context
 
 from . import fastwire
-from .client import JobHandle
 from .errors import MessageTooLarge, NotSerializableError
+from .handles import HANDLE_KIND, JobHandle
 
 __all__ = ["to_wire", "from_wire", "array_to_wire", "array_from_wire", "install", "MARKER"]
 
@@ -158,7 +158,7 @@ def from_wire(d: dict[str, Any]) -> Any:
                 current_context.response_annotations, d["ann"], d["dtype"], d["shape"]
             )
         return array_from_wire(d)
-    if kind == "JobHandle":
+    if kind == HANDLE_KIND:
         proxy = fastwire.calling_proxy()
         return JobHandle(
             d["id"],

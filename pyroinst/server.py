@@ -31,7 +31,6 @@ import Pyro5.server
 from Pyro5 import config as pyro_config
 
 from .auth import TokenCheckingDaemon, resolve_token
-from .client import CLASS_TAG, DEVICE_TAG, HOST_TAG, locate_ns, ns_address
 from .device import DeviceServant, make_servant
 from .errors import (
     ConfigurationError,
@@ -42,6 +41,7 @@ from .errors import (
 )
 from .jobs import JobStore
 from .nameserver import EmbeddedNameServer
+from .naming import CLASS_TAG, DEVICE_TAG, HOST_TAG, locate_ns, ns_address
 
 __all__ = ["InstServer"]
 

@@ -1,0 +1,21 @@
+"""The ``pyroinst`` command: run name servers and device servers, poke at devices.
+
+Thin commands over the library, by concern: ``app`` (the typer app, global options,
+errors and exit codes), ``servers`` (``ns``, ``serve``), ``devices`` (``list``, ``info``,
+``call``, ``jobs``, ``job``, ``reserve``, ``release``, ``ping``) and ``output`` (tables,
+JSON, progress, files). The exit codes are listed in ``pyroinst --help`` and in ``app``.
+"""
+
+from __future__ import annotations
+
+from . import devices as _devices  # noqa: F401 - registers the commands
+from . import servers as _servers  # noqa: F401 - registers the commands
+from .app import app
+from .devices import parse_call_args
+
+__all__ = ["app", "main", "parse_call_args"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,332 @@
+"""Device commands: list, info, call, jobs, job, reserve, release, ping."""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+import pyroinst
+from pyroinst import naming
+from pyroinst.errors import PyroinstError
+
+from .app import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    JsonOpt,
+    app,
+    connect,
+    echo,
+    fail,
+    guard,
+    setup_logging,
+    state,
+)
+from .output import Interrupts, emit_result, finish_job, follow, table
+
+__all__ = ["parse_call_args"]
+
+
+def _alive(uri: str, timeout: float = 1.0) -> bool:
+    import Pyro5.client
+
+    proxy = Pyro5.client.Proxy(uri)
+    proxy._pyroTimeout = timeout
+    try:
+        return bool(proxy.ping())
+    except Exception:  # noqa: BLE001 - anything but an answer means "not reachable"
+        return False
+    finally:
+        proxy._pyroRelease()
+
+
+@app.command("list")
+def list_command(as_json: JsonOpt = False) -> None:
+    """Every device the name server knows, across hosts, and whether it answers."""
+    setup_logging(logging.WARNING)
+    try:
+        devices = pyroinst.list_devices(state.ns_host, state.ns_port)
+    except PyroinstError as exc:
+        raise guard(exc) from None
+    for d in devices:
+        d["alive"] = _alive(d["uri"])
+    if as_json:
+        echo(json.dumps(devices, indent=2))
+        return
+    if not devices:
+        echo("no devices registered")
+        return
+    table(
+        ["name", "class", "host", "port", "alive", "uri"],
+        [
+            [
+                d["name"],
+                d["class"] or "?",
+                d["host"],
+                d["port"],
+                "yes" if d["alive"] else "NO",
+                d["uri"],
+            ]
+            for d in devices
+        ],
+    )
+
+
+@app.command("info")
+def info_command(device: str, as_json: JsonOpt = False) -> None:
+    """The device's docstring, methods (signatures, which are jobs) and active jobs."""
+    setup_logging(logging.WARNING)
+    try:
+        dev = connect(device)
+        info = dev.describe()
+        active = [j for j in dev.job_list() if j["state"] in ("queued", "running")]
+        info["reservation"] = dev.reservation()
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    info["jobs"] = active
+    if as_json:
+        echo(json.dumps(info, indent=2, default=str))
+        return
+    echo(f"{info['name']}: {info['class']}")
+    if info["doc"]:
+        echo("")
+        for line in info["doc"].splitlines():
+            echo(f"  {line}")
+    echo("\nmethods:")
+    for m in info["methods"]:
+        flags = " [job]" if m["job"] else (" [concurrent]" if m["concurrent"] else "")
+        echo(f"  {m['signature']}{flags}")
+        if m["summary"]:
+            echo(f"      {m['summary']}")
+    if info["properties"]:
+        echo("\nproperties:")
+        for p in info["properties"]:
+            echo(
+                f"  {p['name']}{'' if p['writable'] else ' (read-only)'}  "
+                f"{(p['doc'].splitlines() or [''])[0]}"
+            )
+    held = info["reservation"]
+    if held:
+        echo(f"\nreserved by {held['owner']} for {held['remaining_s']:.0f} more s")
+    echo("\nactive jobs:" if active else "\nactive jobs: none")
+    for j in active:
+        echo(f"  {j['id']}  {j['method']:12} {j['state']:8} {j['progress']:.0%}")
+
+
+def parse_call_args(items: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """CLI words to call arguments: Python literals, else strings; ``KEY=VALUE`` is a keyword."""
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and re.fullmatch(r"[A-Za-z_]\w*", key):
+            kwargs[key] = _literal(value)
+        else:
+            args.append(_literal(item))
+    return args, kwargs
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+@app.command("call", context_settings={"allow_extra_args": False})
+def call_command(
+    device: str,
+    method: str,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(help="Arguments: Python literals (else strings); KEY=VALUE for keywords."),
+    ] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Start a job, print only its id, exit.")
+    ] = False,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for a job.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write an array result (.npy, .csv, .txt).")
+    ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", help="On Ctrl-C leave the job running instead of cancelling it."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Call a method; a job shows a progress bar, then its result. Ctrl-C cancels the job."""
+    setup_logging(logging.WARNING)
+    pos, kw = parse_call_args(args or [])
+    try:
+        dev = connect(device)
+        methods = {m["name"]: m for m in dev.describe()["methods"]}
+        if method not in methods:
+            raise fail(
+                f"device {device!r} has no method {method!r}; its methods: "
+                f"{', '.join(sorted(methods))}",
+                EXIT_NOT_FOUND,
+            )
+        if no_wait:
+            job = (
+                getattr(dev, method)(*pos, **kw)
+                if methods[method]["job"]
+                else dev.job_start(method, *pos, **kw)
+            )
+            echo(job.id)
+            return
+        if methods[method]["job"]:
+            with Interrupts() as interrupts:
+                job = getattr(dev, method)(*pos, **kw)
+                status = follow(job, timeout, detach, state.verbose < 0, interrupts)
+            finish_job(job, status, out, as_json)
+            return
+        result = getattr(dev, method)(*pos, **kw)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    emit_result(result, out, as_json, {"device": device, "method": method, "job": None})
+
+
+@app.command("jobs")
+def jobs_command(device: str, as_json: JsonOpt = False) -> None:
+    """The device's kept jobs, newest first."""
+    setup_logging(logging.WARNING)
+    try:
+        jobs = connect(device).job_list()
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    if as_json:
+        echo(json.dumps(jobs, indent=2))
+        return
+    if not jobs:
+        echo("no jobs")
+        return
+    table(
+        ["id", "method", "state", "progress", "created", "error"],
+        [
+            [
+                j["id"],
+                j["method"],
+                j["state"],
+                f"{j['progress']:.0%}",
+                time.strftime("%H:%M:%S", time.localtime(j["created"])),
+                j["error"] or "",
+            ]
+            for j in jobs
+        ],
+    )
+
+
+@app.command("job")
+def job_command(
+    device: str,
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for it (progress bar), then print the result.")
+    ] = False,
+    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel it.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write an array result.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One job: its status; --wait for its result, --cancel to stop it."""
+    setup_logging(logging.WARNING)
+    try:
+        dev = connect(device)
+        status = dev.job_status(job_id)
+        job = pyroinst.JobHandle(job_id, device, str(dev._pyroUri))
+        if cancel:
+            cancelled = job.cancel()
+            job.wait(timeout=5)
+            status = job.status()
+            if not as_json:
+                echo(
+                    f"job {job_id}: {'cancel requested' if cancelled else 'already finished'}"
+                    f"; now {status['state']}"
+                )
+            else:
+                echo(json.dumps({**status, "cancelled": cancelled}, indent=2))
+            return
+        if wait:
+            with Interrupts() as interrupts:
+                status = follow(job, None, True, state.verbose < 0, interrupts)
+        if status["state"] in ("done", "failed", "cancelled") and (wait or out is not None):
+            finish_job(job, status, out, as_json)
+            return
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    if as_json:
+        echo(json.dumps(status, indent=2))
+        return
+    echo(
+        f"job {status['id']}  {status['method']}  {status['state']}  {status['progress']:.0%}"
+        f"{'  ' + status['message'] if status['message'] else ''}"
+    )
+    if status["error"]:
+        echo(f"error: {status['error']}")
+
+
+@app.command("reserve")
+def reserve_command(
+    device: str,
+    lease: Annotated[float, typer.Option(help="Seconds the reservation lasts.")] = 600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reserve DEV for --owner (others are refused until release or the lease ends)."""
+    setup_logging(logging.WARNING)
+    if not state.owner:
+        raise fail("reserve needs --owner NAME (or PYROINST_OWNER)", EXIT_USAGE)
+    try:
+        info = connect(device).reserve(state.owner, lease)
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    if as_json:
+        echo(json.dumps(info, indent=2))
+    else:
+        echo(
+            f"{device} reserved by {info['owner']} for {info['remaining_s']:.0f} s "
+            f"(until {time.strftime('%H:%M:%S', time.localtime(info['until']))})"
+        )
+
+
+@app.command("release")
+def release_command(device: str) -> None:
+    """End --owner's reservation of DEV."""
+    setup_logging(logging.WARNING)
+    try:
+        released = connect(device).release()
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    echo(f"{device} released" if released else f"{device} was not reserved")
+
+
+@app.command("ping")
+def ping_command(device: Annotated[str | None, typer.Argument()] = None) -> None:
+    """Check that the name server (no DEV) or a device answers; prints the round trip."""
+    setup_logging(logging.WARNING)
+    start = time.perf_counter()
+    try:
+        if device is None:
+            with pyroinst.locate_ns(state.ns_host, state.ns_port) as ns:
+                ns.ping()
+                where = naming.ns_location(ns)
+            echo(f"name server {where}: ok ({(time.perf_counter() - start) * 1000:.1f} ms)")
+            return
+        dev = connect(device)
+        dev._pyroTimeout = 5
+        dev.ping()
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    echo(f"{device}: ok ({(time.perf_counter() - start) * 1000:.1f} ms)")

@@ -1,0 +1,154 @@
+"""Server commands: ``pyroinst ns`` and ``pyroinst serve``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import Pyro5.errors
+import typer
+
+import pyroinst
+from pyroinst import auth
+from pyroinst.config import DeviceStartError, LabConfig, LabFileError, demo_lab, load_lab
+from pyroinst.errors import ConfigurationError, PyroinstError
+from pyroinst.nameserver import DEFAULT_NS_HOST, DEFAULT_NS_PORT, EmbeddedNameServer
+from pyroinst.server import InstServer
+
+from .app import EXIT_FAILED, EXIT_USAGE, app, echo, error_message, fail, ns_of, setup_logging
+
+__all__ = ["ns_command", "serve_command"]
+
+
+@app.command("ns")
+def ns_command(
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (env PYROINST_NS_HOST, default localhost).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (env PYROINST_NS_PORT, default 9090).")
+    ] = None,
+) -> None:
+    """Run a name server in the foreground (what nameserver.sh does)."""
+    setup_logging(logging.INFO)
+    host, port = ns_of(host, port)
+    host, port = host or DEFAULT_NS_HOST, DEFAULT_NS_PORT if port is None else port
+    try:
+        ns = EmbeddedNameServer(host, port, token=auth.current_token()).start()
+    except OSError as exc:
+        raise fail(f"cannot start a name server on {host}:{port}: {exc}", EXIT_FAILED) from None
+    echo(f"name server at {ns.host}:{ns.port} ({ns.uri})")
+    echo(f"clients: export PYROINST_NS_HOST={ns.host} PYROINST_NS_PORT={ns.port}")
+    _wait_for_signal()
+    ns.stop()
+
+
+def _wait_for_signal() -> None:
+    import signal
+
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@app.command("serve")
+def serve_command(
+    lab: Annotated[Path | None, typer.Argument(help="Lab file (TOML).")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Serve two dummy devices, dev and dev2.")
+    ] = False,
+    host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port of the device server (0: a free one).")
+    ] = None,
+    advertise: Annotated[
+        str | None, typer.Option(help="Host name clients use to reach this server.")
+    ] = None,
+    ns_host: Annotated[str | None, typer.Option("--ns-host", help="Name server host.")] = None,
+    ns_port: Annotated[int | None, typer.Option("--ns-port", help="Name server port.")] = None,
+) -> None:
+    """Serve the devices of a lab file (or --demo) until Ctrl-C or SIGTERM.
+
+    When no name server answers, an embedded one is started at the name server address.
+    """
+    if (lab is None) == (not demo):
+        raise fail("give a lab file or --demo (not both)", EXIT_USAGE)
+    try:
+        config: LabConfig = demo_lab() if demo else load_lab(lab)  # type: ignore[arg-type]
+        config.import_classes()
+        config.configure_tls()
+    except (LabFileError, ConfigurationError) as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    if demo and config.log_level is None:
+        config.log_level = "INFO"
+    level = getattr(logging, config.log_level or "INFO")
+    setup_logging(level)
+    kwargs = dict(config.server)
+    for key, value in (("host", host), ("port", port), ("advertise", advertise)):
+        if value is not None:
+            kwargs[key] = value
+    nh, np_ = ns_of(ns_host, ns_port)
+    if nh is not None:
+        kwargs["ns_host"] = nh
+    if np_ is not None:
+        kwargs["ns_port"] = np_
+    try:
+        devices = config.create_devices()
+    except DeviceStartError as exc:
+        raise fail(str(exc), EXIT_FAILED) from None
+    if "token_file" not in kwargs and auth.current_token():
+        kwargs["token"] = auth.current_token()
+    try:
+        server = InstServer(**kwargs)
+    except ConfigurationError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    if server.token:
+        auth.set_token(server.token)  # this process's own name-server calls carry it too
+    try:
+        for spec in config.devices:
+            server.add_device(
+                devices[spec.name],
+                spec.name,
+                jobs=spec.jobs or None,
+                lock_timeout=spec.lock_timeout,
+            )
+        # Blocks until Ctrl-C or SIGTERM; stopping removes the names and closes the devices,
+        # also when starting fails.
+        server.run(on_started=_print_serving)
+    except (PyroinstError, OSError, Pyro5.errors.PyroError) as exc:
+        server.stop()
+        code = EXIT_USAGE if isinstance(exc, ConfigurationError) else EXIT_FAILED
+        raise fail(error_message(exc), code) from None
+
+
+def _print_serving(server: InstServer) -> None:
+    ns_where = f"{server.ns_host}:{server.ns_port}"
+    embedded = " (embedded)" if server.embedded_ns is not None else ""
+    echo(
+        f"pyroinst {pyroinst.__version__} serving at {server.location}; "
+        f"name server {ns_where}{embedded}"
+    )
+    for name, device in server.devices.items():
+        cls = type(device)
+        echo(f"  {name:12} {cls.__module__}.{cls.__qualname__:28} {server.uri(name)}")
+    first = next(iter(server.devices), "dev")
+    echo("connect with:")
+    echo(
+        f"  python -c \"import Pyro5.api, pyroinst; dev = Pyro5.api.Proxy('PYRONAME:{first}@"
+        f"{ns_where}'); print(dev.describe()['class'])\""
+    )
+    echo("Ctrl-C to stop.")
+    sys.stdout.flush()
+
+
+# -- clients --------------------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Job handles: what a server hands out for a job, and what a client does with one.
+
+Both sides share this module: a device server creates handles and sends them; the
+serializers turn them into their wire form and back; a client uses them. On the wire a
+handle is the plain dict ``{"__pyroinst__": "JobHandle", "id": ..., "device": ...,
+"uri": ...}``, so a client without pyroinst receives it as a dict and calls
+``dev.job_result(id)`` itself.
+
+A handle talks to its device through the calling thread's cached proxy (see
+``pyroinst.client.cached_proxy``): a thousand handles share one connection per thread.
+That module is imported only when a handle is used, which happens on the client side.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobTimeout
+
+if TYPE_CHECKING:
+    from .client import DeviceProxy
+
+__all__ = ["JobHandle", "OWNER_ANNOTATION", "HANDLE_KIND", "WAIT_SLICE"]
+
+#: Request annotation naming the calling client, for reservations (see device.py).
+OWNER_ANNOTATION = "PIOW"
+#: The ``__pyroinst__`` marker value of a handle on the wire.
+HANDLE_KIND = "JobHandle"
+#: Longest single ``job_wait`` call a handle makes; longer waits are made of several.
+WAIT_SLICE = 10.0
+
+
+class JobHandle:
+    """A job running on a device: ask its status, wait for it, get its result, cancel it.
+
+    Device methods marked as jobs return one at once. It is a small value (id, device
+    name, device URI) that can be stored, passed around or rebuilt from its id; any
+    number of handles share one connection per thread.
+    """
+
+    __slots__ = ("id", "device", "uri", "ns", "owner")
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - the contract's name
+        device: str,
+        uri: str,
+        ns: tuple[str | None, int | None] | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.id = str(id)
+        self.device = str(device)
+        self.uri = str(uri)
+        # Not sent on the wire: where to look the device up again if its server moves,
+        # and the reservation owner of the proxy that started the job.
+        self.ns = ns or (None, None)
+        self.owner = owner
+
+    def _proxy(self) -> DeviceProxy:
+        from .client import cached_proxy  # client side only: see the module docstring
+
+        proxy = cached_proxy(self.uri, self.device, self.ns)
+        proxy._pyroinst_owner = self.owner
+        return proxy
+
+    def status(self) -> dict[str, Any]:
+        """The job's status dict: id, method, state, progress, message, times, error."""
+        return self._proxy().job_status(self.id)
+
+    def done(self) -> bool:
+        """True once the job is done, failed or cancelled."""
+        return self.status()["state"] in ("done", "failed", "cancelled")
+
+    def progress(self) -> float:
+        """Progress 0..1; exactly 1.0 once the job is done."""
+        return float(self.status()["progress"])
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the job finishes or ``timeout`` seconds pass; True if it finished."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            if self._proxy().job_wait(self.id, max(0.0, min(WAIT_SLICE, remaining))):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The job's return value (waiting up to ``timeout``); re-raises the job's error.
+
+        Raises JobTimeout if it has not finished in time, JobCancelled if it was
+        cancelled. The result stays on the server: it can be read again.
+        """
+        # The server waits (in slices, so no call blocks a connection for long): one round
+        # trip for a job that finishes within a slice.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
+            try:
+                return self._proxy().job_result(self.id, max(0.0, min(WAIT_SLICE, remaining)))
+            except JobTimeout as exc:
+                if getattr(exc, "job_id", None) != self.id:
+                    raise  # the job's own error, not the wait running out
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise JobTimeout(
+                        f"job {self.id} on device '{self.device}' has not finished after "
+                        f"{timeout:g} s",
+                        job_id=self.id,
+                    ) from None
+
+    def cancel(self) -> bool:
+        """Cancel the job; False if it had already finished."""
+        return self._proxy().job_cancel(self.id)
+
+    def to_wire(self) -> dict[str, str]:
+        """The handle as sent over the network (a plain dict)."""
+        return {"__pyroinst__": HANDLE_KIND, "id": self.id, "device": self.device, "uri": self.uri}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JobHandle) and (self.id, self.uri) == (other.id, other.uri)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.uri))
+
+    def __repr__(self) -> str:
+        return f"JobHandle(id={self.id!r}, device={self.device!r}, uri={self.uri!r})"
