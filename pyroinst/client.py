@@ -206,6 +206,9 @@ class DeviceProxy(Pyro5.client.Proxy):
         if owner:
             annotations[OWNER_ANNOTATION] = owner.encode("utf-8")
         fastwire.expect_peer_limit(self._pyroinst_peer_max, self._pyroinst_label())
+        # Replies decoded during this call (job handles) learn where this proxy looks
+        # devices up and who it is, also when the fast path is not in Pyro5.
+        previous = fastwire.set_calling_proxy(self)
         try:
             result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
         except Pyro5.errors.ConnectionClosedError as exc:
@@ -216,6 +219,7 @@ class DeviceProxy(Pyro5.client.Proxy):
                 device=self._pyroinst_name,
             ) from None
         finally:
+            fastwire.set_calling_proxy(previous)
             fastwire.expect_peer_limit(None, "")
             if owner:
                 annotations.pop(OWNER_ANNOTATION, None)

@@ -48,6 +48,8 @@ from Pyro5 import config as pyro_config
 from Pyro5 import protocol, socketutil
 from Pyro5.callcontext import current_context
 
+from . import compat
+
 __all__ = ["install", "INLINE_MAX", "FLAG", "peer_is_fast", "annotate", "annotated_array"]
 
 log = logging.getLogger(__name__)
@@ -374,7 +376,7 @@ def annotate(a: np.ndarray, outgoing: str) -> dict[str, Any] | None:
 
     ``outgoing`` is ``"request"`` (client side) or ``"response"`` (server side).
     """
-    if a.nbytes < INLINE_MAX:
+    if a.nbytes < INLINE_MAX or not _installed:
         return None
     if outgoing == "request":
         if not _calling_pyroinst_device():
@@ -435,7 +437,8 @@ _installed = False
 _original_invoke = Pyro5.client.Proxy._pyroInvoke
 
 
-def _drop_request_annotations() -> None:
+def drop_request_annotations() -> None:
+    """Client side: remove the array annotations (and the announcement) this thread set."""
     _tls.annotated = False
     annotations = current_context.annotations
     for key in [k for k in annotations if k == FLAG or _is_ours(k)]:
@@ -450,13 +453,29 @@ def _pyro_invoke(self, methodname, vargs, kwargs, flags=0, objectId=None):  # no
     finally:
         _tls.proxy = previous
         if getattr(_tls, "annotated", False):
-            _drop_request_annotations()
+            drop_request_annotations()
+
+
+def set_calling_proxy(proxy: Any) -> Any:
+    """Client side: note the proxy whose call this thread makes now; returns the previous one."""
+    previous = getattr(_tls, "proxy", None)
+    _tls.proxy = proxy
+    return previous
+
+
+def enabled() -> bool:
+    """True when the fast path is in Pyro5 (see ``compat`` for when it is not)."""
+    return _installed
 
 
 def install() -> None:
-    """Put the fast message path into Pyro5 (idempotent)."""
+    """Put the fast message path into Pyro5 (idempotent).
+
+    Only with a tested Pyro5 version and unless PYROINST_FASTWIRE=0 (see ``compat``);
+    otherwise Pyro5 is left as it is, and arrays travel inline in the payload.
+    """
     global _installed
-    if _installed:
+    if _installed or not compat.fastwire_wanted():
         return
     protocol.SendingMessage = SendingMessage
     protocol.recv_stub = recv_stub
@@ -468,7 +487,7 @@ def install() -> None:
 def mark_request() -> None:
     """Client side: on a connection's first call, announce that annotated arrays are understood."""
     proxy = getattr(_tls, "proxy", None)
-    conn = proxy._pyroConnection if proxy is not None else None
+    conn = proxy._pyroConnection if proxy is not None and _installed else None
     if conn is None or getattr(conn, "_pyroinst_announced", False):
         return
     conn._pyroinst_announced = True

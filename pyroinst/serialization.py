@@ -209,7 +209,14 @@ class _PyroinstMixin:
 
     def dumps(self, data: Any) -> bytes:
         fastwire.note_peer()
-        payload = super().dumps(to_wire(data, array=self._response_array))  # type: ignore[misc]
+        try:
+            wire = to_wire(data, array=self._response_array)
+        except RecursionError:
+            # A structure that contains itself: Pyro5's own serializer gives its own
+            # error (ValueError) for it, as without pyroinst.
+            fastwire.clear_response_annotations()
+            wire = data
+        payload = super().dumps(wire)  # type: ignore[misc]
         size = len(payload) + fastwire.response_annotations_size()
         if size > pyro_config.MAX_MESSAGE_SIZE:
             # Pyro5 would drop the connection with no word to the client; say why instead.
@@ -226,7 +233,13 @@ class _PyroinstMixin:
         fastwire.mark_request()
         if kwargs or not _all_atoms(vargs):
             array = self._request_array
-            vargs, kwargs = to_wire(tuple(vargs), array=array), to_wire(kwargs, array=array)
+            try:
+                # A list stays a list and a tuple a tuple: serpent keeps the difference.
+                vargs, kwargs = to_wire(vargs, array=array), to_wire(kwargs, array=array)
+            except RecursionError:
+                # A structure that contains itself: Pyro5's serializer raises its own
+                # ValueError for it (annotations set meanwhile go when the call ends).
+                pass
         return super().dumpsCall(obj, method, vargs, kwargs)  # type: ignore[misc]
 
     def loadsCall(self, data: Any) -> Any:  # noqa: N802

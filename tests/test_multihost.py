@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import wait_until
+from tests.netns import namespaces_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBNET = "10.213.77"
@@ -46,19 +46,6 @@ for line in sys.stdin:
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=30)
-
-
-def _namespaces_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "the `ip` command (iproute2) is not installed"
-    probe = f"pyroinst-probe-{os.getpid()}"
-    made = _run("ip", "netns", "add", probe)
-    if made.returncode != 0:
-        return f"cannot create a network namespace here: {made.stderr.strip()}"
-    _run("ip", "netns", "del", probe)
-    return None
 
 
 class Lab:
@@ -140,7 +127,7 @@ class Lab:
 
 @pytest.fixture
 def lab():
-    reason = _namespaces_unavailable()
+    reason = namespaces_unavailable()
     if reason:
         pytest.skip(reason)
     lab = Lab()

@@ -16,7 +16,8 @@ import pytest
 
 import pyroinst
 from pyroinst import EmbeddedNameServer, InstServer
-from tests.helpers import Echo, wait_until
+from tests.helpers import Echo, clean_env, wait_until
+from tests.netns import Namespace, namespaces_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,21 +181,36 @@ def _answers(proxy) -> bool:
         return False
 
 
-def test_loopback_uri_refused_by_a_name_server_elsewhere():
-    """A name server on a non-loopback address (this PC's own, if it has one)."""
-    import socket
-
+_ELSEWHERE = """
+import pyroinst
+from pyroinst import EmbeddedNameServer, InstServer
+from tests.helpers import Echo
+with EmbeddedNameServer("10.213.78.1", 0) as lab_ns:
+    server = InstServer(host="127.0.0.1", ns_host=lab_ns.host, ns_port=lab_ns.port)
+    server.add_device(Echo(), "dev")
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET address: nothing is sent
-            address = probe.getsockname()[0]
-    except OSError:
-        pytest.skip("this machine has no non-loopback address")
-    if address.startswith("127."):
-        pytest.skip("this machine has no non-loopback address")
-    with EmbeddedNameServer(address, 0) as lab_ns:
-        server = InstServer(host="127.0.0.1", ns_host=lab_ns.host, ns_port=lab_ns.port)
-        server.add_device(Echo(), "dev")
-        with pytest.raises(pyroinst.ConfigurationError, match="advertise"):
-            server.start()
+        server.start()
+    except pyroinst.ConfigurationError as exc:
+        assert "advertise" in str(exc), exc
+        print("REFUSED")
+    finally:
         server.stop()
+"""
+
+
+def test_loopback_uri_refused_by_a_name_server_elsewhere():
+    """A name server on a non-loopback address, inside a namespace made for the test."""
+    reason = namespaces_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Namespace("10.213.78.1/24") as netns:
+        proc = subprocess.run(
+            netns.command(sys.executable, "-c", _ELSEWHERE),
+            cwd=ROOT,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert "REFUSED" in proc.stdout

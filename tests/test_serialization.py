@@ -111,3 +111,50 @@ def test_msgpack_is_the_default_serializer():
     from Pyro5 import config
 
     assert config.SERIALIZER == "msgpack"
+
+
+# -- Pyro5's own behaviour for values that are not pyroinst's ---------------------------------
+def _serializer(name):
+    import Pyro5.serializers
+
+    return Pyro5.serializers.serializers[name]
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_circular_structure_raises_pyro5_value_error(serializer):
+    import Pyro5.client
+
+    data = [42, "hello", Pyro5.client.Proxy("PYRO:dummy@dummy:4444")]
+    data.append(data)
+    ser = _serializer(serializer)
+    with pytest.raises(ValueError) as info:
+        ser.dumps(data)
+    assert not isinstance(info.value, RecursionError)
+    with pytest.raises(ValueError) as info:
+        ser.dumpsCall("obj", "method", (data,), {})
+    assert not isinstance(info.value, RecursionError)
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_circular_structure_through_a_server_leaves_it_serving(echo, serializer):
+    echo._pyroSerializer = serializer
+    data: list = [1]
+    data.append(data)
+    # marshal can write a structure that contains itself; the server then fails to send
+    # it back, as Pyro5 alone does. The others refuse it before sending, as Pyro5 does.
+    with pytest.raises(RecursionError if serializer == "marshal" else ValueError):
+        echo.echo(data)
+    assert echo.echo([1, np.arange(3)])[0] == 1
+
+
+def test_serpent_call_arguments_keep_list_or_tuple():
+    import Pyro5.core
+
+    ser = _serializer("serpent")
+    uri = Pyro5.core.URI("PYRO:555@localhost:80")
+    for vargs in ([1, 2, 3], [uri], [ZeroDivisionError("hello")], (1, 2)):
+        _, _, back, kwargs = ser.loadsCall(ser.dumpsCall("o", "m", vargs, {"k": 42}))
+        assert type(back) is type(vargs)
+        assert kwargs == {"k": 42}
+    _, _, back, _ = ser.loadsCall(ser.dumpsCall("o", "m", [uri], {"thing": uri}))
+    assert back == [uri]
