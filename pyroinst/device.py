@@ -85,6 +85,57 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
             return None
 
 
+def binding_problems(sig: inspect.Signature, args: tuple, kwargs: dict) -> list[str]:
+    """Everything wrong with calling ``sig`` with ``args`` and ``kwargs``, each named.
+
+    ``Signature.bind`` names only the first problem it meets (often a missing argument,
+    when the real mistake is a misspelt keyword): this lists unknown keywords, surplus
+    positional arguments, arguments given twice and missing ones.
+    """
+    params = list(sig.parameters.values())
+    kinds = inspect.Parameter
+    positional = [
+        p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    ]
+    by_name = {p.name: p for p in params if p.kind != kinds.POSITIONAL_ONLY}
+    takes_var_args = any(p.kind == kinds.VAR_POSITIONAL for p in params)
+    takes_var_kwargs = any(p.kind == kinds.VAR_KEYWORD for p in params)
+    problems = []
+    unknown = [k for k in kwargs if k not in by_name or by_name[k].kind == kinds.VAR_POSITIONAL]
+    if unknown and not takes_var_kwargs:
+        names = ", ".join(repr(k) for k in unknown)
+        known = ", ".join(
+            n for n, p in by_name.items() if p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+        )
+        problems.append(
+            f"unknown keyword argument{'s' if len(unknown) > 1 else ''} {names} "
+            f"(keywords it takes: {known or 'none'})"
+        )
+    if len(args) > len(positional) and not takes_var_args:
+        problems.append(
+            f"takes {len(positional)} positional argument{'s' if len(positional) != 1 else ''}"
+            f" but {len(args)} were given"
+        )
+    filled = {p.name for p in positional[: len(args)]}
+    twice = [k for k in kwargs if k in filled and by_name.get(k) is not None]
+    if twice:
+        problems.append(f"{', '.join(repr(k) for k in twice)} given both by position and by name")
+    missing = [
+        p.name
+        for p in params
+        if p.default is p.empty
+        and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+        and p.name not in filled
+        and p.name not in kwargs
+    ]
+    if missing:
+        problems.append(
+            f"missing required argument{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)}"
+        )
+    return problems
+
+
 def public_members(cls: type) -> dict[str, Any]:
     """The driver's public methods and properties by name (class attributes, bases included)."""
     members: dict[str, Any] = {}
@@ -146,7 +197,10 @@ class DeviceServant:
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
-            raise SignatureError(f"{self._name}.{method}{sig}: {exc}", method=method) from None
+            problems = binding_problems(sig, args, kwargs) or [str(exc)]
+            raise SignatureError(
+                f"{self._name}.{method}{sig}: {'; '.join(problems)}", method=method
+            ) from None
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         if fastwire.take_pending():
@@ -282,8 +336,15 @@ class DeviceServant:
 
     @expose
     def job_status(self, job_id: str) -> dict[str, Any]:
-        """The status dict of a job: id, method, state, progress, message, times, error."""
-        return self._store.get(job_id, self._name).status()
+        """The status dict of a job: id, method, state, progress, message, times, error.
+
+        A queued job's dict also says what it waits for (``waiting_for``).
+        """
+        job = self._store.get(job_id, self._name)
+        status = job.status()
+        if status["state"] == "queued":
+            status["waiting_for"] = self._worker.waiting_for(job)
+        return status
 
     @expose
     def job_wait(self, job_id: str, timeout: float | None = None) -> bool:

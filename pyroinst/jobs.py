@@ -499,6 +499,7 @@ class DeviceWorker:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._extra: set[threading.Thread] = set()
+        self._current: Job | None = None
 
     def submit(self, job: Job) -> None:
         """Queue ``job`` (or, for a concurrent job, start it at once in its own thread)."""
@@ -549,9 +550,30 @@ class DeviceWorker:
                     self._cond.wait()
                 if not self._queue:
                     return
-                job = self._queue.popleft()
-            job.run(self.lock)
-            self.store.finished(job)
+                job = self._current = self._queue.popleft()
+            try:
+                job.run(self.lock)
+                self.store.finished(job)
+            finally:
+                # Waiting for the next job must not keep this one (and its result) alive.
+                self._current = job = None  # type: ignore[assignment]
+
+    def waiting_for(self, job: Job) -> str | None:
+        """What a queued ``job`` waits for, in words (None if it is not waiting)."""
+        if job.state != QUEUED or job.done:
+            return None
+        with self._cond:
+            queue = list(self._queue)
+            current = self._current
+        if job is current or job.concurrent:
+            return f"the device, busy with {self.lock.describe_holder()}"
+        if job not in queue:
+            return None
+        ahead = queue.index(job)
+        running = f"job {current.id} ({current.method})" if current is not None else "starting"
+        if ahead:
+            return f"{ahead} queued job{'s' if ahead > 1 else ''} ahead, then {running}"
+        return running
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Cancel queued and running jobs and wait for the worker; True if it ended in time."""

@@ -227,6 +227,14 @@ class InstServer:
             return f"{self.host}:{self.port}"
         return self._daemon.locationStr
 
+    @property
+    def ns_location(self) -> str:
+        """``host:port`` of the name server this server registers with (once started)."""
+        host, port = self._ns_location
+        if host is None:
+            host, port = self.ns_host, self.ns_port
+        return f"{host or pyro_config.NS_HOST}:{port or pyro_config.NS_PORT}"
+
     def start(self) -> InstServer:
         """Find (or embed) the name server, bind the daemon, publish every device. Returns self."""
         with self._lock:
@@ -366,7 +374,8 @@ class InstServer:
         # Later lookups must go to the embedded name server, also when port 0 chose one.
         self.ns_host, self.ns_port = self.embedded_ns.host, self.embedded_ns.port
         self._ns_location = (self.ns_host, self.ns_port)
-        log.warning(
+        # Expected on a first start (the demo, a one-PC lab): not a problem, so INFO.
+        log.info(
             "no name server found; started an embedded one at %s:%d", self.ns_host, self.ns_port
         )
 

@@ -149,6 +149,12 @@ class Echo:
         return "held"
 
     @pyroinst.job
+    def hold_array(self, seconds: float = 10.0) -> np.ndarray:
+        """Like ``hold``, then returns a small array."""
+        self.hold(seconds)
+        return np.arange(10.0)
+
+    @pyroinst.job
     def big(self, n: int) -> np.ndarray:
         """A job returning ``n`` float64 points."""
         return np.arange(n, dtype=np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 
 import numpy as np
@@ -144,7 +145,9 @@ def test_parse_call_args():
 # -- bad input: one line on stderr, the documented exit code, no traceback -----------------
 def one_line_error(result, code, *fragments):
     assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    # Piped, a job's progress is one line at its start and one at its end; then the error.
+    progress = re.compile(r"^job \w+ \(.*\) (started|(done|failed|cancelled) after .*)$")
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not progress.match(ln)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert "Traceback" not in result.output

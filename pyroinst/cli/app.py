@@ -44,7 +44,8 @@ _HELP = """Put a lab's instruments on the network (Pyro5); list, inspect and cal
 \b
 Exit codes:
   0    success (also serve/ns stopped by Ctrl-C or SIGTERM)
-  1    the device raised, the job failed or was cancelled, or a server could not start
+  1    the device raised, the job failed or was cancelled, a job did not finish within
+       --timeout (it is left running), or a server could not start
   2    usage error, including every lab-file error and arguments that do not fit
   3    device, method or job not found, or name server / device server unreachable
   4    authentication failed (the lab's token is missing or wrong)

@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 import pyroinst
 from pyroinst import naming
-from pyroinst.errors import PyroinstError
+from pyroinst.errors import (
+    DeviceNotFound,
+    DeviceUnreachable,
+    NameServerNotFound,
+    PyroinstError,
+)
 
 from .app import (
     EXIT_INTERRUPTED,
@@ -29,7 +35,7 @@ from .app import (
     setup_logging,
     state,
 )
-from .output import Interrupts, emit_result, finish_job, follow, table
+from .output import Interrupts, check_out, emit_result, finish_job, follow, table
 
 __all__ = ["parse_call_args"]
 
@@ -140,7 +146,35 @@ def _literal(text: str) -> Any:
         return text
 
 
-@app.command("call", context_settings={"allow_extra_args": False})
+_NEGATIVE_NUMBER = re.compile(r"-(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?j?|-inf|-nan")
+
+
+class CallCommand(TyperCommand):
+    """``pyroinst call``: a negative number among the arguments gets a hint, not just
+    "No such option" (click reads ``-5`` as an option name)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Parse as typer does; explain what to do about negative numbers."""
+        given = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as exc:
+            # click's NoSuchOption, whether typer uses click or its own copy of it.
+            name = getattr(exc, "option_name", None) or ""
+            # click names only the first letters of "-5e3"; show the word as typed.
+            name = next(
+                (a for a in given if a.startswith(name) and _NEGATIVE_NUMBER.fullmatch(a)), name
+            )
+            if type(exc).__name__ == "NoSuchOption" and _NEGATIVE_NUMBER.fullmatch(name):
+                exc.message = (
+                    f"No such option: {name}. A negative number looks like an "
+                    "option: put -- before the method's arguments, e.g. "
+                    f"`pyroinst call DEV METHOD -- {name}` (options go before --)."
+                )
+            raise
+
+
+@app.command("call", cls=CallCommand, context_settings={"allow_extra_args": False})
 def call_command(
     device: str,
     method: str,
@@ -161,9 +195,15 @@ def call_command(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Call a method; a job shows a progress bar, then its result. Ctrl-C cancels the job."""
+    """Call a method; a job shows a progress bar, then its result. Ctrl-C cancels the job.
+
+    Negative numbers: put -- before the arguments (pyroinst call stage move -- -5).
+    A method that returns None prints nothing.
+    """
     setup_logging(logging.WARNING)
     pos, kw = parse_call_args(args or [])
+    if out is not None:
+        check_out(out)  # before anything runs on the device
     try:
         dev = connect(device)
         methods = {m["name"]: m for m in dev.describe()["methods"]}
@@ -195,7 +235,9 @@ def call_command(
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # noqa: BLE001
         raise guard(exc) from None
-    emit_result(result, out, as_json, {"device": device, "method": method, "job": None})
+    emit_result(
+        result, out, as_json, {"device": device, "method": method, "job": None}, f"{method}()"
+    )
 
 
 @app.command("jobs")
@@ -241,6 +283,8 @@ def job_command(
 ) -> None:
     """One job: its status; --wait for its result, --cancel to stop it."""
     setup_logging(logging.WARNING)
+    if out is not None:
+        check_out(out)
     try:
         dev = connect(device)
         status = dev.job_status(job_id)
@@ -313,20 +357,41 @@ def release_command(device: str) -> None:
 
 
 @app.command("ping")
-def ping_command(device: Annotated[str | None, typer.Argument()] = None) -> None:
-    """Check that the name server (no DEV) or a device answers; prints the round trip."""
+def ping_command(
+    device: Annotated[str | None, typer.Argument()] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            help="Keep trying for up to this many seconds (a server that is still starting).",
+        ),
+    ] = 0.0,
+) -> None:
+    """Check that the name server (no DEV) or a device answers; prints the round trip.
+
+    With --wait S, a name server or device that is not there yet is asked again until it
+    answers or S seconds pass (useful in scripts right after starting a server).
+    """
     setup_logging(logging.WARNING)
-    start = time.perf_counter()
-    try:
-        if device is None:
-            with pyroinst.locate_ns(state.ns_host, state.ns_port) as ns:
-                ns.ping()
-                where = naming.ns_location(ns)
-            echo(f"name server {where}: ok ({(time.perf_counter() - start) * 1000:.1f} ms)")
-            return
-        dev = connect(device)
-        dev._pyroTimeout = 5
-        dev.ping()
-    except Exception as exc:  # noqa: BLE001
-        raise guard(exc) from None
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        start = time.perf_counter()
+        try:
+            if device is None:
+                with pyroinst.locate_ns(state.ns_host, state.ns_port) as ns:
+                    ns.ping()
+                    where = naming.ns_location(ns)
+                echo(f"name server {where}: ok ({(time.perf_counter() - start) * 1000:.1f} ms)")
+                return
+            dev = connect(device)
+            dev._pyroTimeout = 5
+            dev.ping()
+            dev._pyroRelease()
+            break
+        except (DeviceNotFound, NameServerNotFound, DeviceUnreachable) as exc:
+            if time.monotonic() >= deadline:
+                raise guard(exc) from None
+            time.sleep(0.2)
+        except Exception as exc:  # noqa: BLE001
+            raise guard(exc) from None
     echo(f"{device}: ok ({(time.perf_counter() - start) * 1000:.1f} ms)")

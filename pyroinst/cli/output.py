@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -24,6 +25,8 @@ __all__ = [
     "array_summary",
     "print_result",
     "write_out",
+    "check_out",
+    "out_array",
     "Interrupts",
     "follow",
     "finish_job",
@@ -67,6 +70,9 @@ def array_summary(a: np.ndarray) -> dict[str, Any]:
 
 
 def print_result(value: Any) -> None:
+    """Print a result for people: arrays summarised, strings as they are, None not at all."""
+    if value is None:
+        return  # nothing to show; the exit code says it worked
     if isinstance(value, np.ndarray):
         s = array_summary(value)
         stats = (
@@ -79,28 +85,66 @@ def print_result(value: Any) -> None:
         echo(repr(value))
 
 
-def write_out(value: Any, out: Path) -> None:
-    try:
-        array = np.asarray(value)
-    except Exception:  # noqa: BLE001
-        array = None
-    if array is None or array.dtype == object:
-        raise fail(f"--out needs an array result, got {type(value).__name__}", EXIT_USAGE)
+OUT_SUFFIXES = (".npy", ".csv", ".txt")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` path that could not be written, before anything is started."""
     suffix = out.suffix.lower()
+    if suffix not in OUT_SUFFIXES:
+        raise fail(
+            f"--out {out}: use a .npy, .csv or .txt file name (got {suffix or 'no suffix'})",
+            EXIT_USAGE,
+        )
+    if out.is_dir():
+        raise fail(f"--out {out} is a folder; give a file name inside it", EXIT_USAGE)
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise fail(f"--out {out}: the folder {folder} does not exist", EXIT_USAGE)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise fail(f"--out {out}: the folder {folder} is not writable", EXIT_USAGE)
+
+
+def out_array(value: Any, what: str) -> np.ndarray:
+    """``value`` as a numeric array for ``--out``; a clear error for anything else."""
+    if isinstance(value, np.ndarray):
+        array = value
+    elif isinstance(value, list | tuple):
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError):
+            array = np.asarray(None)
+    else:
+        array = np.asarray(None)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise fail(
+            f"--out writes arrays (or lists of numbers), but {what} returned "
+            f"{type(value).__name__}; nothing was written (the result is printed above)",
+            EXIT_USAGE,
+        )
+    return array
+
+
+def write_out(value: Any, out: Path, what: str, refetch: str | None = None) -> None:
+    """Write an array result to ``out`` (.npy, .csv, .txt).
+
+    ``refetch`` is the command that fetches the result again, named if writing fails.
+    """
+    array = out_array(value, what)
+    suffix = out.suffix.lower()
+    if suffix in (".csv", ".txt") and array.ndim not in (1, 2):
+        again = f"; write it as .npy instead{f': {refetch}' if refetch else ''}"
+        raise fail(
+            f"{suffix} files hold 1-d or 2-d arrays; this one is {array.ndim}-d{again}", EXIT_USAGE
+        )
     try:
         if suffix == ".npy":
             np.save(out, array)
-        elif suffix in (".csv", ".txt"):
-            if array.ndim not in (1, 2):
-                raise fail(
-                    f"{suffix} files hold 1-d or 2-d arrays; this one is {array.ndim}-d: use .npy",
-                    EXIT_USAGE,
-                )
-            np.savetxt(out, array, delimiter="," if suffix == ".csv" else " ")
         else:
-            raise fail(f"--out {out}: use a .npy, .csv or .txt file name", EXIT_USAGE)
+            np.savetxt(out, array, delimiter="," if suffix == ".csv" else " ")
     except OSError as exc:
-        raise fail(f"cannot write {out}: {exc.strerror}", EXIT_FAILED) from None
+        again = f"; the result is kept on the server: {refetch}" if refetch else ""
+        raise fail(f"cannot write {out}: {exc.strerror or exc}{again}", EXIT_FAILED) from None
 
 
 class Interrupts:
@@ -141,32 +185,60 @@ def follow(
     quiet: bool,
     interrupts: Interrupts,
 ) -> dict:
-    """Show a progress bar until the job finishes; Ctrl-C cancels it (or leaves it, --detach)."""
+    """Show the job's progress until it finishes; Ctrl-C cancels it (or leaves it, --detach).
+
+    On a terminal: a progress bar with the state (``queued`` and what the job waits for,
+    then ``running``), the percentage, the elapsed time and the job's message. Piped (a log
+    file): one line when the job starts and one when it ends.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     deadline = None if timeout is None else time.monotonic() + timeout
+    tty = sys.stderr.isatty()
+    lines = not quiet and not tty
+    began = time.monotonic()
+    announced = False
     with Progress(
         TextColumn("[bold]{task.fields[method]}"),
+        TextColumn("{task.fields[state]:9}"),
         BarColumn(),
         TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("elapsed"),
         TimeElapsedColumn(),
         TextColumn("{task.fields[message]}"),
         transient=True,
-        disable=quiet or not sys.stderr.isatty(),
+        disable=quiet or not tty,
         console=stderr_console(),
     ) as bar:
         status = job.status()
-        task = bar.add_task("job", total=1.0, method=status["method"], message="")
+        task = bar.add_task(
+            "job", total=1.0, method=status["method"], state=status["state"], message=""
+        )
         while True:
             if interrupts.hit:
                 break
             status = job.status()
-            bar.update(task, completed=status["progress"], message=status["message"] or "")
-            if status["state"] in ("done", "failed", "cancelled"):
+            state = status["state"]
+            if state == "queued":
+                waiting = status.get("waiting_for")
+                message = f"waiting for {waiting}" if waiting else ""
+            else:
+                message = status["message"] or ""
+            bar.update(task, completed=status["progress"], state=state, message=message)
+            if lines and not announced and state != "queued":
+                typer.echo(f"job {job.id} ({status['method']} on {job.device}) started", err=True)
+                announced = True
+            if state in ("done", "failed", "cancelled"):
+                if lines:
+                    typer.echo(
+                        f"job {job.id} ({status['method']}) {state} after "
+                        f"{time.monotonic() - began:.1f} s",
+                        err=True,
+                    )
                 return status
             if deadline is not None and time.monotonic() >= deadline:
                 raise fail(
-                    f"job {job.id} still {status['state']} after {timeout:g} s "
+                    f"job {job.id} still {state} after {timeout:g} s "
                     f"(left running; follow it with `pyroinst job {job.device} "
                     f"{job.id} --wait`)",
                     EXIT_FAILED,
@@ -193,6 +265,7 @@ def stderr_console() -> Any:
 
 
 def finish_job(job: pyroinst.JobHandle, status: dict, out: Path | None, as_json: bool) -> None:
+    """Print (and with ``out`` write) a finished job's result; its error if it failed."""
     try:
         value = job.result(timeout=0)  # raises the job's error, or JobCancelled
     except Exception as exc:  # noqa: BLE001
@@ -201,17 +274,30 @@ def finish_job(job: pyroinst.JobHandle, status: dict, out: Path | None, as_json:
         if isinstance(exc, JobCancelled):
             raise fail(f"job {job.id} ({status['method']}) was cancelled", EXIT_FAILED) from None
         raise guard(exc) from None
-    emit_result(value, out, as_json, status)
+    refetch = f"pyroinst job {job.device} {job.id} --out FILE"
+    emit_result(
+        value, out, as_json, status, what=f"job {job.id} ({status['method']})", refetch=refetch
+    )
 
 
-def emit_result(value: Any, out: Path | None, as_json: bool, status: dict | None) -> None:
-    if out is not None:
-        write_out(value, out)
+def emit_result(
+    value: Any,
+    out: Path | None,
+    as_json: bool,
+    status: dict | None,
+    what: str = "the method",
+    refetch: str | None = None,
+) -> None:
+    """Print a result (JSON with ``as_json``), then write it to ``out`` if given.
+
+    The result is printed first, so a file that cannot be written loses nothing.
+    """
     if as_json:
         doc = dict(status or {})
         doc["result"] = jsonable(value, out)
         echo(json.dumps(doc, indent=2, default=str))
     else:
         print_result(value)
-        if out is not None:
-            typer.echo(f"written to {out}", err=True)
+    if out is not None:
+        write_out(value, out, what, refetch)
+        typer.echo(f"written to {out}", err=True)

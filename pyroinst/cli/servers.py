@@ -132,7 +132,7 @@ def serve_command(
 
 
 def _print_serving(server: InstServer) -> None:
-    ns_where = f"{server.ns_host}:{server.ns_port}"
+    ns_where = server.ns_location  # the address in use, also when found by Pyro5's config
     embedded = " (embedded)" if server.embedded_ns is not None else ""
     echo(
         f"pyroinst {pyroinst.__version__} serving at {server.location}; "
