@@ -356,6 +356,16 @@ def peer_is_fast() -> bool:
     return False
 
 
+def byte_view(a: np.ndarray) -> memoryview:
+    """The bytes of the C-contiguous array ``a`` as a flat memoryview (no copy).
+
+    datetime64/timedelta64 arrays have no buffer of their own: their int64 view has.
+    """
+    if a.dtype.kind in "mM":
+        a = a.view(np.int64)
+    return memoryview(a).cast("B")
+
+
 def _annotate(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | None:
     """Put ``a``'s memory into ``target`` (annotations); the marker dict, or None if full."""
     used = [k for k in target if k[0] == _ARRAY_PREFIX and len(k) == 4]
@@ -367,7 +377,7 @@ def _annotate(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | None:
     pad = (-(offset + 16)) % _ALIGN
     if (offset + 8) % _ALIGN:
         target[f"{_PAD_PREFIX}{len(used):03x}"] = bytes(pad)
-    target[key] = memoryview(a).cast("B")
+    target[key] = byte_view(a)
     return {"__pyroinst__": "ndarray", "dtype": a.dtype.str, "shape": list(a.shape), "ann": key}
 
 

@@ -15,6 +15,16 @@ marked dicts back into objects while decoding, at any depth.
 ``bytes`` under json (which has none) travel as serpent's ``{"data": <base64>,
 "encoding": "base64"}``, as they do under serpent itself; ``serpent.tobytes`` reads all forms.
 Complex numbers under json travel as ``{"__pyroinst__": "complex", "real": .., "imag": ..}``.
+
+Dict keys: int, float, bool, None, str, bytes and tuple keys (of those) round-trip under
+every serializer, at any depth. A dict whose keys the serializer cannot carry as they are
+(json: anything but str; msgpack: anything but str and bytes, as Pyro5 decodes msgpack with
+``strict_map_key``; serpent: None, bytes, or tuples holding them) travels as
+``{"__pyroinst__": "dict", "items": [[key, value], ...]}``; tuple keys come back as tuples.
+
+``datetime64`` and ``timedelta64`` arrays travel as their int64 bytes with their own dtype
+string (unit included); their numpy scalars as ``{"__pyroinst__": "npscalar", "dtype": ..,
+"value": <int64>}``, so they keep their unit.
 """
 
 from __future__ import annotations
@@ -67,7 +77,7 @@ def array_to_wire(a: np.ndarray, raw: bool = False) -> dict[str, Any]:
     check_array(a)
     if not a.flags.c_contiguous:
         a = a.copy(order="C")
-    data = memoryview(a).cast("B") if raw and a.size else a.tobytes()
+    data = fastwire.byte_view(a) if raw and a.size else a.tobytes()
     return {MARKER: "ndarray", "dtype": a.dtype.str, "shape": list(a.shape), "data": data}
 
 
@@ -91,15 +101,44 @@ def check_array(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _native_key(key: Any, keys: frozenset[type]) -> bool:
+    t = type(key)
+    if t is tuple:
+        return tuple in keys and all(_native_key(k, keys) for k in key)
+    return t in keys
+
+
+def _dict_to_wire(
+    obj: dict, strict: bool, array: Callable[[np.ndarray], Any], keys: frozenset[type] | None
+) -> dict:
+    if keys is None or all(_native_key(k, keys) for k in obj):
+        return {
+            to_wire(k, strict, array, keys): to_wire(v, strict, array, keys) for k, v in obj.items()
+        }
+    # Keys the serializer cannot carry as they are: a list of pairs (see the module doc).
+    return {
+        MARKER: "dict",
+        "items": [
+            [to_wire(k, strict, array, keys), to_wire(v, strict, array, keys)]
+            for k, v in obj.items()
+        ],
+    }
+
+
 def to_wire(
-    obj: Any, strict: bool = False, array: Callable[[np.ndarray], Any] | None = None
+    obj: Any,
+    strict: bool = False,
+    array: Callable[[np.ndarray], Any] | None = None,
+    keys: frozenset[type] | None = None,
 ) -> Any:
     """``obj`` with every array, numpy scalar and JobHandle replaced by its wire form.
 
     Containers are rebuilt as plain dicts, lists, tuples and sets. Other values pass
     unchanged for Pyro5's serializers to handle; with ``strict`` a value none of them
     can send faithfully raises NotSerializableError instead. ``array`` turns an array
-    into its wire form (default: the inline dict of ``array_to_wire``).
+    into its wire form (default: the inline dict of ``array_to_wire``). ``keys``: the key
+    types the serializer carries as they are (None: any); a dict with other keys becomes
+    a ``"dict"`` marker.
     """
     t = type(obj)
     if t in _ATOMS:
@@ -107,15 +146,18 @@ def to_wire(
     if array is None:
         array = array_to_wire
     if t is dict:
-        return {to_wire(k, strict, array): to_wire(v, strict, array) for k, v in obj.items()}
+        return _dict_to_wire(obj, strict, array, keys)
     if t is list:
-        return [to_wire(v, strict, array) for v in obj]
+        return [to_wire(v, strict, array, keys) for v in obj]
     if t is tuple:
-        return tuple(to_wire(v, strict, array) for v in obj)
+        return tuple(to_wire(v, strict, array, keys) for v in obj)
     if isinstance(obj, np.ndarray):
         return array(check_array(obj))
+    if isinstance(obj, np.datetime64 | np.timedelta64):
+        # .item() would turn nanoseconds into a bare int: keep the dtype (and its unit).
+        return {MARKER: "npscalar", "dtype": obj.dtype.str, "value": int(obj.view(np.int64))}
     if isinstance(obj, np.generic):
-        return to_wire(obj.item(), strict, array)
+        return to_wire(obj.item(), strict, array, keys)
     if isinstance(obj, JobHandle):
         return obj.to_wire()
     # Subclasses (IntEnum, OrderedDict, namedtuple...) as their plain base types.
@@ -130,11 +172,11 @@ def to_wire(
     if isinstance(obj, bytes | bytearray | memoryview):
         return bytes(obj)
     if isinstance(obj, dict):
-        return {to_wire(k, strict, array): to_wire(v, strict, array) for k, v in obj.items()}
+        return _dict_to_wire(dict(obj), strict, array, keys)
     if isinstance(obj, list | tuple):
-        return [to_wire(v, strict, array) for v in obj]
+        return [to_wire(v, strict, array, keys) for v in obj]
     if isinstance(obj, set | frozenset):
-        return {to_wire(v, strict, array) for v in obj}
+        return {to_wire(v, strict, array, keys) for v in obj}
     if strict and not isinstance(obj, _PASSED):
         raise NotSerializableError(
             f"a value of type {t.__module__}.{t.__qualname__} cannot be sent: send built-in "
@@ -145,8 +187,23 @@ def to_wire(
     return obj
 
 
-def from_wire(d: dict[str, Any]) -> Any:
-    """Turn one marked wire dict back into its object (unknown markers stay dicts)."""
+def _key_from_wire(key: Any) -> Any:
+    """A dict key as sent back to a hashable key: lists (msgpack, json) become tuples,
+    serpent's base64 dicts (serpent, json) bytes."""
+    t = type(key)
+    if t is list or t is tuple:
+        return tuple(_key_from_wire(k) for k in key)
+    if t is dict and key.get("encoding") == "base64" and "data" in key:
+        return serpent.tobytes(key)
+    return key
+
+
+def from_wire(d: dict[str, Any], recurse: Callable[[Any], Any] | None = None) -> Any:
+    """Turn one marked wire dict back into its object (unknown markers stay dicts).
+
+    ``recurse`` decodes the contents of a container marker (``"dict"``) for serializers
+    that decode top-down; msgpack decodes bottom-up and has done it already.
+    """
     kind = d.get(MARKER)
     if kind == "ndarray":
         if "ann" in d:
@@ -167,6 +224,14 @@ def from_wire(d: dict[str, Any]) -> Any:
             getattr(proxy, "_pyroinst_ns", None),
             getattr(proxy, "_pyroinst_owner", None),
         )
+    if kind == "dict":
+        items = d["items"] if recurse is None else recurse(d["items"])
+        return {_key_from_wire(k): v for k, v in items}
+    if kind == "npscalar":
+        dtype = np.dtype(d["dtype"])
+        if dtype.kind not in "mM":
+            raise NotSerializableError(f"npscalar of dtype {dtype} is not a time value")
+        return np.array(int(d["value"]), dtype=np.int64).view(dtype)[()]
     if kind == "complex":
         return complex(d["real"], d["imag"])
     return d
@@ -190,6 +255,8 @@ class _PyroinstMixin:
     """
 
     _raw_buffers = False
+    #: Dict key types this serializer carries as they are (others: the "dict" marker).
+    _native_keys: frozenset[type] | None = frozenset({str})
 
     def _inline(self, a: np.ndarray) -> dict[str, Any]:
         return array_to_wire(a, raw=self._raw_buffers)
@@ -210,7 +277,7 @@ class _PyroinstMixin:
     def dumps(self, data: Any) -> bytes:
         fastwire.note_peer()
         try:
-            wire = to_wire(data, array=self._response_array)
+            wire = to_wire(data, array=self._response_array, keys=self._native_keys)
         except RecursionError:
             # A structure that contains itself: Pyro5's own serializer gives its own
             # error (ValueError) for it, as without pyroinst.
@@ -235,7 +302,9 @@ class _PyroinstMixin:
             array = self._request_array
             try:
                 # A list stays a list and a tuple a tuple: serpent keeps the difference.
-                vargs, kwargs = to_wire(vargs, array=array), to_wire(kwargs, array=array)
+                keys = self._native_keys
+                vargs = to_wire(vargs, array=array, keys=keys)
+                kwargs = to_wire(kwargs, array=array, keys=keys)
             except RecursionError:
                 # A structure that contains itself: Pyro5's serializer raises its own
                 # ValueError for it (annotations set meanwhile go when the call ends).
@@ -252,18 +321,22 @@ class _PyroinstMixin:
     def recreate_classes(self, literal: Any) -> Any:
         # serpent, marshal and json decode through this top-down walk.
         if type(literal) is dict and MARKER in literal:
-            return from_wire(literal)
+            return from_wire(literal, self.recreate_classes)
         return super().recreate_classes(literal)  # type: ignore[misc]
 
 
 class SerpentSerializer(_PyroinstMixin, pyro_serializers.SerpentSerializer):
     """Pyro5's serpent serializer, numpy- and JobHandle-aware."""
 
+    # serpent refuses None keys, and bytes become a dict, which cannot be a key.
+    _native_keys = frozenset({str, int, float, bool, tuple})
+
 
 class MarshalSerializer(_PyroinstMixin, pyro_serializers.MarshalSerializer):
     """Pyro5's marshal serializer, numpy- and JobHandle-aware."""
 
     _raw_buffers = True
+    _native_keys = frozenset({str, int, float, bool, type(None), bytes, tuple})
 
 
 class JsonSerializer(_PyroinstMixin, pyro_serializers.JsonSerializer):
@@ -281,6 +354,8 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
     """Pyro5's msgpack serializer, numpy- and JobHandle-aware; bytes stay raw binary."""
 
     _raw_buffers = True
+    # Pyro5 decodes msgpack with strict_map_key: only str and bytes keys.
+    _native_keys = frozenset({str, bytes})
 
     def _convertToBytes(self, data: Any) -> Any:  # noqa: N802
         # msgpack reads any buffer; converting a received bytearray would copy it.

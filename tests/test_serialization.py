@@ -158,3 +158,86 @@ def test_serpent_call_arguments_keep_list_or_tuple():
         assert kwargs == {"k": 42}
     _, _, back, _ = ser.loadsCall(ser.dumpsCall("o", "m", [uri], {"thing": uri}))
     assert back == [uri]
+
+
+# -- dict keys and time values (review defects 1 and 10) -------------------------------------
+KEYED = {
+    "int": {1: 0.5, 2: 0.7},
+    "float": {0.5: "half", -1.25: "neg"},
+    "bool-none": {True: "t", None: "n"},
+    "bytes": {b"\x00ch": 1, b"b": 2},
+    "tuple": {(1, 2): "a", (3, ("x", 4.5)): "b"},
+    "mixed": {"s": 1, 2: 2, (3,): 3, b"4": 4},
+    "nested": {"outer": [{1: {(2, 3): np.arange(3.0)}}], 5: ({6: "deep"},)},
+}
+
+
+def same_keyed(a, b):
+    assert type(b) is dict and list(a) == list(b), (a, b)
+    for key in a:
+        assert type(key) is type(next(k for k in b if k == key))
+        x, y = a[key], b[key]
+        if isinstance(x, dict):
+            same_keyed(x, y)
+        elif isinstance(x, list | tuple):
+            assert len(x) == len(y)
+            for xi, yi in zip(x, y, strict=True):
+                same_keyed(xi, yi) if isinstance(xi, dict) else None
+        elif isinstance(x, np.ndarray):
+            same(x, y)
+        else:
+            assert x == y
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+@pytest.mark.parametrize("name", sorted(KEYED))
+def test_dict_keys_round_trip(echo, serializer, name):
+    echo._pyroSerializer = serializer
+    same_keyed(KEYED[name], echo.echo(KEYED[name]))  # as an argument, then as a result
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_job_result_with_int_keys(ns, make_server, serializer):
+    from tests.helpers import Echo
+
+    make_server({"echo": Echo()})
+    dev = pyroinst.connect("echo", ns.host, ns.port)
+    dev._pyroSerializer = serializer
+    job = dev.job_start("echo", {1: 0.5, 2: {(1, 2): "x"}})
+    assert job.result(timeout=10) == {1: 0.5, 2: {(1, 2): "x"}}
+    dev._pyroRelease()
+
+
+TIMES = {
+    "datetime64-ns": np.array(["2024-05-01T12:00:00.123456789", "NaT"], dtype="M8[ns]"),
+    "datetime64-D-2d": np.arange("2024-01", "2024-07", dtype="M8[D]")[:180].reshape(6, 30),
+    "timedelta64-us": np.array([1, -2, 3_000_000], dtype="m8[us]"),
+    "datetime64-big": np.arange(20_000, dtype=np.int64).view("M8[ms]"),  # annotated
+}
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+@pytest.mark.parametrize("name", sorted(TIMES))
+def test_time_arrays_round_trip(echo, serializer, name):
+    echo._pyroSerializer = serializer
+    a = TIMES[name]
+    back = echo.echo(a)
+    assert back.dtype == a.dtype and back.shape == a.shape
+    assert np.array_equal(back.view(np.int64), a.view(np.int64))
+    nested = echo.echo({"t": [a]})
+    assert nested["t"][0].dtype == a.dtype
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+def test_time_scalars_keep_their_unit(echo, serializer):
+    echo._pyroSerializer = serializer
+    values = [
+        np.datetime64("2024-05-01T12:00:00.123456789", "ns"),
+        np.datetime64("2024-05-01", "D"),
+        np.timedelta64(1500, "ms"),
+        np.datetime64("NaT", "ns"),
+    ]
+    back = echo.echo(values)
+    for v, b in zip(values, back, strict=True):
+        assert type(b) is type(v) and b.dtype == v.dtype
+        assert (np.isnat(v) and np.isnat(b)) or b == v
