@@ -29,8 +29,13 @@ from typing import Any
 from Pyro5.callcontext import current_context
 from Pyro5.server import expose
 
-from . import fastwire
-from .errors import DeviceDefinitionError, DeviceReserved, NotSerializableError, SignatureError
+from .errors import (
+    DeviceClosed,
+    DeviceDefinitionError,
+    DeviceReserved,
+    NotSerializableError,
+    SignatureError,
+)
 from .handles import OWNER_ANNOTATION, JobHandle
 from .jobs import (
     DeviceLock,
@@ -203,8 +208,6 @@ class DeviceServant:
             ) from None
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
-        if fastwire.take_pending():
-            args, kwargs = _resolve_pending(args), _resolve_pending(kwargs)
         func = self._bound(method)
         if self._reservation is not None and method not in self._pyroinst_concurrent:
             self._check_reservation(f"{method}()")
@@ -233,16 +236,31 @@ class DeviceServant:
             lock.release()
 
     def _run_plain(self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        if self._closed:
+            raise self._closed_error(f"{method}()")
+        if _context.annotations:
+            # Calls the driver makes to other devices carry only what they set themselves,
+            # not this request's annotations (owner, user annotations).
+            _context.annotations = {}
         try:
             result = func(*args, **kwargs)
         except Exception as exc:
             raise self._translate(method, func, args, kwargs, exc) from None
         return self._sendable(method, result)
 
+    def _closed_error(self, what: str) -> DeviceClosed:
+        return DeviceClosed(
+            f"device '{self._name}' is closed: its server is shutting down (or removed it); "
+            f"{what} was not run. Try again once the server is back.",
+            device=self._name,
+        )
+
     def _translate(
         self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict, exc: Exception
     ) -> BaseException:
         """The exception to send for ``exc`` raised by a driver method."""
+        if isinstance(exc, DeviceClosed):
+            return exc
         log.debug("%s.%s raised %r", self._name, method, exc)
         if isinstance(exc, TypeError):
             # Binding is checked only now: on every call it would cost more than the call.
@@ -253,12 +271,14 @@ class DeviceServant:
         return transportable(exc)
 
     def _call_property(self, name: str, op: str, value: Any = None) -> Any:
-        if fastwire.take_pending():
-            value = _resolve_pending(value)
         if self._reservation is not None:
             self._check_reservation(f"property {name}")
 
         def access() -> Any:
+            if self._closed:
+                raise self._closed_error(f"property {name}")
+            if _context.annotations:
+                _context.annotations = {}
             if op == "get":
                 return getattr(self._device, name)
             setattr(self._device, name, value)
@@ -328,8 +348,6 @@ class DeviceServant:
                 f"device '{self._name}' has no method {method!r} that can run as a job; "
                 f"its methods: {', '.join(methods)}"
             )
-        if fastwire.take_pending():
-            args, kwargs = _resolve_pending(args), _resolve_pending(kwargs)
         func = self._bound(method)
         self._check_args(method, func, args, kwargs)
         return self._submit(method, func, args, kwargs)
@@ -484,20 +502,7 @@ def _keep_array(a: Any) -> Any:
     return a
 
 
-def _resolve_pending(value: Any) -> Any:
-    """``value`` with every uploaded PendingArray replaced by its array."""
-    if isinstance(value, fastwire.PendingArray):
-        return value.resolve()
-    if isinstance(value, tuple):
-        return tuple(_resolve_pending(v) for v in value)
-    if isinstance(value, list):
-        return [_resolve_pending(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _resolve_pending(v) for k, v in value.items()}
-    return value
-
-
-_take_pending = fastwire.take_pending
+_context = current_context
 _PLAIN_RESULTS = frozenset({str, int, float, bool, type(None), bytes, complex})
 
 
@@ -510,8 +515,6 @@ def _make_forwarder(name: str, doc: str | None, plain: bool) -> Callable[..., An
     else:
         # The hot path of every plain call, flattened: it is most of pyroinst's overhead.
         def forwarder(self: DeviceServant, *args: Any, **kwargs: Any) -> Any:
-            if _take_pending():
-                args, kwargs = _resolve_pending(args), _resolve_pending(kwargs)
             func = getattr(self._device, name)
             if self._reservation is not None:
                 self._check_reservation(f"{name}()")
@@ -519,6 +522,10 @@ def _make_forwarder(name: str, doc: str | None, plain: bool) -> Callable[..., An
             if not lock.acquire(name, self._lock_timeout):
                 raise lock.busy_error(f"call {name}()", self._lock_timeout or 0.0)
             try:
+                if self._closed:
+                    raise self._closed_error(f"{name}()")
+                if _context.annotations:
+                    _context.annotations = {}  # the driver's own calls carry only their own
                 result = func(*args, **kwargs)
             except Exception as exc:
                 raise self._translate(name, func, args, kwargs, exc) from None

@@ -13,6 +13,7 @@ The tree::
     ├── NameInUse               a device name is held already (same server or a live one)
     ├── DeviceDefinitionError   add_device() refused a device (reserved names, bad jobs=)
     ├── DeviceBusy              the device lock was not free within lock_timeout
+    ├── DeviceClosed            the device was closed (its server is shutting down)
     ├── NotSerializableError    a value cannot be sent (also TypeError)
     ├── SignatureError          arguments that do not fit the method (also TypeError)
     ├── MessageTooLarge         a response larger than Pyro5's MAX_MESSAGE_SIZE
@@ -50,6 +51,7 @@ __all__ = [
     "NameInUse",
     "DeviceDefinitionError",
     "DeviceBusy",
+    "DeviceClosed",
     "NotSerializableError",
     "SignatureError",
     "MessageTooLarge",
@@ -115,6 +117,10 @@ class NameInUse(PyroinstError):
 
 class DeviceDefinitionError(PyroinstError):
     """A device cannot be served as given (a reserved method name, an unknown job name...)."""
+
+
+class DeviceClosed(PyroinstError):
+    """The device was closed (its server is shutting down, or removed it): not run."""
 
 
 class DeviceBusy(PyroinstError):

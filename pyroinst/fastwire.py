@@ -9,11 +9,20 @@ array wraps, so neither side copies them in user space. Being part of the ordina
 Pyro5 message, they share its connection, its authentication and its TLS; nothing in them
 is ever unpickled or evaluated.
 
-Who uses it: a client announces it understands annotated arrays with the request
-annotation ``PIFW`` on a connection's first call; a server answers with annotated arrays
-only on such connections, so a client without pyroinst always gets the plain dict with
-inline ``data``. A client sends annotated arrays only to a pyroinst device (recognised by
-its reserved members).
+Who uses it: both sides say so in Pyro5's connection handshake. A client's ``CONNECT``
+message carries the annotation ``PIFW``; a server answers with annotated arrays only on
+connections whose client said so, so a client without pyroinst always gets the plain
+dict with inline ``data``. A server's ``CONNECTOK`` carries ``PIFW`` too, and a client
+sends annotated arrays only on connections whose server said so (a plain Pyro5 daemon,
+or a pyroinst one with the fast path off, gets them inline). Nothing is announced on a
+call, so a connection whose first call failed before it was sent loses nothing.
+
+Receiving: ``recv_stub`` takes the array annotations out of a received call (or reply)
+and keeps them for this thread while its payload is decoded, so every array argument is
+a real array at once, on every call path Pyro5 has (plain, batch, oneway, nested).
+Nothing of a call stays referenced once it is answered: the decoded arrays own the
+buffer, Pyro5's ``current_context.annotations`` hold only the caller's own annotations,
+and the daemons reset them after each request (``FastwireDaemon``).
 
 To get there, ``install()`` replaces three pieces of Pyro5 (idempotent, on ``import
 pyroinst``):
@@ -24,11 +33,14 @@ pyroinst``):
   sends with memoryview offsets when the socket has a timeout (Pyro5's own loop copies
   the remainder after every partial send, which makes large messages quadratic);
 * ``protocol.recv_stub``: receives a large message with ``recv_into`` into one
-  writeable, uninitialised buffer (arrays wrap it without a copy);
+  writeable, uninitialised buffer (arrays wrap it without a copy), and notes the
+  handshake's announcements and a message's array annotations (see above);
 
-and wraps ``Proxy._pyroInvoke`` to know, while a call is serialized, which proxy makes it
-(so uploads go annotated only to pyroinst devices), and to drop the array annotations
-from the thread's sticky request annotations once the call is over.
+and wraps ``Proxy.__pyroCreateConnection`` (to announce the fast path in a pyroinst
+proxy's handshake) and ``Proxy._pyroInvoke``, to know, while a call is serialized, which
+proxy makes it,
+and to drop the array annotations from the thread's sticky request annotations, and from
+its response annotations, once the call is over.
 """
 
 from __future__ import annotations
@@ -50,7 +62,18 @@ from Pyro5.callcontext import current_context
 
 from . import compat
 
-__all__ = ["install", "INLINE_MAX", "FLAG", "peer_is_fast", "annotate", "annotated_array"]
+__all__ = [
+    "install",
+    "INLINE_MAX",
+    "FLAG",
+    "WIRE_MAX",
+    "peer_is_fast",
+    "annotate",
+    "annotated_array",
+    "incoming_array",
+    "received_array_keys",
+    "FastwireDaemon",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +126,12 @@ class SendingMessage(protocol.SendingMessage):
         self.seq = seq
         self.serializer_id = serializer_id
         flags &= ~protocol.FLAGS_COMPRESSED
+        if (msgtype == protocol.MSG_CONNECT and getattr(_tls, "connecting", False)) or (
+            msgtype == protocol.MSG_CONNECTOK and getattr(_tls, "handshaking", False)
+        ):
+            # A pyroinst proxy's or daemon's handshake: say that annotated arrays are
+            # understood (other messages, other daemons' handshakes: as Pyro5 makes them).
+            annotations = {**(annotations or {}), FLAG: b"1"}
         parts: list[Any] = []
         annotations_size = 0
         if annotations:
@@ -116,10 +145,14 @@ class SendingMessage(protocol.SendingMessage):
                         "annotation data must be bytes, bytearray, or memoryview", type(value)
                     )
                 size = memoryview(value).nbytes
+                if size > WIRE_MAX:
+                    _too_large(size)
                 parts.append(_ANNOTATION_HEADER.pack(key.encode("ascii"), size))
                 parts.append(value)
                 annotations_size += 8 + size
         total = len(payload) + annotations_size
+        if total > WIRE_MAX:
+            _too_large(total)
         peer_max = getattr(_tls, "peer_max", None)
         if peer_max is not None and total > peer_max and msgtype == protocol.MSG_INVOKE:
             from .errors import MessageTooLarge
@@ -160,7 +193,20 @@ class SendingMessage(protocol.SendingMessage):
 
 
 _HEADER = struct.Struct(protocol._header_format)
+#: The largest message (and annotation) Pyro5's header can describe: sizes are 32-bit.
+WIRE_MAX = 2**32 - 1
 _ANNOTATION_HEADER = struct.Struct("!4sI")
+
+
+def _too_large(size: int) -> None:
+    from .errors import MessageTooLarge
+
+    # Pyro5's header holds 32-bit sizes; struct.pack would fail with struct.error.
+    raise MessageTooLarge(
+        f"this message would be at least {size} bytes; a Pyro5 message holds less than "
+        f"4 GiB ({WIRE_MAX + 1} bytes). Send smaller pieces.",
+        size=size,
+    )
 
 
 def expect_peer_limit(limit: int | None, label: str) -> None:
@@ -294,18 +340,46 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
     else:
         payload = connection.recv(size)
     msg.add_payload(payload)
+    annotations = msg.annotations
+    if msg.type in (protocol.MSG_INVOKE, protocol.MSG_RESULT):
+        _take_arrays(annotations)
+    elif annotations and FLAG in annotations:
+        if msg.type == protocol.MSG_CONNECT:
+            connection._pyroinst_fast = True  # server side: the client understands
+        elif msg.type == protocol.MSG_CONNECTOK:
+            connection._pyroinst_server_fast = True  # client side: the server does
+        del annotations[FLAG]
     return msg
 
 
+def _take_arrays(annotations: dict[str, Any]) -> None:
+    """Move a received message's array annotations to this thread, for its decoding."""
+    ours = (
+        {k: annotations.pop(k) for k in [k for k in annotations if _is_ours(k)]}
+        if annotations
+        else {}
+    )
+    _tls.incoming = ours or None
+    _tls.received = sorted(k for k in ours if k[0] == _ARRAY_PREFIX)
+
+
+def received_array_keys() -> list[str]:
+    """The array annotations of the last call or reply this thread received (for checks:
+    empty when its arrays travelled inline)."""
+    return list(getattr(_tls, "received", ()))
+
+
+def forget_incoming() -> None:
+    """Drop the array annotations kept for decoding (the arrays made own the buffer)."""
+    _tls.incoming = None
+
+
+def incoming_array(key: str, dtype: str, shape: list[int]) -> Any:
+    """The array ``key`` of the message being decoded on this thread."""
+    return annotated_array(getattr(_tls, "incoming", None) or {}, key, dtype, shape)
+
+
 # -- which calls use annotated arrays ---------------------------------------------------------
-_PYROINST_MEMBERS = frozenset({"job_result", "job_start", "describe"})
-
-
-def _calling_pyroinst_device() -> bool:
-    proxy = getattr(_tls, "proxy", None)
-    return proxy is not None and _PYROINST_MEMBERS <= proxy._pyroMethods
-
-
 def _is_ours(key: str) -> bool:
     return key[:1] in (_ARRAY_PREFIX, _PAD_PREFIX)
 
@@ -319,13 +393,9 @@ def clear_response_annotations() -> None:
             del leftover[key]
 
 
-def note_peer() -> None:
-    """Server side, before a response is encoded: start clean, and remember a client's
-    announcement on its connection."""
+def start_response() -> None:
+    """Server side, before a response is encoded: no array annotations of an earlier one."""
     clear_response_annotations()
-    annotations = current_context.annotations
-    if annotations and FLAG in annotations and current_context.client is not None:
-        current_context.client._pyroinst_fast = True
 
 
 def response_annotations_size() -> int:
@@ -340,20 +410,17 @@ def calling_proxy() -> Any:
 
 
 def peer_is_fast() -> bool:
-    """Server side, during a call: True if the calling client understands annotated arrays.
+    """Server side, during a call: True if the calling client understands annotated arrays
+    (it said so in its connection handshake)."""
+    return bool(getattr(current_context.client, "_pyroinst_fast", False))
 
-    A client announces it once per connection (the FLAG request annotation); the server
-    remembers it on the connection.
-    """
-    conn = current_context.client
-    if conn is None:
-        return False
-    if getattr(conn, "_pyroinst_fast", False):
-        return True
-    if FLAG in (current_context.annotations or {}):
-        conn._pyroinst_fast = True
-        return True
-    return False
+
+def _server_is_fast() -> bool:
+    """Client side, while a call is serialized: True if the server said in the handshake
+    that it understands annotated arrays."""
+    proxy = getattr(_tls, "proxy", None)
+    conn = getattr(proxy, "_pyroConnection", None)
+    return bool(getattr(conn, "_pyroinst_server_fast", False))
 
 
 def byte_view(a: np.ndarray) -> memoryview:
@@ -389,30 +456,13 @@ def annotate(a: np.ndarray, outgoing: str) -> dict[str, Any] | None:
     if a.nbytes < INLINE_MAX or not _installed:
         return None
     if outgoing == "request":
-        if not _calling_pyroinst_device():
+        if not _server_is_fast():
             return None
         _tls.annotated = True
         return _annotate(current_context.annotations, a)
     if not peer_is_fast():
         return None
     return _annotate(current_context.response_annotations, a)
-
-
-class PendingArray:
-    """Server side: an uploaded array whose bytes are in the request's annotations.
-
-    Pyro5 decodes a call's arguments before it makes the request's annotations current,
-    so the device servant resolves these just before calling the driver.
-    """
-
-    __slots__ = ("key", "dtype", "shape")
-
-    def __init__(self, key: str, dtype: str, shape: list[int]) -> None:
-        self.key, self.dtype, self.shape = key, dtype, shape
-
-    def resolve(self) -> np.ndarray:
-        """The array, wrapping the received buffer."""
-        return annotated_array(current_context.annotations, self.key, self.dtype, self.shape)
 
 
 def annotated_array(annotations: dict[str, Any], key: str, dtype: str, shape: list[int]) -> Any:
@@ -429,29 +479,28 @@ def annotated_array(annotations: dict[str, Any], key: str, dtype: str, shape: li
     return a if a.flags.writeable else a.copy()
 
 
-def note_pending() -> None:
-    """Record that the call being decoded on this thread holds PendingArrays."""
-    _tls.pending = True
-
-
-def take_pending() -> bool:
-    """True (once) if the last decoded call on this thread held PendingArrays."""
-    if getattr(_tls, "pending", False):
-        _tls.pending = False
-        return True
-    return False
-
-
 # -- installing ----------------------------------------------------------------------------------
 _installed = False
 _original_invoke = Pyro5.client.Proxy._pyroInvoke
+# Name-mangled: Proxy.__pyroCreateConnection, which every connect goes through.
+_original_create = Pyro5.client.Proxy._Proxy__pyroCreateConnection  # type: ignore[attr-defined]
+
+
+def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
+    # Nested: a PYRONAME proxy's connect first connects to the name server.
+    previous = getattr(_tls, "connecting", False)
+    _tls.connecting = True
+    try:
+        return _original_create(self, *args, **kwargs)
+    finally:
+        _tls.connecting = previous
 
 
 def drop_request_annotations() -> None:
-    """Client side: remove the array annotations (and the announcement) this thread set."""
+    """Client side: remove the array annotations this thread set for its last call."""
     _tls.annotated = False
     annotations = current_context.annotations
-    for key in [k for k in annotations if k == FLAG or _is_ours(k)]:
+    for key in [k for k in annotations if _is_ours(k)]:
         del annotations[key]
 
 
@@ -462,6 +511,7 @@ def _pyro_invoke(self, methodname, vargs, kwargs, flags=0, objectId=None):  # no
         return _original_invoke(self, methodname, vargs, kwargs, flags, objectId)
     finally:
         _tls.proxy = previous
+        _tls.incoming = None  # the reply's arrays own their buffer now
         if getattr(_tls, "annotated", False):
             drop_request_annotations()
 
@@ -491,15 +541,32 @@ def install() -> None:
     protocol.recv_stub = recv_stub
     socketutil.send_data = send_data
     Pyro5.client.Proxy._pyroInvoke = _pyro_invoke
+    Pyro5.client.Proxy._Proxy__pyroCreateConnection = _create_connection  # type: ignore[attr-defined]
     _installed = True
 
 
-def mark_request() -> None:
-    """Client side: on a connection's first call, announce that annotated arrays are understood."""
-    proxy = getattr(_tls, "proxy", None)
-    conn = proxy._pyroConnection if proxy is not None and _installed else None
-    if conn is None or getattr(conn, "_pyroinst_announced", False):
-        return
-    conn._pyroinst_announced = True
-    current_context.annotations[FLAG] = b"1"
-    _tls.annotated = True
+class FastwireDaemon:
+    """Mixin for Pyro5 daemons: says in its handshake that it understands annotated
+    arrays (when the fast path is in), and keeps nothing of a request once it is answered.
+
+    Pyro5 leaves a request's annotations (and the last response's) on the worker thread
+    until that thread's next request; with uploads in them, an idle connection would
+    keep hundreds of megabytes alive.
+    """
+
+    def _handshake(self, conn: Any, denied_reason: Any = None) -> Any:
+        previous = getattr(_tls, "handshaking", False)
+        _tls.handshaking = _installed
+        try:
+            return super()._handshake(conn, denied_reason)  # type: ignore[misc]
+        finally:
+            _tls.handshaking = previous
+
+    def handleRequest(self, conn: Any) -> Any:  # noqa: N802 - Pyro5's name
+        """Pyro5's handleRequest, then drop what the request left on this thread."""
+        try:
+            return super().handleRequest(conn)  # type: ignore[misc]
+        finally:
+            current_context.annotations = {}
+            current_context.response_annotations = {}
+            _tls.incoming = None

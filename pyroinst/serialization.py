@@ -34,7 +34,6 @@ import datetime
 import decimal
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +43,6 @@ import Pyro5.core
 import Pyro5.serializers as pyro_serializers
 import serpent
 from Pyro5 import config as pyro_config
-from Pyro5.callcontext import current_context
 
 from . import fastwire
 from .errors import MessageTooLarge, NotSerializableError
@@ -208,12 +206,7 @@ def from_wire(d: dict[str, Any], recurse: Callable[[Any], Any] | None = None) ->
     if kind == "ndarray":
         if "ann" in d:
             # The bytes came beside the payload, as a message annotation (fastwire).
-            if getattr(_decoding, "call", False):
-                fastwire.note_pending()
-                return fastwire.PendingArray(d["ann"], d["dtype"], d["shape"])
-            return fastwire.annotated_array(
-                current_context.response_annotations, d["ann"], d["dtype"], d["shape"]
-            )
+            return fastwire.incoming_array(d["ann"], d["dtype"], d["shape"])
         return array_from_wire(d)
     if kind == HANDLE_KIND:
         proxy = fastwire.calling_proxy()
@@ -244,9 +237,6 @@ def _all_atoms(values: Any) -> bool:
     return True
 
 
-_decoding = threading.local()
-
-
 class _PyroinstMixin:
     """Encodes outgoing values with ``to_wire`` and decodes marked dicts at any depth.
 
@@ -275,7 +265,7 @@ class _PyroinstMixin:
         return self._wire_array(a, "request")
 
     def dumps(self, data: Any) -> bytes:
-        fastwire.note_peer()
+        fastwire.start_response()
         try:
             wire = to_wire(data, array=self._response_array, keys=self._native_keys)
         except RecursionError:
@@ -297,7 +287,6 @@ class _PyroinstMixin:
         return payload
 
     def dumpsCall(self, obj: str, method: str, vargs: Any, kwargs: dict) -> bytes:  # noqa: N802
-        fastwire.mark_request()
         if kwargs or not _all_atoms(vargs):
             array = self._request_array
             try:
@@ -312,11 +301,10 @@ class _PyroinstMixin:
         return super().dumpsCall(obj, method, vargs, kwargs)  # type: ignore[misc]
 
     def loadsCall(self, data: Any) -> Any:  # noqa: N802
-        _decoding.call = True
         try:
             return super().loadsCall(data)  # type: ignore[misc]
         finally:
-            _decoding.call = False
+            fastwire.forget_incoming()  # the arrays made own the buffer
 
     def recreate_classes(self, literal: Any) -> Any:
         # serpent, marshal and json decode through this top-down walk.

@@ -39,6 +39,7 @@ from .errors import (
     NameServerNotFound,
     PyroinstError,
 )
+from .fastwire import WIRE_MAX, FastwireDaemon
 from .jobs import JobStore
 from .nameserver import EmbeddedNameServer
 from .naming import CLASS_TAG, DEVICE_TAG, HOST_TAG, locate_ns, ns_address
@@ -77,8 +78,9 @@ def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
     return True
 
 
-class _Daemon(TokenCheckingDaemon, Pyro5.server.Daemon):
-    """Pyro5's daemon, refusing connections without the lab's token (when one is set)."""
+class _Daemon(FastwireDaemon, TokenCheckingDaemon, Pyro5.server.Daemon):
+    """Pyro5's daemon, refusing connections without the lab's token (when one is set), and
+    keeping nothing of a request once it is answered."""
 
 
 class InstServer:
@@ -132,6 +134,11 @@ class InstServer:
         self.embed_ns = embed_ns
         self.heartbeat = float(heartbeat)
         self.token = resolve_token(token, token_file)
+        if max_message_size is not None and not 0 < int(max_message_size) <= WIRE_MAX:
+            raise ConfigurationError(
+                f"max_message_size={max_message_size} is not usable: a Pyro5 message holds "
+                f"1 to {WIRE_MAX} bytes (less than 4 GiB); the default is 1 GiB",
+            )
         self.max_message_size = max_message_size
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None

@@ -12,7 +12,6 @@ import json
 import sys
 
 import numpy as np
-from Pyro5.callcontext import current_context
 
 import pyroinst
 
@@ -22,7 +21,7 @@ def main() -> None:
     echo = pyroinst.connect("echo", ns_host=ns_host, ns_port=ns_port)
     a = np.arange(200_000, dtype=np.float64)
     back = echo.echo(a)
-    reply_keys = sorted(current_context.response_annotations)
+    reply_keys = pyroinst.fastwire.received_array_keys()
     info = echo.upload_info(a)
     nested = echo.echo({"x": [a, (a[:10],)], "n": np.int32(3)})
     job = echo.big(300_000)

@@ -84,6 +84,7 @@ class Echo:
         self.closed = False
         self._temperature = 21.5
         self.gate = threading.Event()
+        self.stored: Any = None
 
     def echo(self, value: Any) -> Any:
         """Return ``value``."""
@@ -94,11 +95,25 @@ class Echo:
         from Pyro5.callcontext import current_context
 
         return {
-            "keys": sorted(current_context.annotations),
+            "keys": pyroinst.fastwire.received_array_keys(),
+            "context_keys": sorted(k for k in current_context.annotations if k[0] in "~^"),
             "writeable": bool(a.flags.writeable),
             "aligned": bool(a.flags.aligned),
             "shape": list(a.shape),
             "sum": float(a.sum()),
+        }
+
+    def store(self, value: Any) -> None:
+        """Keep ``value`` (for oneway calls: the test reads ``stored``)."""
+        self.stored = value
+
+    def seen(self) -> dict[str, Any]:
+        """What this call brought besides its arguments: annotations and array keys."""
+        from Pyro5.callcontext import current_context
+
+        return {
+            "annotations": sorted(current_context.annotations),
+            "arrays": pyroinst.fastwire.received_array_keys(),
         }
 
     def scalars(self) -> dict[str, Any]:
@@ -192,3 +207,14 @@ class ThirdParty:
     def acquire(self, n: int) -> list[int]:
         """Long acquisition."""
         return list(range(n))
+
+
+class Relay:
+    """A driver that calls another device itself (devices that use devices)."""
+
+    def relay(self, uri: str, payload: Any = None) -> dict[str, Any]:
+        """Call ``seen()`` on the device at ``uri`` with a plain Pyro5 proxy."""
+        import Pyro5.api
+
+        with Pyro5.api.Proxy(uri) as other:
+            return other.seen()

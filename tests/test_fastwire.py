@@ -50,8 +50,9 @@ def test_download_uses_annotations(echo):
     assert echo.echo(1) == 1  # the connection's first call is small
     a = np.arange(N, dtype=np.float64)
     got = echo.job_result(echo.big(N).id, 10)
-    keys = [k for k in current_context.response_annotations if k.startswith("~")]
-    assert keys, "the array did not travel as an annotation"
+    assert fastwire.received_array_keys(), "the array did not travel as an annotation"
+    # Nothing of the reply's buffer stays in Pyro5's response annotations.
+    assert not [k for k in current_context.response_annotations if k[0] in "~^"]
     assert_same(a, got)
     assert got.flags.aligned
 
@@ -63,6 +64,7 @@ def test_upload_uses_annotations_and_cleans_up(echo):
     assert info["writeable"] and info["aligned"] and info["shape"] == [N]
     assert info["sum"] == float(a.sum())
     leftovers = [k for k in current_context.annotations if k[0] in "~^" or k == fastwire.FLAG]
+    assert not info["context_keys"]  # the driver saw no array annotations in its context
     assert leftovers == []
     small = echo.upload_info(np.arange(10.0))  # small arrays stay inline
     assert not any(k.startswith("~") for k in small["keys"])
@@ -121,3 +123,80 @@ def test_too_large_response_does_not_poison_the_connection(echo, monkeypatch):
     monkeypatch.setattr(config, "MAX_MESSAGE_SIZE", 1024**3)
     assert echo.echo(1) == 1  # the same connection (and server thread) works again
     assert_same(np.arange(N, dtype=np.float64), echo.job_result(job.id))
+
+
+# -- every call path gets real arrays; nothing of a call is held or forwarded ----------------
+def test_batch_calls_get_real_arrays(echo):
+    import Pyro5.api
+
+    arrays = [np.full(100_000, i, dtype=np.float64) for i in (1, 2, 3)]  # 800 kB each
+    with Pyro5.api.BatchProxy(echo) as batch:
+        for a in arrays:
+            batch.upload_info(a)
+        results = list(batch())
+    assert [r["sum"] for r in results] == [float(a.sum()) for a in arrays]
+    assert all(r["shape"] == [100_000] for r in results)
+
+
+def test_oneway_call_gets_a_real_array(ns, make_server):
+    import Pyro5.api
+
+    from tests.helpers import Echo, wait_until
+
+    device = Echo()
+    make_server({"echo": device})
+    proxy = Pyro5.api.Proxy(f"PYRONAME:echo@{ns.host}:{ns.port}")
+    proxy._pyroOneway.add("store")
+    a = np.arange(100_000, dtype=np.float64)
+    proxy.store(a)
+    wait_until(lambda: device.stored is not None, timeout=10)
+    stored = device.stored
+    assert isinstance(stored, np.ndarray) and float(stored.sum()) == float(a.sum())
+    proxy._pyroRelease()
+
+
+def test_nested_call_carries_only_its_own_annotations(ns, make_server):
+    from tests.helpers import Echo, Relay
+
+    srv = make_server({"echo": Echo(), "relay": Relay()})
+    relay = pyroinst.connect("relay", ns.host, ns.port, owner="alice")
+    seen = relay.relay(srv.uri("echo"), np.arange(200_000, dtype=np.float64))
+    assert seen["arrays"] == []  # the caller's 1.6 MB upload was not re-sent
+    assert "PIOW" not in seen["annotations"]  # nor its reservation owner
+    relay._pyroRelease()
+
+
+def test_fast_path_on_after_a_first_call_that_was_never_sent(ns, make_server, monkeypatch):
+    from Pyro5 import config
+
+    from tests.helpers import Echo
+
+    monkeypatch.setattr(config, "MAX_MESSAGE_SIZE", config.MAX_MESSAGE_SIZE)  # restored after
+    make_server({"echo": Echo()}, max_message_size=2_000_000)
+    dev = pyroinst.connect("echo", ns.host, ns.port)
+    with pytest.raises(pyroinst.MessageTooLarge):
+        dev.upload_info(np.zeros(400_000))  # 3.2 MB: refused before sending
+    a = np.arange(100_000, dtype=np.float64)
+    info = dev.upload_info(a)
+    assert info["keys"], "the upload did not use the fast path"
+    assert_same(a, dev.echo(a))
+    assert fastwire.received_array_keys(), "the reply did not use the fast path"
+    dev._pyroRelease()
+
+
+def test_messages_of_4_gib_or_more_are_refused_clearly(echo, monkeypatch):
+    from Pyro5 import config
+
+    monkeypatch.setattr(config, "MAX_MESSAGE_SIZE", 6 * 2**30)
+    huge = np.empty(2**32 + 64, dtype=np.uint8)  # never touched: no memory used
+    with pytest.raises(pyroinst.MessageTooLarge, match="4 GiB"):
+        echo.upload_info(huge)
+    assert echo.echo(1) == 1
+
+
+@pytest.mark.parametrize("size", [2**32, 5 * 2**30])
+def test_impossible_max_message_size_is_refused(ns, size):
+    from pyroinst import InstServer
+
+    with pytest.raises(pyroinst.ConfigurationError, match="max_message_size"):
+        InstServer(ns_host=ns.host, ns_port=ns.port, max_message_size=size)
