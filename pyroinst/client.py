@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -87,16 +88,37 @@ def connect(
 
 
 def _socket_closed(sock: Any) -> bool:
-    """True if the peer has closed this idle connection (no data may be pending on it)."""
-    if hasattr(sock, "getpeercert"):
-        return False  # TLS: a peek would need a record; let the call find out
+    """True if the peer has closed this idle connection (no reply is pending on it)."""
     try:
         readable, _, _ = select.select([sock], [], [], 0)
         if not readable:
             return False
+        if isinstance(sock, ssl.SSLSocket):
+            return _tls_closed(sock)
         return sock.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
+
+
+def _tls_closed(sock: ssl.SSLSocket) -> bool:
+    """The same under TLS: what is waiting is read through the TLS layer, without waiting.
+
+    A TLS socket cannot be peeked. On an idle connection the only things that can arrive
+    are TLS housekeeping (TLS 1.3 session tickets), which leaves nothing to read, and the
+    server's close (end of stream, or a close_notify alert). Application data here would
+    be out of step anyway: the connection is then treated as closed and made afresh.
+    """
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except ssl.SSLWantReadError:
+        return False  # only housekeeping: the connection is open
+    except (ssl.SSLError, OSError):
+        return True
+    finally:
+        sock.settimeout(timeout)
+    return True  # end of stream (b""), or data nobody asked for
 
 
 class DeviceProxy(Pyro5.client.Proxy):

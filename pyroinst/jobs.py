@@ -16,6 +16,7 @@ mark the function, and outside a job ``current_job()`` returns a stand-in whose
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import sys
 import threading
@@ -273,7 +274,9 @@ class Job:
             )
         if self.state == FAILED:
             assert self._exception is not None
-            raise self._exception
+            # A copy per fetch: raising marks the exception (Pyro5 sets its traceback), and
+            # several clients may fetch at once.
+            raise copy.copy(self._exception)
         return self._result
 
     def run(self, lock: DeviceLock | None) -> None:
@@ -316,8 +319,9 @@ class Job:
         # as the job is kept; its text is all anyone reads later.
         if sendable is not exc:
             sendable.__cause__ = None
-        if not hasattr(sendable, "_pyroTraceback"):
-            sendable._pyroTraceback = [self.traceback]  # type: ignore[attr-defined]
+        # Pyro5 puts the traceback of the call that raises it (job_result) on the exception
+        # it sends; the serializers put this one, the job's own, back (see serialization).
+        sendable._pyroinst_traceback = [self.traceback]  # type: ignore[attr-defined]
         sendable.__traceback__ = None
         self._exception = sendable
         self._finish(FAILED)
@@ -341,15 +345,24 @@ class DeviceLock:
         self._lock = threading.Lock()
         self.holder: str | None = None
         self.since = 0.0
+        #: Callers waiting for the lock now.
+        self.waiting = 0
+        self._count = threading.Lock()
 
     def acquire(self, holder: str, timeout: float | None = None) -> bool:
         """Take the lock for ``holder`` (a job id or method name); False if not free in time."""
         lock = self._lock
         # Uncontended, the non-blocking try is the whole cost of a plain call's locking.
-        if not lock.acquire(False) and not lock.acquire(
-            timeout=-1 if timeout is None else max(0.0, timeout)
-        ):
-            return False
+        if not lock.acquire(False):
+            with self._count:
+                self.waiting += 1
+            try:
+                got = lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
+            finally:
+                with self._count:
+                    self.waiting -= 1
+            if not got:
+                return False
         self.holder = holder
         self.since = time.monotonic()
         return True
@@ -406,6 +419,7 @@ class JobStore:
         self._finished: collections.OrderedDict[str, Job] = collections.OrderedDict()
         self._finished_bytes = 0
         self._expired: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._oversized_warned: str | None = None
 
     def new_id(self) -> str:
         """A fresh job id: this run's id, then random hex."""
@@ -454,6 +468,22 @@ class JobStore:
             job_id=job_id,
         )
 
+    def _warn_oversized(self, job: Job) -> None:
+        if self._oversized_warned == job.id:
+            return
+        self._oversized_warned = job.id
+        log.warning(
+            "job %s (%s.%s) has a result of %d bytes, more than max_result_bytes (%d): it is "
+            "kept alone, and goes when a newer job finishes or after max_job_age (%g s). "
+            "Raise max_result_bytes to keep more.",
+            job.id,
+            job.device,
+            job.method,
+            job.result_bytes,
+            self.max_result_bytes,
+            self.max_age,
+        )
+
     def jobs_of(self, device: str) -> list[Job]:
         """The jobs of ``device`` that are still kept, newest first."""
         with self._lock:
@@ -470,13 +500,18 @@ class JobStore:
         now = time.time()
         while self._finished:
             job_id, job = next(iter(self._finished.items()))
+            # The newest finished job never goes for the byte budget: a result larger than
+            # the whole budget stays (alone) until a newer result or its age pushes it out.
+            newest = len(self._finished) == 1
             if len(self._finished) > self.max_jobs:
                 reason = f"only the last {self.max_jobs} finished jobs are kept"
-            elif self._finished_bytes > self.max_result_bytes:
+            elif self._finished_bytes > self.max_result_bytes and not newest:
                 reason = f"finished results are kept up to {self.max_result_bytes} bytes in all"
             elif job.finished is not None and now - job.finished > self.max_age:
                 reason = f"finished jobs are kept for {self.max_age:g} s"
             else:
+                if newest and self._finished_bytes > self.max_result_bytes:
+                    self._warn_oversized(job)
                 break
             del self._finished[job_id]
             del self._jobs[job_id]

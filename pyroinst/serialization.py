@@ -266,6 +266,10 @@ class _PyroinstMixin:
 
     def dumps(self, data: Any) -> bytes:
         fastwire.start_response()
+        if isinstance(data, BaseException) and hasattr(data, "_pyroinst_traceback"):
+            # A failed job's exception (a copy per fetch): send the job's own traceback,
+            # not that of the job_result call Pyro5 put on it.
+            data._pyroTraceback = data.__dict__.pop("_pyroinst_traceback")
         try:
             wire = to_wire(data, array=self._response_array, keys=self._native_keys)
         except RecursionError:

@@ -14,6 +14,7 @@ given at all: Pyro5's ``NS_HOST``:``NS_PORT``, localhost:9090) and logs where.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
@@ -21,6 +22,7 @@ import signal
 import socket
 import threading
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -79,8 +81,26 @@ def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
 
 
 class _Daemon(FastwireDaemon, TokenCheckingDaemon, Pyro5.server.Daemon):
-    """Pyro5's daemon, refusing connections without the lab's token (when one is set), and
-    keeping nothing of a request once it is answered."""
+    """Pyro5's daemon, refusing connections without the lab's token (when one is set),
+    keeping nothing of a request once it is answered, and closing its clients'
+    connections when it stops (Pyro5 leaves them to the old daemon, which no longer
+    knows any device: clients would get "unknown object" instead of reconnecting)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pyroinst_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _handshake(self, conn: Any, denied_reason: Any = None) -> Any:
+        accepted = super()._handshake(conn, denied_reason)
+        if accepted:
+            self._pyroinst_connections.add(conn)
+        return accepted
+
+    def close_connections(self) -> None:
+        """End every client connection: clients see it closed and connect afresh."""
+        for conn in list(self._pyroinst_connections):
+            with contextlib.suppress(OSError, AttributeError):
+                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the worker waiting on it
 
 
 class InstServer:
@@ -155,6 +175,7 @@ class InstServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._stop_requested = threading.Event()
+        self._stopped = False
 
     # -- devices ----------------------------------------------------------------------------
     def add_device(
@@ -182,6 +203,7 @@ class InstServer:
                 f"device name {name!r} is not usable: use letters, digits and _ . - :"
             )
         with self._lock:
+            self._refuse_if_stopped(f"add_device({name!r})")
             if name in self._servants:
                 raise NameInUse(
                     f"a device named {name!r} is already served here "
@@ -247,6 +269,7 @@ class InstServer:
         with self._lock:
             if self._daemon is not None:
                 return self
+            self._refuse_if_stopped("start()")
             self._ensure_ns()
             if self.max_message_size is not None:
                 pyro_config.MAX_MESSAGE_SIZE = int(self.max_message_size)
@@ -306,13 +329,25 @@ class InstServer:
             )
             return self
 
+    def _refuse_if_stopped(self, what: str) -> None:
+        if self._stopped:
+            raise PyroinstError(
+                f"{what} on a stopped InstServer: stopping closed its devices, so it cannot "
+                "serve again. Make a new InstServer (with freshly opened devices)."
+            )
+
     def stop(self) -> None:
-        """Remove the names, stop jobs, close every device, stop the daemon (idempotent)."""
+        """Remove the names, stop jobs, close every device, stop the daemon (idempotent).
+
+        A stopped server cannot be started again: its devices are closed.
+        """
+        self._stopped = True
+        self._heartbeat_stop.set()
+        heartbeat = self._heartbeat_thread
+        if heartbeat is not None and heartbeat is not threading.current_thread():
+            heartbeat.join(5.0)  # before the lock: a heartbeat may be waiting for it
         with self._lock:
-            self._heartbeat_stop.set()
-            if self._heartbeat_thread is not None:
-                self._heartbeat_thread.join(5.0)
-                self._heartbeat_thread = None
+            self._heartbeat_thread = None
             if self._daemon is not None:
                 for name, servant in list(self._servants.items()):
                     self._unpublish(name, servant)
@@ -322,6 +357,7 @@ class InstServer:
                 self._daemon.shutdown()
                 if self._thread is not None:
                     self._thread.join(5.0)
+                self._daemon.close_connections()
                 self._daemon.close()
                 self._daemon = None
                 log.info("server stopped")
@@ -499,6 +535,8 @@ class InstServer:
                 if current == uri:
                     self._warned_taken.discard(name)
                     continue
+                if not self._still_registered(name, uri):
+                    continue  # removed meanwhile
                 if current is not None and is_live(current):
                     if name not in self._warned_taken:
                         log.warning(
@@ -509,7 +547,12 @@ class InstServer:
                         )
                         self._warned_taken.add(name)
                     continue
-                ns.register(name, uri, safe=False, metadata=self._metadata(servant))
+                with self._lock:
+                    # Removal wins: register only while the name is still ours to serve
+                    # (remove_device holds this lock while it unregisters).
+                    if not self._still_registered(name, uri):
+                        continue
+                    ns.register(name, uri, safe=False, metadata=self._metadata(servant))
                 self._warned_taken.discard(name)
                 log.info(
                     "registered %r again at %s (the name server had %s)",
@@ -517,6 +560,9 @@ class InstServer:
                     uri,
                     "lost it" if current is None else f"a dead entry {current}",
                 )
+
+    def _still_registered(self, name: str, uri: str) -> bool:
+        return self._registered.get(name) == uri and not self._stopped
 
     def _unpublish(self, name: str, servant: DeviceServant) -> None:
         uri = self._registered.pop(name, None)

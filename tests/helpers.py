@@ -164,6 +164,11 @@ class Echo:
         return "held"
 
     @pyroinst.job
+    def failing_builtin_job(self, message: str = "bad value") -> None:
+        """A job that fails with a built-in exception."""
+        raise ValueError(message)
+
+    @pyroinst.job
     def hold_array(self, seconds: float = 10.0) -> np.ndarray:
         """Like ``hold``, then returns a small array."""
         self.hold(seconds)

@@ -142,3 +142,42 @@ def test_mutual_tls_refuses_a_client_without_certificate(certs):
         proc.stdin.close()
         proc.wait(30)
         Path(proc.log).unlink()
+
+
+RESTART = """
+import sys, pyroinst
+from pyroinst import EmbeddedNameServer, InstServer
+from tests.helpers import Echo
+with EmbeddedNameServer("127.0.0.1", 0) as ns:
+    first = InstServer(ns_host=ns.host, ns_port=ns.port, heartbeat=0)
+    first.add_device(Echo(), "dev")
+    first.start()
+    port = int(first.location.rsplit(":", 1)[1])
+    dev = pyroinst.connect("dev", ns.host, ns.port)
+    assert dev.echo("before") == "before"
+    first.stop()
+    again = InstServer(port=port, ns_host=ns.host, ns_port=ns.port, heartbeat=0)
+    again.add_device(Echo(), "dev")
+    with again:
+        try:
+            print("OK", dev.echo("after"))  # the idle TLS connection was closed: reconnect
+        except Exception as exc:
+            print("ERR", type(exc).__name__, exc)
+        dev._pyroRelease()
+"""
+
+
+def test_tls_proxy_reconnects_quietly_after_its_server_restarts(certs):
+    done = subprocess.run(
+        [sys.executable, "-c", RESTART],
+        cwd=ROOT,
+        env=clean_env(
+            PYROINST_TLS_CA=str(certs / "ca.pem"),
+            PYROINST_TLS_CERT=str(certs / "server.pem"),
+            PYROINST_TLS_KEY=str(certs / "server.key"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "OK after", done.stdout + done.stderr[-2000:]
