@@ -27,6 +27,20 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_python(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``python ARGS`` (``-c CODE`` or ``-m MODULE``) from the checkout, output captured."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=clean_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def start_fuzz_target(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
     """Start tests.fuzz_target (a name server and a device server); its READY fields.
 

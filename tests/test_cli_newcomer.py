@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from devices.dummy import DummyDevice
 from pyroinst.cli import app
-from tests.helpers import ROOT, Echo, clean_env, wait_until
+from tests.helpers import ROOT, Echo, clean_env, run_python, wait_until
 
 runner = CliRunner()
 PYROINST = [sys.executable, "-m", "pyroinst"]
@@ -65,14 +65,7 @@ def test_serve_demo_prints_the_name_server_it_found_and_a_line_that_works(ns):
         paste = next(line for line in lines if "python -c" in line).strip()
         assert f"PYRONAME:dev@{ns.host}:{ns.port}" in paste
         command = re.fullmatch(r'python -c "(.*)"', paste).group(1)
-        ran = subprocess.run(
-            [sys.executable, "-c", command],
-            cwd=ROOT,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        ran = run_python("-c", command, timeout=60)
         assert ran.returncode == 0, ran.stderr
         assert "devices.dummy.DummyDevice" in ran.stdout
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pyroinst import compat
-from tests.helpers import ROOT, clean_env
+from tests.helpers import ROOT, clean_env, run_python
 
 
 def test_pyproject_states_the_tested_range():
@@ -75,14 +75,7 @@ print("OUTSIDE-OK")
 
 
 def test_untested_pyro5_is_left_alone_with_one_warning():
-    proc = subprocess.run(
-        [sys.executable, "-c", _OUTSIDE],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python("-c", _OUTSIDE, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "OUTSIDE-OK" in proc.stdout
     warnings = [line for line in proc.stderr.splitlines() if "outside the versions" in line]
@@ -126,12 +119,12 @@ class _Server:
 def test_fastwire_off_on_either_side(ns, server_fast, client_fast):
     server = _Server(ns, clean_env(PYROINST_FASTWIRE="1" if server_fast else "0"))
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "tests.fastwire_client", ns.host, str(ns.port)],
-            cwd=ROOT,
+        proc = run_python(
+            "-m",
+            "tests.fastwire_client",
+            ns.host,
+            str(ns.port),
             env=clean_env(PYROINST_FASTWIRE="1" if client_fast else "0"),
-            capture_output=True,
-            text=True,
             timeout=120,
         )
     finally:

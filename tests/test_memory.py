@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import pyroinst
-from tests.helpers import ROOT, clean_env, wait_until
+from tests.helpers import ROOT, clean_env, run_python, wait_until
 
 MB = 2**20
 pytestmark = pytest.mark.skipif(
@@ -125,14 +125,7 @@ print(before, during, rss(os.getpid()))
 
 def test_client_keeps_no_download_once_the_array_is_gone(ns, memory_server):
     memory_server()
-    done = subprocess.run(
-        [sys.executable, "-c", _CLIENT, ns.host, str(ns.port)],
-        cwd=ROOT,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_python("-c", _CLIENT, ns.host, str(ns.port), timeout=120)
     assert done.returncode == 0, done.stderr
     before, during, after = (int(n) for n in done.stdout.split())
     assert during > before + 150 * MB  # the array was there...
