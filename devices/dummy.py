@@ -8,7 +8,7 @@ import time as _time
 
 import numpy as np
 
-from pyroinst import current_job, job
+from pyroinst import current_job, job, monitor
 
 _serials = itertools.count(1)
 
@@ -17,7 +17,8 @@ class DummyDevice:
     """A stand-in instrument: identifies itself slowly and measures random data.
 
     Every instance has its own serial number. ``idn()`` takes ``idn_delay`` seconds, like
-    a slow instrument; ``measure(time)`` is a job of ``time`` milliseconds.
+    a slow instrument; ``measure(time)`` is a job of ``time`` milliseconds that publishes
+    its points as it takes them; ``temperature()`` is monitored once a second.
     """
 
     def __init__(self, idn_delay: float = 2.0, seed: int | None = None) -> None:
@@ -25,6 +26,7 @@ class DummyDevice:
         self.serial = f"DMY{os.getpid() % 100000:05d}-{next(_serials):04d}"
         self._rng = np.random.default_rng(seed)
         self.initialized = False
+        self._temperature = 21.0
 
     def initialize(self) -> bool:
         """Prepare the instrument; returns True."""
@@ -40,25 +42,38 @@ class DummyDevice:
     def measure(self, time: int) -> np.ndarray:
         """Measure for ``time`` milliseconds; returns ``time`` random float64 points.
 
-        Reports progress as it goes and stops within 100 ms when cancelled.
+        Publishes the points taken since the last step (a chunk every 20 ms) while it runs,
+        reports progress, and stops within 100 ms when cancelled.
         """
         points = int(time)
         if points < 0:
             raise ValueError(f"measure time must be >= 0 ms, got {time}")
         ctx = current_job()
+        data = self._rng.random(points)  # never written again: chunks need no copy
         duration = points / 1000.0
         start = _time.monotonic()
         step = 0.02
+        sent = 0
         while True:
             elapsed = _time.monotonic() - start
             if elapsed >= duration:
                 break
-            ctx.set_progress(
-                elapsed / duration if duration else 1.0, f"{int(elapsed * 1000)} of {points} ms"
-            )
+            taken = int(points * elapsed / duration)
+            if taken > sent:
+                ctx.publish(data[sent:taken])
+                sent = taken
+            ctx.set_progress(elapsed / duration, f"{int(elapsed * 1000)} of {points} ms")
             ctx.sleep(min(step, duration - elapsed))
+        if points > sent:
+            ctx.publish(data[sent:])
         ctx.set_progress(1.0, f"{points} of {points} ms")
-        return self._rng.random(points)
+        return data
+
+    @monitor(period=1.0)
+    def temperature(self) -> float:
+        """The (simulated) temperature of the instrument in °C; monitored every second."""
+        self._temperature += float(self._rng.normal(0.0, 0.02))
+        return round(self._temperature, 3)
 
     def close(self) -> None:
         """Release the instrument (nothing to release for a dummy)."""

@@ -19,10 +19,12 @@ from . import errors as _errors
 from . import serialization as _serialization
 from . import tls as _tls
 from .auth import current_token, set_token
+from .channels import monitor, publish
 from .client import DeviceProxy, JobHandle, connect, list_devices, locate_ns
 from .device import RESERVED_NAMES
 from .errors import (
     AuthenticationFailed,
+    ChannelNotFound,
     ConfigurationError,
     ConnectionLost,
     DeviceBusy,
@@ -40,6 +42,7 @@ from .errors import (
     JobNotFound,
     JobTimeout,
     MessageTooLarge,
+    MonitorError,
     NameInUse,
     NameServerNotFound,
     NotSerializableError,
@@ -52,6 +55,7 @@ from .errors import (
 from .jobs import Job, concurrent, current_job, job
 from .nameserver import EmbeddedNameServer
 from .server import InstServer
+from .streams import Stream
 from .tls import configure_tls
 
 __version__ = "0.1.0"
@@ -69,6 +73,11 @@ __all__ = [
     "job",
     "concurrent",
     "current_job",
+    "monitor",
+    "publish",
+    "Stream",
+    "ChannelNotFound",
+    "MonitorError",
     "RESERVED_NAMES",
     "PyroinstError",
     "AuthenticationFailed",

@@ -38,6 +38,7 @@ from .naming import (
     lookup,
     ns_address,
 )
+from .streams import Stream
 
 __all__ = [
     "JobHandle",
@@ -212,6 +213,24 @@ class DeviceProxy(Pyro5.client.Proxy):
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def watch(self, channel: str, start: int | str = "latest") -> Stream:
+        """An iterator of ``(timestamp, value)`` items of the device channel ``channel``.
+
+        ``start="latest"`` begins with the next item published, ``start=0`` with the
+        oldest the server keeps. It never ends until ``close()``; it reads over a
+        connection of its own, so it can run in another thread. ``dev.channels()`` lists
+        the channels. See ``pyroinst.streams.Stream``.
+        """
+        proxy = DeviceProxy(
+            self._pyroUri,
+            self._pyroinst_name,
+            *self._pyroinst_ns,
+            reconnect_timeout=self._pyroinst_reconnect,
+            owner=self._pyroinst_owner,
+        )
+        label = f"channel {channel!r} of {self._pyroinst_label()}"
+        return Stream(proxy, "channel_read", str(channel), start, label, pairs=True)
 
     def _pyroinst_label(self) -> str:
         if self._pyroinst_name:

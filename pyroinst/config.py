@@ -18,6 +18,8 @@
     heartbeat = 10.0          # seconds between checks that every name is registered
     token_file = "/etc/pyroinst/token"   # the lab's shared secret (else PYROINST_TOKEN)
     max_message_size = 1073741824        # the largest message accepted (bytes)
+    stream_buffer_items = 10000          # items kept per job stream and per channel,
+    stream_buffer_bytes = 268435456      # and bytes (the oldest go first)
     tls_ca = "/etc/pyroinst/ca.pem"      # TLS for every connection of this process
     tls_cert = "/etc/pyroinst/pc2.pem"
     tls_key = "/etc/pyroinst/pc2.key"
@@ -29,6 +31,8 @@
     kwargs = { idn_delay = 0.5 }
     jobs = []                 # extra methods to run as jobs
     lock_timeout = 5.0        # overrides the server's
+    stream_buffer_items = 1000           # override the server's, for this device
+    stream_buffer_bytes = 67108864
 
 Every error is a ``LabFileError`` naming the file and, where it can, the table and key
 (or line, for TOML syntax), raised before any device is created or registered. Classes
@@ -70,6 +74,8 @@ _SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "heartbeat": ((int, float), "a number of seconds (0: never)"),
     "token_file": ((str,), "the path of a file holding the lab's token"),
     "max_message_size": ((int,), "a whole number of bytes"),
+    "stream_buffer_items": ((int,), "a whole number of items"),
+    "stream_buffer_bytes": ((int,), "a whole number of bytes"),
     "tls_ca": ((str,), "the path of the lab CA's certificate"),
     "tls_cert": ((str,), "the path of this PC's certificate"),
     "tls_key": ((str,), "the path of this PC's private key"),
@@ -81,6 +87,8 @@ _DEVICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "kwargs": ((dict,), "a table"),
     "jobs": ((list,), "a list of method names"),
     "lock_timeout": ((int, float), "a number of seconds"),
+    "stream_buffer_items": ((int,), "a whole number of items"),
+    "stream_buffer_bytes": ((int,), "a whole number of bytes"),
 }
 
 
@@ -102,6 +110,8 @@ class DeviceSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     jobs: list[str] = field(default_factory=list)
     lock_timeout: float | None = None
+    stream_buffer_items: int | None = None
+    stream_buffer_bytes: int | None = None
     cls: type | None = None
 
     def create(self) -> Any:
@@ -250,6 +260,8 @@ def parse_lab(data: dict[str, Any], path: Path | None = None) -> LabConfig:
                 kwargs=dict(table.get("kwargs", {})),
                 jobs=jobs,
                 lock_timeout=table.get("lock_timeout"),
+                stream_buffer_items=table.get("stream_buffer_items"),
+                stream_buffer_bytes=table.get("stream_buffer_bytes"),
             )
         )
     return LabConfig(path, server, log_level.upper() if log_level else None, specs, tls)

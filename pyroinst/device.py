@@ -29,6 +29,8 @@ from typing import Any
 from Pyro5.callcontext import current_context
 from Pyro5.server import expose
 
+from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, check_read
+from .channels import Channels, check_monitor, monitor_period
 from .errors import (
     DeviceClosed,
     DeviceDefinitionError,
@@ -65,6 +67,10 @@ RESERVED_NAMES = frozenset(
         "reserve",
         "release",
         "reservation",
+        "job_stream",
+        "channel_read",
+        "channels",
+        "watch",
     }
 )
 # Never reachable remotely: one client must not shut an instrument for everyone.
@@ -169,6 +175,7 @@ class DeviceServant:
     _pyroinst_jobs: frozenset[str] = frozenset()
     _pyroinst_concurrent: frozenset[str] = frozenset()
     _pyroinst_properties: frozenset[str] = frozenset()
+    _pyroinst_monitors: tuple[tuple[str, float], ...] = ()
 
     def __init__(
         self,
@@ -176,6 +183,7 @@ class DeviceServant:
         name: str,
         store: JobStore,
         lock_timeout: float | None,
+        stream_bounds: tuple[int, int] = (DEFAULT_ITEMS, DEFAULT_BYTES),
     ) -> None:
         self._device = device
         self._name = name
@@ -183,6 +191,10 @@ class DeviceServant:
         self._lock_timeout = lock_timeout
         self._lock = DeviceLock(name)
         self._worker = DeviceWorker(name, self._lock, store)
+        self._stream_bounds = stream_bounds
+        self._channels = Channels(device, name, self._lock, stream_bounds)
+        for monitored, period in self._pyroinst_monitors:
+            self._channels.add_monitor(monitored, period)
         self._uri = ""
         self._closed = False
         self._reservation: tuple[str, float] | None = None
@@ -306,6 +318,8 @@ class DeviceServant:
             dict(kwargs),
             concurrent=method in self._pyroinst_concurrent,
             job_id=self._store.new_id(),
+            stream_items=self._stream_bounds[0],
+            stream_bytes=self._stream_bounds[1],
         )
         self._worker.submit(job)
         log.debug("job %s (%s.%s) queued", job.id, self._name, method)
@@ -460,12 +474,54 @@ class DeviceServant:
         """The status dicts of this device's kept jobs, newest first."""
         return [job.status() for job in self._store.jobs_of(self._name)]
 
+    # -- live data ------------------------------------------------------------------------
+    @expose
+    def job_stream(
+        self, job_id: str, cursor: int = 0, timeout: float = 1.0, max_items: int = 1000
+    ) -> dict[str, Any]:
+        """The items a job published, from ``cursor`` on (-1: the next one published).
+
+        Waits up to ``timeout`` s for a first item. Returns ``{"items", "cursor" (where to
+        read next), "dropped" (items lost before this read), "done" (the job ended and
+        every item was read), "run"}``. Never takes the device lock.
+        """
+        cursor, timeout, max_items = check_read(cursor, timeout, max_items)
+        job = self._store.get(job_id, self._name)
+        answer = job.stream.read(cursor, timeout, max_items)
+        answer["run"] = self._store.run_id
+        return answer
+
+    @expose
+    def channel_read(
+        self, channel: str, cursor: int = -1, timeout: float = 1.0, max_items: int = 1000
+    ) -> dict[str, Any]:
+        """``[timestamp, value]`` items of a device channel from ``cursor`` on (-1: the next).
+
+        As ``job_stream``; ``done`` is always False. Never takes the device lock.
+        """
+        cursor, timeout, max_items = check_read(cursor, timeout, max_items)
+        answer = self._channels.get(str(channel)).buffer.read(cursor, timeout, max_items)
+        answer["items"] = [list(item) for item in answer["items"]]
+        answer["run"] = self._store.run_id
+        return answer
+
+    @expose
+    def channels(self) -> list[dict[str, Any]]:
+        """The device's channels: name, kind (monitor, published), period, last_time,
+        published (items so far), skipped (monitor beats skipped while busy)."""
+        return self._channels.infos()
+
     # -- server side only ---------------------------------------------------------------------
+    def _start(self) -> None:
+        """Served from now on: monitors run, ``pyroinst.publish`` reaches the channels."""
+        self._channels.start()
+
     def _shutdown(self, timeout: float) -> None:
         """Stop the worker (cancelling jobs), then close the driver under its lock (once)."""
         if self._closed:
             return
         self._closed = True
+        self._channels.stop(timeout)
         if not self._worker.stop(timeout):
             log.warning("device '%s': a job did not stop within %g s", self._name, timeout)
         close = getattr(self._device, "close", None)
@@ -580,6 +636,7 @@ def make_servant(
     store: JobStore,
     jobs: Iterable[str] | None = None,
     lock_timeout: float | None = None,
+    stream_bounds: tuple[int, int] = (DEFAULT_ITEMS, DEFAULT_BYTES),
 ) -> DeviceServant:
     """The exposed servant for ``device`` (DeviceDefinitionError if it cannot be served)."""
     cls = type(device)
@@ -614,10 +671,15 @@ def make_servant(
             namespace["_pyroinst_properties"] = frozenset(
                 n for n, m in members.items() if isinstance(m, property)
             )
+            namespace["_pyroinst_monitors"] = tuple(
+                (n, check_monitor(cls, n, _function_of(m)))
+                for n, m in sorted(members.items())
+                if not isinstance(m, property) and monitor_period(_function_of(m)) is not None
+            )
             namespace["__doc__"] = cls.__doc__
             servant_cls = type(f"{cls.__name__}Servant", (DeviceServant,), namespace)
             _servant_classes[key] = servant_cls
-    return servant_cls(device, name, store, lock_timeout)
+    return servant_cls(device, name, store, lock_timeout, stream_bounds)
 
 
 def describe_device(
@@ -651,6 +713,7 @@ def describe_device(
                 "summary": _first_line(doc),
                 "job": member_name in jobs,
                 "concurrent": member_name in concurrent,
+                "monitor": monitor_period(_function_of(member)),
             }
         )
     return {

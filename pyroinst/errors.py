@@ -14,6 +14,8 @@ The tree::
     ├── DeviceDefinitionError   add_device() refused a device (reserved names, bad jobs=)
     ├── DeviceBusy              the device lock was not free within lock_timeout
     ├── DeviceClosed            the device was closed (its server is shutting down)
+    ├── ChannelNotFound         (also LookupError) no such channel on the device
+    ├── MonitorError            a monitored method failed (a channel item, not raised)
     ├── NotSerializableError    a value cannot be sent (also TypeError)
     ├── SignatureError          arguments that do not fit the method (also TypeError)
     ├── MessageTooLarge         a response larger than Pyro5's MAX_MESSAGE_SIZE
@@ -52,6 +54,8 @@ __all__ = [
     "DeviceDefinitionError",
     "DeviceBusy",
     "DeviceClosed",
+    "ChannelNotFound",
+    "MonitorError",
     "NotSerializableError",
     "SignatureError",
     "MessageTooLarge",
@@ -121,6 +125,15 @@ class DeviceDefinitionError(PyroinstError):
 
 class DeviceClosed(PyroinstError):
     """The device was closed (its server is shutting down, or removed it): not run."""
+
+
+class ChannelNotFound(PyroinstError, LookupError):
+    """The device has no channel of that name (the message names those it has)."""
+
+
+class MonitorError(PyroinstError):
+    """A monitored method raised: the value of a channel item, carrying ``error_type`` and
+    ``error_message`` of the driver's exception (it is handed to readers, not raised)."""
 
 
 class DeviceBusy(PyroinstError):

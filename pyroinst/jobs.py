@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import copy
 import logging
-import sys
 import threading
 import time
 import traceback
@@ -26,8 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import numpy as np
-
+from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, StreamBuffer, result_nbytes
 from .errors import (
     DeviceBusy,
     JobCancelled,
@@ -116,6 +114,9 @@ class _NoJob:
         """Sleep ``seconds``."""
         time.sleep(seconds)
 
+    def publish(self, value: Any) -> None:
+        """Do nothing: there is no job whose stream could take ``value``."""
+
 
 _NO_JOB = _NoJob()
 _local = threading.local()
@@ -150,21 +151,6 @@ def transportable(exc: BaseException) -> BaseException:
     return err
 
 
-def result_nbytes(value: Any) -> int:
-    """Approximate memory held by a job result, for the retention byte limit."""
-    if isinstance(value, np.ndarray):
-        return int(value.nbytes)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return len(value)
-    if isinstance(value, dict):
-        return sys.getsizeof(value) + sum(
-            result_nbytes(k) + result_nbytes(v) for k, v in value.items()
-        )
-    if isinstance(value, list | tuple | set | frozenset):
-        return sys.getsizeof(value) + sum(result_nbytes(v) for v in value)
-    return sys.getsizeof(value)
-
-
 class Job:
     """One background call of a device method, with its state, progress and outcome.
 
@@ -183,8 +169,14 @@ class Job:
         kwargs: dict | None = None,
         concurrent: bool = False,
         job_id: str | None = None,
+        stream_items: int = DEFAULT_ITEMS,
+        stream_bytes: int = DEFAULT_BYTES,
     ) -> None:
         self.id = job_id or uuid.uuid4().hex[:16]
+        self._stream_bounds = (stream_items, stream_bytes)
+        self._stream: StreamBuffer | None = None
+        self._stream_lock = threading.Lock()
+        self._stream_ended = False
         self.device = device
         self.method = method
         self.func = func
@@ -221,6 +213,32 @@ class Job:
         """Raise JobCancelled if a cancel was requested; call it often in long loops."""
         if self._cancel.is_set():
             raise JobCancelled(f"job {self.id} ({self.method}) was cancelled", job_id=self.id)
+
+    def publish(self, value: Any) -> None:
+        """Append ``value`` to the job's stream, for readers to see while the job runs.
+
+        Any value a result may be (arrays, numbers, dicts of arrays...). It never blocks
+        and never waits for readers; arrays are kept as they are, not copied, so publish
+        data you no longer write. A value that cannot be sent raises NotSerializableError
+        here, at once, and the stream is left as it was.
+        """
+        from .serialization import sendable  # the serializers import this module
+
+        item = sendable(value, f"job {self.id} ({self.method}) published")
+        self.stream.publish(item)
+
+    @property
+    def stream(self) -> StreamBuffer:
+        """The job's stream of published items (made on first use)."""
+        stream = self._stream
+        if stream is None:
+            with self._stream_lock:
+                if self._stream is None:
+                    self._stream = StreamBuffer(*self._stream_bounds)
+                    if self._stream_ended:
+                        self._stream.close()  # asked for after the job ended: empty, done
+                stream = self._stream
+        return stream
 
     def sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, raising JobCancelled at once if the job is cancelled meanwhile."""
@@ -331,6 +349,13 @@ class Job:
         self.finished = time.time()
         if state == DONE:
             self.progress = 1.0
+        # The stream stays with the job (its bytes count as the job's) and ends here.
+        with self._stream_lock:
+            self._stream_ended = True
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+            self.result_bytes += stream.nbytes
         self.func = None  # type: ignore[assignment]
         self.args = ()
         self.kwargs = {}
@@ -373,7 +398,9 @@ class DeviceLock:
         if holder is None:
             return "another call"
         return (
-            holder if holder.startswith(("job ", "property ", "shutdown")) else f"call {holder}()"
+            holder
+            if holder.startswith(("job ", "property ", "shutdown", "monitor "))
+            else f"call {holder}()"
         )
 
     def release(self) -> None:

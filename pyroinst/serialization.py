@@ -48,7 +48,15 @@ from . import fastwire
 from .errors import MessageTooLarge, NotSerializableError
 from .handles import HANDLE_KIND, JobHandle
 
-__all__ = ["to_wire", "from_wire", "array_to_wire", "array_from_wire", "install", "MARKER"]
+__all__ = [
+    "to_wire",
+    "from_wire",
+    "sendable",
+    "array_to_wire",
+    "array_from_wire",
+    "install",
+    "MARKER",
+]
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +204,21 @@ def _key_from_wire(key: Any) -> Any:
     return key
 
 
+def _keep(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def sendable(value: Any, what: str) -> Any:
+    """``value`` checked and prepared for sending (arrays kept as they are, not copied).
+
+    NotSerializableError, starting with ``what``, if no serializer can send it faithfully.
+    """
+    try:
+        return to_wire(value, strict=True, array=_keep)
+    except NotSerializableError as exc:
+        raise NotSerializableError(f"{what} something that cannot be sent: {exc}") from None
+
+
 def from_wire(d: dict[str, Any], recurse: Callable[[Any], Any] | None = None) -> Any:
     """Turn one marked wire dict back into its object (unknown markers stay dicts).
 
@@ -225,6 +248,12 @@ def from_wire(d: dict[str, Any], recurse: Callable[[Any], Any] | None = None) ->
         if dtype.kind not in "mM":
             raise NotSerializableError(f"npscalar of dtype {dtype} is not a time value")
         return np.array(int(d["value"]), dtype=np.int64).view(dtype)[()]
+    if kind == "error":
+        from .errors import MonitorError
+
+        return MonitorError(
+            f"{d['type']}: {d['message']}", error_type=d["type"], error_message=d["message"]
+        )
     if kind == "complex":
         return complex(d["real"], d["imag"])
     return d

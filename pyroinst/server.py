@@ -33,6 +33,7 @@ import Pyro5.server
 from Pyro5 import config as pyro_config
 
 from .auth import TokenCheckingDaemon, resolve_token
+from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS
 from .device import DeviceServant, make_servant
 from .errors import (
     ConfigurationError,
@@ -61,6 +62,19 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
     except (OSError, ValueError):
         return False
+
+
+def _stream_bounds(items: Any, nbytes: Any) -> tuple[int, int]:
+    try:
+        bounds = int(items), int(nbytes)
+    except (TypeError, ValueError):
+        bounds = (0, 0)
+    if bounds[0] < 1 or bounds[1] < 1:
+        raise ConfigurationError(
+            f"stream_buffer_items={items!r} and stream_buffer_bytes={nbytes!r} must be whole "
+            "numbers of at least 1 (defaults: 10000 items, 268435456 bytes)"
+        )
+    return bounds
 
 
 def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
@@ -118,7 +132,13 @@ class InstServer:
     ``token``/``token_file``: the lab's shared secret (default: PYROINST_TOKEN), required
     from every client and sent to the name server; ``max_message_size``: the largest
     message accepted, in bytes (default: Pyro5's 1 GiB; like ``threadpool_size`` it is
-    per process).
+    per process); ``stream_buffer_items``/``stream_buffer_bytes``: what each job stream
+    and each device channel keeps (the oldest items go first; per device in
+    ``add_device``).
+
+    Readers of streams and channels hold a connection while they wait (up to the
+    ``timeout`` of each read, 1 s by default): each reader takes one of the
+    ``threadpool_size`` connections, as each client thread does.
 
     Binding ``0.0.0.0`` (every interface) without ``advertise`` advertises the address
     this PC uses to reach the name server. A URI on 127.0.0.1 is refused by a name server
@@ -144,6 +164,8 @@ class InstServer:
         token: str | None = None,
         token_file: str | None = None,
         max_message_size: int | None = None,
+        stream_buffer_items: int = DEFAULT_ITEMS,
+        stream_buffer_bytes: int = DEFAULT_BYTES,
     ) -> None:
         self.host = host
         self.port = port
@@ -160,6 +182,7 @@ class InstServer:
                 f"1 to {WIRE_MAX} bytes (less than 4 GiB); the default is 1 GiB",
             )
         self.max_message_size = max_message_size
+        self.stream_bounds = _stream_bounds(stream_buffer_items, stream_buffer_bytes)
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._ns_down = False
@@ -184,11 +207,14 @@ class InstServer:
         name: str,
         jobs: set[str] | list[str] | tuple[str, ...] | None = None,
         lock_timeout: float | None = None,
+        stream_buffer_items: int | None = None,
+        stream_buffer_bytes: int | None = None,
     ) -> str | None:
         """Serve the driver instance ``device`` under ``name``.
 
         ``jobs`` names methods to run as jobs besides those marked ``@pyroinst.job``;
-        ``lock_timeout`` overrides the server's for this device. Returns the device's URI
+        ``lock_timeout``, ``stream_buffer_items`` and ``stream_buffer_bytes`` override
+        the server's for this device. Returns the device's URI
         once the server runs (None before ``start()``). Raises NameInUse for a name
         already added here (or held by another live server), DeviceDefinitionError for a
         device that cannot be served (a reserved method name, an unknown job name).
@@ -216,6 +242,10 @@ class InstServer:
                 self.store,
                 jobs,
                 self.lock_timeout if lock_timeout is None else lock_timeout,
+                _stream_bounds(
+                    self.stream_bounds[0] if stream_buffer_items is None else stream_buffer_items,
+                    self.stream_bounds[1] if stream_buffer_bytes is None else stream_buffer_bytes,
+                ),
             )
             self._servants[name] = servant
             if self._daemon is None:
@@ -492,6 +522,7 @@ class InstServer:
             self._daemon.unregister(name)
             raise
         self._registered[name] = uri
+        servant._start()
         log.info("registered %r at %s", name, uri)
         return uri
 

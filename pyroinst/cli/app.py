@@ -6,7 +6,8 @@ Exit codes:
   1    the device raised, the job failed or was cancelled, a job did not finish within
        ``--timeout``, or a server could not start
   2    usage error, including every lab-file error and arguments that do not fit a method
-  3    device, method or job not found, or name server (or device server) unreachable
+  3    device, method, job or channel not found, or name server (or device server)
+       unreachable
   4    authentication failed (the lab's token is missing or wrong)
   130  a client command interrupted by Ctrl-C
 """
@@ -26,6 +27,7 @@ import pyroinst
 from pyroinst import auth
 from pyroinst.config import LabFileError
 from pyroinst.errors import (
+    ChannelNotFound,
     ConfigurationError,
     DeviceNotFound,
     DeviceUnreachable,
@@ -47,7 +49,7 @@ Exit codes:
   1    the device raised, the job failed or was cancelled, a job did not finish within
        --timeout (it is left running), or a server could not start
   2    usage error, including every lab-file error and arguments that do not fit
-  3    device, method or job not found, or name server / device server unreachable
+  3    device, method, job or channel not found, or name server / device server unreachable
   4    authentication failed (the lab's token is missing or wrong)
   130  a client command interrupted by Ctrl-C
 """
@@ -90,7 +92,9 @@ def exit_code(exc: BaseException) -> int:
     """The exit code for an exception that ends a command."""
     if isinstance(exc, LabFileError | SignatureError | ConfigurationError):
         return EXIT_USAGE
-    if isinstance(exc, DeviceNotFound | JobNotFound | NameServerNotFound | DeviceUnreachable):
+    if isinstance(
+        exc, DeviceNotFound | JobNotFound | ChannelNotFound | NameServerNotFound | DeviceUnreachable
+    ):
         return EXIT_NOT_FOUND
     if isinstance(exc, pyroinst.AuthenticationFailed):
         return EXIT_AUTH

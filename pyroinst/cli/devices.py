@@ -35,6 +35,7 @@ from .app import (
     setup_logging,
     state,
 )
+from .live import check_out_dir, follow_items
 from .output import Interrupts, check_out, emit_result, finish_job, follow, table
 
 __all__ = ["parse_call_args"]
@@ -94,6 +95,7 @@ def info_command(device: str, as_json: JsonOpt = False) -> None:
         info = dev.describe()
         active = [j for j in dev.job_list() if j["state"] in ("queued", "running")]
         info["reservation"] = dev.reservation()
+        info["channels"] = dev.channels()
     except Exception as exc:  # noqa: BLE001
         raise guard(exc) from None
     info["jobs"] = active
@@ -108,6 +110,8 @@ def info_command(device: str, as_json: JsonOpt = False) -> None:
     echo("\nmethods:")
     for m in info["methods"]:
         flags = " [job]" if m["job"] else (" [concurrent]" if m["concurrent"] else "")
+        if m.get("monitor"):
+            flags += f" [monitor every {m['monitor']:g} s]"
         echo(f"  {m['signature']}{flags}")
         if m["summary"]:
             echo(f"      {m['summary']}")
@@ -118,6 +122,17 @@ def info_command(device: str, as_json: JsonOpt = False) -> None:
                 f"  {p['name']}{'' if p['writable'] else ' (read-only)'}  "
                 f"{(p['doc'].splitlines() or [''])[0]}"
             )
+    if info["channels"]:
+        echo("\nchannels:")
+        for c in info["channels"]:
+            period = f"every {c['period']:g} s" if c["period"] else "published"
+            last = (
+                time.strftime("%H:%M:%S", time.localtime(c["last_time"]))
+                if c["last_time"]
+                else "never"
+            )
+            skipped = f", {c['skipped']} beats skipped (busy)" if c["skipped"] else ""
+            echo(f"  {c['name']:16} {period:16} {c['published']} items, last {last}{skipped}")
     held = info["reservation"]
     if held:
         echo(f"\nreserved by {held['owner']} for {held['remaining_s']:.0f} more s")
@@ -193,10 +208,19 @@ def call_command(
         bool,
         typer.Option("--detach", help="On Ctrl-C leave the job running instead of cancelling it."),
     ] = False,
+    follow_stream: Annotated[
+        bool,
+        typer.Option("--follow", help="Print each item a job publishes as it arrives."),
+    ] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="With --follow: write array items to DIR/000000.npy..."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Call a method; a job shows a progress bar, then its result. Ctrl-C cancels the job.
 
+    --follow prints the job's published items as they come (JSON lines with --json).
     Negative numbers: put -- before the arguments (pyroinst call stage move -- -5).
     A method that returns None prints nothing.
     """
@@ -204,6 +228,10 @@ def call_command(
     pos, kw = parse_call_args(args or [])
     if out is not None:
         check_out(out)  # before anything runs on the device
+    if out_dir is not None:
+        if not follow_stream:
+            raise fail("--out-dir writes the items of --follow: add --follow", EXIT_USAGE)
+        check_out_dir(out_dir)
     try:
         dev = connect(device)
         methods = {m["name"]: m for m in dev.describe()["methods"]}
@@ -224,8 +252,11 @@ def call_command(
         if methods[method]["job"]:
             with Interrupts() as interrupts:
                 job = getattr(dev, method)(*pos, **kw)
-                status = follow(job, timeout, detach, state.verbose < 0, interrupts)
-            finish_job(job, status, out, as_json)
+                if follow_stream:
+                    status = follow_items(job, out_dir, as_json, timeout, detach, interrupts)
+                else:
+                    status = follow(job, timeout, detach, state.verbose < 0, interrupts)
+            finish_job(job, status, out, as_json, lines=follow_stream)
             return
         result = getattr(dev, method)(*pos, **kw)
     except typer.Exit:

@@ -31,6 +31,7 @@ __all__ = [
     "follow",
     "finish_job",
     "emit_result",
+    "interrupted",
 ]
 
 
@@ -244,6 +245,11 @@ def follow(
                     EXIT_FAILED,
                 )
             job.wait(timeout=0.1)
+    raise interrupted(job, detach)
+
+
+def interrupted(job: pyroinst.JobHandle, detach: bool) -> typer.Exit:
+    """After Ctrl-C: cancel the job (or leave it running, ``detach``), say so; the Exit."""
     if detach:
         typer.echo(
             f"interrupted; job {job.id} left running (`pyroinst job {job.device} {job.id} --wait`)",
@@ -255,7 +261,7 @@ def follow(
             f"interrupted; job {job.id} {'cancelled' if cancelled else 'had already finished'}",
             err=True,
         )
-    raise typer.Exit(EXIT_INTERRUPTED)
+    return typer.Exit(EXIT_INTERRUPTED)
 
 
 def stderr_console() -> Any:
@@ -264,20 +270,24 @@ def stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def finish_job(job: pyroinst.JobHandle, status: dict, out: Path | None, as_json: bool) -> None:
-    """Print (and with ``out`` write) a finished job's result; its error if it failed."""
+def finish_job(
+    job: pyroinst.JobHandle, status: dict, out: Path | None, as_json: bool, lines: bool = False
+) -> None:
+    """Print (and with ``out`` write) a finished job's result; its error if it failed.
+
+    ``lines``: JSON on one line (after the JSON lines of ``--follow``).
+    """
     try:
         value = job.result(timeout=0)  # raises the job's error, or JobCancelled
     except Exception as exc:  # noqa: BLE001
         if as_json:
-            echo(json.dumps({**status, "result": None}, indent=2, default=str))
+            echo(json.dumps({**status, "result": None}, indent=None if lines else 2, default=str))
         if isinstance(exc, JobCancelled):
             raise fail(f"job {job.id} ({status['method']}) was cancelled", EXIT_FAILED) from None
         raise guard(exc) from None
     refetch = f"pyroinst job {job.device} {job.id} --out FILE"
-    emit_result(
-        value, out, as_json, status, what=f"job {job.id} ({status['method']})", refetch=refetch
-    )
+    what = f"job {job.id} ({status['method']})"
+    emit_result(value, out, as_json, status, what=what, refetch=refetch, lines=lines)
 
 
 def emit_result(
@@ -287,6 +297,7 @@ def emit_result(
     status: dict | None,
     what: str = "the method",
     refetch: str | None = None,
+    lines: bool = False,
 ) -> None:
     """Print a result (JSON with ``as_json``), then write it to ``out`` if given.
 
@@ -295,7 +306,7 @@ def emit_result(
     if as_json:
         doc = dict(status or {})
         doc["result"] = jsonable(value, out)
-        echo(json.dumps(doc, indent=2, default=str))
+        echo(json.dumps(doc, indent=None if lines else 2, default=str))
     else:
         print_result(value)
     if out is not None:

@@ -121,6 +121,8 @@ def serve_command(
                 spec.name,
                 jobs=spec.jobs or None,
                 lock_timeout=spec.lock_timeout,
+                stream_buffer_items=spec.stream_buffer_items,
+                stream_buffer_bytes=spec.stream_buffer_bytes,
             )
         # Blocks until Ctrl-C or SIGTERM; stopping removes the names and closes the devices,
         # also when starting fails.

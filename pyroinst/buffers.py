@@ -1,0 +1,158 @@
+"""Bounded buffers of published items, read by cursor with a long poll (server side).
+
+A job's stream and a device channel each have one ``StreamBuffer``. Publishing appends
+an item and never blocks: when the buffer holds more than ``max_items`` items or
+``max_bytes`` bytes, the oldest items go. Readers keep no state on the server: each read
+says "everything from cursor C", waits up to ``timeout`` seconds for a first item, and
+gets back the items, the next cursor and how many items it missed because they had been
+dropped before it read them. Memory therefore depends on the buffer's bounds only, never
+on the number of readers or on a reader that stopped reading.
+
+Cursors are item numbers: the first item ever published is 0. Cursor -1 means "the next
+item published" (whatever the buffer holds now is skipped).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "StreamBuffer",
+    "DEFAULT_ITEMS",
+    "DEFAULT_BYTES",
+    "MAX_POLL",
+    "MAX_BATCH",
+    "check_read",
+    "result_nbytes",
+]
+
+#: Items a buffer keeps by default (stream_buffer_items).
+DEFAULT_ITEMS = 10_000
+#: Bytes a buffer keeps by default (stream_buffer_bytes).
+DEFAULT_BYTES = 256 * 2**20
+#: The longest a read may wait for a first item, in seconds.
+MAX_POLL = 30.0
+#: The most items one read may ask for.
+MAX_BATCH = 100_000
+
+
+def result_nbytes(value: Any) -> int:
+    """Approximate memory held by a value (a job result, a published item)."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(value)
+    if isinstance(value, dict):
+        return sys.getsizeof(value) + sum(
+            result_nbytes(k) + result_nbytes(v) for k, v in value.items()
+        )
+    if isinstance(value, list | tuple | set | frozenset):
+        return sys.getsizeof(value) + sum(result_nbytes(v) for v in value)
+    return sys.getsizeof(value)
+
+
+def check_read(cursor: Any, timeout: Any, max_items: Any) -> tuple[int, float, int]:
+    """A read's arguments as numbers, or ValueError saying what is wrong with them."""
+    try:
+        cursor, timeout, max_items = int(cursor), float(timeout), int(max_items)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"cursor must be a whole number, timeout a number of seconds and max_items a "
+            f"whole number; got cursor={cursor!r}, timeout={timeout!r}, max_items={max_items!r}"
+        ) from None
+    if cursor < -1:
+        raise ValueError(
+            f"cursor must be 0 or more (an item number), or -1 for the next item; got {cursor}"
+        )
+    if not 0 <= timeout <= MAX_POLL:
+        raise ValueError(f"timeout must be between 0 and {MAX_POLL:g} s; got {timeout:g}")
+    if not 1 <= max_items <= MAX_BATCH:
+        raise ValueError(f"max_items must be between 1 and {MAX_BATCH}; got {max_items}")
+    return cursor, timeout, max_items
+
+
+class StreamBuffer:
+    """Items in publish order, the oldest dropped beyond ``max_items`` or ``max_bytes``."""
+
+    def __init__(self, max_items: int = DEFAULT_ITEMS, max_bytes: int = DEFAULT_BYTES) -> None:
+        self.max_items = max(1, int(max_items))
+        self.max_bytes = max(1, int(max_bytes))
+        self._items: collections.deque[tuple[Any, int]] = collections.deque()
+        self._first = 0  # item number of the oldest item kept
+        self._bytes = 0
+        self._closed = False
+        self._cond = threading.Condition(threading.Lock())
+        #: Items published so far (dropped ones included).
+        self.published = 0
+        #: When the last item was published (epoch seconds), or None.
+        self.last_time: float | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the kept items hold (approximately)."""
+        return self._bytes
+
+    @property
+    def closed(self) -> bool:
+        """True once no more items will come (a finished job's stream)."""
+        return self._closed
+
+    def publish(self, value: Any, nbytes: int | None = None) -> int:
+        """Append ``value`` (never blocks, never copies); its item number."""
+        size = result_nbytes(value) if nbytes is None else nbytes
+        with self._cond:
+            items = self._items
+            items.append((value, size))
+            self._bytes += size
+            number = self._first + len(items) - 1
+            # The newest item always stays, even when it alone is over the byte bound.
+            while len(items) > 1 and (len(items) > self.max_items or self._bytes > self.max_bytes):
+                _, dropped = items.popleft()
+                self._bytes -= dropped
+                self._first += 1
+            self.published += 1
+            self.last_time = time.time()
+            self._cond.notify_all()
+        return number
+
+    def close(self) -> None:
+        """No more items: readers that reach the end are told ``done``."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def read(self, cursor: int, timeout: float, max_items: int) -> dict[str, Any]:
+        """Items from ``cursor`` on, waiting up to ``timeout`` s for the first one.
+
+        Returns ``{"items", "cursor", "dropped", "done"}``: ``cursor`` is where the next
+        read starts, ``dropped`` how many items from ``cursor`` on were gone before this
+        read, ``done`` True once the buffer is closed and every kept item was read.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if cursor < 0:
+                cursor = self._first + len(self._items)
+            while True:
+                end = self._first + len(self._items)
+                if cursor > end:
+                    cursor = end  # from a future (or another run's) cursor: the present
+                if cursor < end or self._closed:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            dropped = max(0, self._first - cursor)
+            start = max(cursor, self._first)
+            stop = min(end, start + max_items)
+            offset = start - self._first
+            items = [v for v, _ in itertools.islice(self._items, offset, offset + stop - start)]
+            done = self._closed and stop >= end
+        return {"items": items, "cursor": stop, "dropped": dropped, "done": done}
