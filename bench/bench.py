@@ -113,6 +113,115 @@ def fmt_time(s: float) -> str:
     return f"{s:.2f} s"
 
 
+def live(address: str, workload: str, *args: object) -> dict:
+    """Run one live-data workload (bench/live.py) in a fresh client process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.live", *address.split(), workload, *map(str, args)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"live {workload} {args} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
+def live_rows(
+    quick: bool, address: str, tcp_address: str, server: Server, rows: list, checks: list
+) -> None:
+    """W7-W10: live data (job streams), against raw TCP and plain calls of the same run."""
+    frames = 100 if quick else 300
+    tcp = client("tcp", tcp_address, "w2", MIB_POINTS, 5 if quick else 20)["mbps"]
+    one = live(address, "w7", frames, 1)
+    alone = live(address, "w7", frames, 0)["job_wall"]
+    four = live(address, "w7", frames, 4)["job_wall"]
+    rows.append(
+        (
+            "W7 1 MiB frames, one reader",
+            "pyroinst",
+            f"{one['mbps']:.0f} MB/s",
+            f"{one['mbps'] / tcp:.2f} × TCP ({tcp:.0f} MB/s, 1 MiB messages)",
+        )
+    )
+    rows.append(
+        (
+            "W7 job wall time, four readers",
+            "pyroinst",
+            fmt_time(four),
+            f"{four / alone:.2f} × no reader ({fmt_time(alone)})",
+        )
+    )
+    checks.append(
+        ("W7 one reader ≥ 0.6 × raw TCP", f"{one['mbps'] / tcp:.2f}", one["mbps"] / tcp >= 0.6)
+    )
+    checks.append(
+        ("W7 job with four readers ≤ 1.1 × without", f"{four / alone:.2f}", four / alone <= 1.1)
+    )
+
+    w8 = live(address, "w8", 20_000 if quick else 100_000)
+    rows.append(
+        (
+            "W8 small items to one reader",
+            "pyroinst",
+            f"{w8['items_per_s']:.0f} items/s",
+            f"{w8['dropped']} dropped",
+        )
+    )
+    checks.append(("W8 ≥ 50,000 items/s", f"{w8['items_per_s']:.0f}", w8["items_per_s"] >= 50_000))
+
+    w9 = live(address, "w9", 50 if quick else 200)
+    ratio = w9["median"] / w9["call"]
+    rows.append(
+        (
+            "W9 publish to reader latency",
+            "pyroinst",
+            f"median {fmt_time(w9['median'])}",
+            f"{ratio:.2f} × plain call ({fmt_time(w9['call'])})",
+        )
+    )
+    checks.append(("W9 median ≤ 2 × plain call", f"{ratio:.2f}", ratio <= 2))
+
+    count, stall = (1500, 2.0) if quick else (4000, 10.0)
+    base = live(address, "w10", count, 0)["job_wall"]
+    rss_before = server.status("VmRSS")
+    server.reset_peak()
+    w10 = live(address, "w10", count, stall)
+    growth = server.status("VmHWM") - rss_before
+    bound = 64 * MIB
+    rows.append(
+        (
+            f"W10 reader stalled {stall:g} s",
+            "pyroinst",
+            f"job {fmt_time(w10['job_wall'])}, server +{growth / 1e6:.0f} MB, "
+            f"{w10['read']} read + {w10['dropped']} dropped of {count}",
+            f"{w10['job_wall'] / base:.2f} × no reader; {growth / bound:.2f} × the bound",
+        )
+    )
+    checks.append(
+        (
+            "W10 job as fast as without the reader (≤ 1.1 ×)",
+            f"{w10['job_wall'] / base:.2f}",
+            w10["job_wall"] / base <= 1.1,
+        )
+    )
+    checks.append(
+        (
+            "W10 server growth within the 64 MiB bound (≤ 1.25 ×)",
+            f"{growth / bound:.2f}",
+            growth <= 1.25 * bound,
+        )
+    )
+    checks.append(
+        ("W10 dropped is exactly what the reader lost", str(w10["exact"]), bool(w10["exact"]))
+    )
+
+
+MIB = 1 << 20
+MIB_POINTS = MIB // 8
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
@@ -266,6 +375,7 @@ def main() -> None:
             if k == "pyroinst":
                 ratio = w6["client_growth"] / size
                 checks.append(("W6 client growth ≤ 2.5 × array", f"{ratio:.2f}", ratio <= 2.5))
+        live_rows(quick, addr["pyroinst"], addr["tcp"], servers["pyroinst"], rows, checks)
     finally:
         for srv in servers.values():
             srv.stop()

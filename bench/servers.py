@@ -1,6 +1,7 @@
 """Benchmark servers, each run in its own process: ``python -m bench.servers KIND``.
 
-KIND is ``pyroinst`` (an InstServer with 16 BenchDevices and an embedded name server),
+KIND is ``pyroinst`` (an InstServer with 16 BenchDevices, the StreamDevices "stream" and
+"stall", and an embedded name server),
 ``pyro`` (a plain Pyro5 daemon, no pyroinst imported, serving raw bytes) or ``tcp`` (a
 length-prefixed socket server). Each prints one line with its address, then serves until
 stdin closes.
@@ -29,6 +30,13 @@ def serve_pyroinst() -> None:
     server = pyroinst.InstServer(host="127.0.0.1", ns_host="127.0.0.1", ns_port=ns_port)
     for i in range(16):
         server.add_device(BenchDevice(), f"bench{i}", jobs=JOBS)
+    from bench.streamdev import StreamDevice
+
+    # Live data (W7-W10): room for every item of a run, and a small buffer for W10.
+    server.add_device(
+        StreamDevice(), "stream", stream_buffer_items=200_000, stream_buffer_bytes=1 << 30
+    )
+    server.add_device(StreamDevice(), "stall", stream_buffer_bytes=64 << 20)
     with server:
         print(f"127.0.0.1 {ns_port}", flush=True)
         _until_stdin_closes()

@@ -214,7 +214,7 @@ class DeviceProxy(Pyro5.client.Proxy):
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
 
-    def watch(self, channel: str, start: int | str = "latest") -> Stream:
+    def watch(self, channel: str, start: int | str = "latest", max_items: int = 1000) -> Stream:
         """An iterator of ``(timestamp, value)`` items of the device channel ``channel``.
 
         ``start="latest"`` begins with the next item published, ``start=0`` with the
@@ -230,7 +230,9 @@ class DeviceProxy(Pyro5.client.Proxy):
             owner=self._pyroinst_owner,
         )
         label = f"channel {channel!r} of {self._pyroinst_label()}"
-        return Stream(proxy, "channel_read", str(channel), start, label, pairs=True)
+        return Stream(
+            proxy, "channel_read", str(channel), start, label, pairs=True, max_items=max_items
+        )
 
     def _pyroinst_label(self) -> str:
         if self._pyroinst_name:

@@ -114,19 +114,20 @@ class JobHandle:
         """Cancel the job; False if it had already finished."""
         return self._proxy().job_cancel(self.id)
 
-    def stream(self, start: int | str = 0) -> Stream:
+    def stream(self, start: int | str = 0, max_items: int = 1000) -> Stream:
         """An iterator over the items the job publishes, live while it runs.
 
         ``start=0`` begins with the oldest item the server still keeps (a reader joining
         late, or after the job ended, gets the history); ``start="latest"`` with the next
         item published. It ends once the job has ended and every kept item was delivered.
+        ``max_items``: the most items one read fetches (a batch is one message).
         See ``pyroinst.streams.Stream`` (``dropped``, ``close()``, ``with``).
         """
         from .client import DeviceProxy  # client side only: see the module docstring
 
         proxy = DeviceProxy(self.uri, self.device, *self.ns, owner=self.owner)
         label = f"stream of job {self.id} on '{self.device}'"
-        return Stream(proxy, "job_stream", self.id, start, label)
+        return Stream(proxy, "job_stream", self.id, start, label, max_items=max_items)
 
     def to_wire(self) -> dict[str, str]:
         """The handle as sent over the network (a plain dict)."""
