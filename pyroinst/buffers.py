@@ -43,8 +43,18 @@ MAX_POLL = 30.0
 MAX_BATCH = 100_000
 
 
+_SMALL = frozenset({int, float, bool, type(None), complex})
+
+
 def result_nbytes(value: Any) -> int:
     """Approximate memory held by a value (a job result, a published item)."""
+    t = type(value)
+    if t in _SMALL:
+        return 32
+    if t is dict and len(value) <= 8:
+        return sys.getsizeof(value) + sum(
+            32 if type(v) in _SMALL else result_nbytes(v) for v in value.values()
+        )
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -88,7 +98,9 @@ class StreamBuffer:
         self._first = 0  # item number of the oldest item kept
         self._bytes = 0
         self._closed = False
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # readers waiting now (counted under the lock)
         #: Items published so far (dropped ones included).
         self.published = 0
         #: When the last item was published (epoch seconds), or None.
@@ -107,19 +119,23 @@ class StreamBuffer:
     def publish(self, value: Any, nbytes: int | None = None) -> int:
         """Append ``value`` (never blocks, never copies); its item number."""
         size = result_nbytes(value) if nbytes is None else nbytes
-        with self._cond:
+        with self._lock:  # the condition's own lock: entered in C, not through Condition
             items = self._items
             items.append((value, size))
             self._bytes += size
             number = self._first + len(items) - 1
-            # The newest item always stays, even when it alone is over the byte bound.
-            while len(items) > 1 and (len(items) > self.max_items or self._bytes > self.max_bytes):
-                _, dropped = items.popleft()
-                self._bytes -= dropped
-                self._first += 1
+            if len(items) > self.max_items or self._bytes > self.max_bytes:
+                # The newest item always stays, even when it alone is over the byte bound.
+                while len(items) > 1 and (
+                    len(items) > self.max_items or self._bytes > self.max_bytes
+                ):
+                    _, dropped = items.popleft()
+                    self._bytes -= dropped
+                    self._first += 1
             self.published += 1
             self.last_time = time.time()
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
         return number
 
     def close(self) -> None:
@@ -148,7 +164,11 @@ class StreamBuffer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._waiting -= 1
             dropped = max(0, self._first - cursor)
             start = max(cursor, self._first)
             stop = min(end, start + max_items)

@@ -168,7 +168,7 @@ class Channels:
         """Append ``(time, value)`` to the channel ``name``."""
         from .serialization import sendable  # the serializers import the job machinery
 
-        item = sendable(value, f"device '{self.device}' published on channel {name!r}")
+        item = sendable(value, lambda: f"device '{self.device}' published on channel {name!r}")
         self.channel(name).buffer.publish((time.time() if when is None else when, item))
 
     def get(self, name: str) -> Channel:

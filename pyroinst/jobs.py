@@ -119,6 +119,23 @@ class _NoJob:
 
 
 _NO_JOB = _NoJob()
+_check_item: Any = None
+
+
+def _sendable() -> Any:
+    """``serialization.sendable`` (imported on first use: the serializers import this
+    module), as ``check(value, job)``."""
+    global _check_item
+    if _check_item is None:
+        from .serialization import sendable
+
+        def check(value: Any, job: Job) -> Any:
+            return sendable(value, lambda: f"job {job.id} ({job.method}) published")
+
+        _check_item = check
+    return _check_item
+
+
 _local = threading.local()
 
 
@@ -222,10 +239,8 @@ class Job:
         data you no longer write. A value that cannot be sent raises NotSerializableError
         here, at once, and the stream is left as it was.
         """
-        from .serialization import sendable  # the serializers import this module
-
-        item = sendable(value, f"job {self.id} ({self.method}) published")
-        self.stream.publish(item)
+        item = _sendable()(value, self)
+        (self._stream or self.stream).publish(item)
 
     @property
     def stream(self) -> StreamBuffer:

@@ -117,9 +117,20 @@ def _native_key(key: Any, keys: frozenset[type]) -> bool:
 def _dict_to_wire(
     obj: dict, strict: bool, array: Callable[[np.ndarray], Any], keys: frozenset[type] | None
 ) -> dict:
-    if keys is None or all(_native_key(k, keys) for k in obj):
+    native = True
+    if keys is not None:
+        for k in obj:
+            tk = type(k)
+            if tk not in keys or (tk is tuple and not _native_key(k, keys)):
+                native = False
+                break
+    if native:
+        # Atoms (the common case: str keys, numbers) without a call each.
         return {
-            to_wire(k, strict, array, keys): to_wire(v, strict, array, keys) for k, v in obj.items()
+            (k if type(k) in _ATOMS else to_wire(k, strict, array, keys)): (
+                v if type(v) in _ATOMS else to_wire(v, strict, array, keys)
+            )
+            for k, v in obj.items()
         }
     # Keys the serializer cannot carry as they are: a list of pairs (see the module doc).
     return {
@@ -154,7 +165,7 @@ def to_wire(
     if t is dict:
         return _dict_to_wire(obj, strict, array, keys)
     if t is list:
-        return [to_wire(v, strict, array, keys) for v in obj]
+        return [v if type(v) in _ATOMS else to_wire(v, strict, array, keys) for v in obj]
     if t is tuple:
         return tuple(to_wire(v, strict, array, keys) for v in obj)
     if isinstance(obj, np.ndarray):
@@ -208,15 +219,22 @@ def _keep(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def sendable(value: Any, what: str) -> Any:
-    """``value`` checked and prepared for sending (arrays kept as they are, not copied).
+def sendable(value: Any, what: str | Callable[[], str]) -> Any:
+    """``value`` checked and prepared for sending (arrays kept as they are, not copied;
+    containers copied, so a driver may go on changing its own).
 
     NotSerializableError, starting with ``what``, if no serializer can send it faithfully.
     """
+    t = type(value)
+    if t in _ATOMS:
+        return value
+    if t is dict and _all_atoms(value.values()) and _all_atoms(value):
+        return dict(value)  # a dict of plain values (a point): a copy is all it needs
     try:
         return to_wire(value, strict=True, array=_keep)
     except NotSerializableError as exc:
-        raise NotSerializableError(f"{what} something that cannot be sent: {exc}") from None
+        said = what() if callable(what) else what
+        raise NotSerializableError(f"{said} something that cannot be sent: {exc}") from None
 
 
 def from_wire(d: dict[str, Any], recurse: Callable[[Any], Any] | None = None) -> Any:
