@@ -41,6 +41,9 @@ DEFAULT_BYTES = 256 * 2**20
 MAX_POLL = 30.0
 #: The most items one read may ask for.
 MAX_BATCH = 100_000
+#: A read returns items up to about this many bytes (at least one item): big batches
+#: would only make the reader wait for the whole of a huge message.
+MAX_BATCH_BYTES = 8 * 2**20
 
 
 _SMALL = frozenset({int, float, bool, type(None), complex})
@@ -173,6 +176,13 @@ class StreamBuffer:
             start = max(cursor, self._first)
             stop = min(end, start + max_items)
             offset = start - self._first
-            items = [v for v, _ in itertools.islice(self._items, offset, offset + stop - start)]
+            items = []
+            size = 0
+            for value, nbytes in itertools.islice(self._items, offset, offset + stop - start):
+                if items and size + nbytes > MAX_BATCH_BYTES:
+                    break  # the rest comes with the next read
+                items.append(value)
+                size += nbytes
+            stop = start + len(items)
             done = self._closed and stop >= end
         return {"items": items, "cursor": stop, "dropped": dropped, "done": done}

@@ -325,3 +325,22 @@ def test_watch_goes_on_from_the_newest_item_after_a_restart(ns):
     finally:
         server.stop()
         dev._pyroRelease()
+
+
+def test_buffer_batches_are_bounded_in_bytes():
+    from pyroinst.buffers import MAX_BATCH_BYTES, StreamBuffer
+
+    buf = StreamBuffer()
+    frame = np.zeros(MAX_BATCH_BYTES // 8 // 4)  # a quarter of a batch
+    for _ in range(10):
+        buf.publish(frame)
+    first = buf.read(0, 0, 1000)
+    assert len(first["items"]) == 4 and first["cursor"] == 4 and not first["done"]
+    buf.close()
+    rest = buf.read(4, 0, 1000)
+    assert len(rest["items"]) == 4 and not rest["done"]
+    last = buf.read(8, 0, 1000)
+    assert len(last["items"]) == 2 and last["done"]
+    big = StreamBuffer()
+    big.publish(np.zeros(MAX_BATCH_BYTES // 4))  # twice a batch: still sent, alone
+    assert len(big.read(0, 0, 10)["items"]) == 1
