@@ -344,3 +344,38 @@ def test_buffer_batches_are_bounded_in_bytes():
     big = StreamBuffer()
     big.publish(np.zeros(MAX_BATCH_BYTES // 4))  # twice a batch: still sent, alone
     assert len(big.read(0, 0, 10)["items"]) == 1
+
+
+def test_streams_stay_open_to_everyone_while_reserved(live, ns):
+    job = live.frames(3)
+    assert job.wait(10)
+    live.reserve("alice", 60)
+    try:
+        other = pyroinst.connect("cam", ns.host, ns.port, owner="bob")
+        with pytest.raises(pyroinst.DeviceReserved):
+            other.frames(1)
+        assert values(other.job_stream(job.id)["items"]) == [0, 1, 2]
+        assert other.channel_read("level", 0, 1.0, 5)["items"]
+        assert {c["name"] for c in other.channels()} >= {"level", "flaky"}
+        other._pyroRelease()
+    finally:
+        live.release()
+
+
+def test_stream_buffer_settings_in_a_lab_file(tmp_path):
+    from pyroinst.config import load_lab
+
+    lab = tmp_path / "lab.toml"
+    lab.write_text(
+        "[server]\nstream_buffer_items = 500\nstream_buffer_bytes = 1000000\n"
+        '[devices.cam]\nclass = "tests.test_live:Streamer"\nstream_buffer_items = 20\n'
+    )
+    config = load_lab(lab)
+    assert config.server["stream_buffer_items"] == 500
+    assert config.devices[0].stream_buffer_items == 20
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nstream_buffer_items = "many"\n')
+    with pytest.raises(pyroinst.ConfigurationError, match="stream_buffer_items"):
+        load_lab(bad)
+    with pytest.raises(pyroinst.ConfigurationError, match="stream_buffer_items"):
+        InstServer(stream_buffer_items=0)
