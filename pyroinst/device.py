@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,142 +33,41 @@ from .channels import Channels, check_monitor, monitor_period
 from .errors import (
     DeviceClosed,
     DeviceDefinitionError,
-    DeviceReserved,
     NotSerializableError,
     SignatureError,
 )
-from .handles import OWNER_ANNOTATION, JobHandle
+from .handles import JobHandle
 from .jobs import (
     DeviceLock,
     DeviceWorker,
     Job,
-    JobStore,
     is_concurrent,
     is_job,
     transportable,
 )
+from .members import (
+    HIDDEN_NAMES,
+    RESERVED_NAMES,
+    binding_problems,
+    describe_device,
+    function_of,
+    public_members,
+    signature_of,
+)
+from .reservations import Reservable
+from .retention import JobStore
 from .serialization import to_wire
 
 __all__ = ["RESERVED_NAMES", "DeviceServant", "make_servant", "describe_device"]
 
 log = logging.getLogger(__name__)
 
-RESERVED_NAMES = frozenset(
-    {
-        "describe",
-        "ping",
-        "job_start",
-        "job_status",
-        "job_wait",
-        "job_result",
-        "job_cancel",
-        "job_list",
-        "reserve",
-        "release",
-        "reservation",
-        "job_stream",
-        "channel_read",
-        "channels",
-        "watch",
-    }
-)
-# Never reachable remotely: one client must not shut an instrument for everyone.
-HIDDEN_NAMES = frozenset({"close"})
-
-
 # Signatures are looked up on every call; computing one (eval_str) costs more than the call.
 _signatures: dict[tuple[type, str], inspect.Signature | None] = {}
 _MISSING: Any = object()
 
 
-def _first_line(doc: str | None) -> str:
-    return (inspect.cleandoc(doc).splitlines() or [""])[0] if doc else ""
-
-
-def _signature(func: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(func, eval_str=True)
-    except Exception:  # noqa: BLE001 - unresolvable annotations: show them as written
-        try:
-            return inspect.signature(func)
-        except (TypeError, ValueError):
-            return None
-
-
-def binding_problems(sig: inspect.Signature, args: tuple, kwargs: dict) -> list[str]:
-    """Everything wrong with calling ``sig`` with ``args`` and ``kwargs``, each named.
-
-    ``Signature.bind`` names only the first problem it meets (often a missing argument,
-    when the real mistake is a misspelt keyword): this lists unknown keywords, surplus
-    positional arguments, arguments given twice and missing ones.
-    """
-    params = list(sig.parameters.values())
-    kinds = inspect.Parameter
-    positional = [
-        p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
-    ]
-    by_name = {p.name: p for p in params if p.kind != kinds.POSITIONAL_ONLY}
-    takes_var_args = any(p.kind == kinds.VAR_POSITIONAL for p in params)
-    takes_var_kwargs = any(p.kind == kinds.VAR_KEYWORD for p in params)
-    problems = []
-    unknown = [k for k in kwargs if k not in by_name or by_name[k].kind == kinds.VAR_POSITIONAL]
-    if unknown and not takes_var_kwargs:
-        names = ", ".join(repr(k) for k in unknown)
-        known = ", ".join(
-            n for n, p in by_name.items() if p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
-        )
-        problems.append(
-            f"unknown keyword argument{'s' if len(unknown) > 1 else ''} {names} "
-            f"(keywords it takes: {known or 'none'})"
-        )
-    if len(args) > len(positional) and not takes_var_args:
-        problems.append(
-            f"takes {len(positional)} positional argument{'s' if len(positional) != 1 else ''}"
-            f" but {len(args)} were given"
-        )
-    filled = {p.name for p in positional[: len(args)]}
-    twice = [k for k in kwargs if k in filled and by_name.get(k) is not None]
-    if twice:
-        problems.append(f"{', '.join(repr(k) for k in twice)} given both by position and by name")
-    missing = [
-        p.name
-        for p in params
-        if p.default is p.empty
-        and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
-        and p.name not in filled
-        and p.name not in kwargs
-    ]
-    if missing:
-        problems.append(
-            f"missing required argument{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(repr(m) for m in missing)}"
-        )
-    return problems
-
-
-def public_members(cls: type) -> dict[str, Any]:
-    """The driver's public methods and properties by name (class attributes, bases included)."""
-    members: dict[str, Any] = {}
-    for name in dir(cls):
-        if name.startswith("_") or name in HIDDEN_NAMES:
-            continue
-        raw = inspect.getattr_static(cls, name)
-        if isinstance(raw, property):
-            members[name] = raw
-        elif isinstance(raw, staticmethod | classmethod) or inspect.isfunction(raw):
-            members[name] = raw
-        elif callable(raw) and not isinstance(raw, type):
-            members[name] = raw
-    return members
-
-
-def _function_of(member: Any) -> Callable[..., Any]:
-    if isinstance(member, staticmethod | classmethod):
-        return member.__func__
-    return member
-
-
-class DeviceServant:
+class DeviceServant(Reservable):
     """The exposed object behind one device name; its reserved members are the same for all."""
 
     _pyroinst_jobs: frozenset[str] = frozenset()
@@ -208,7 +106,7 @@ class DeviceServant:
         key = (type(self._device), method)
         sig = _signatures.get(key, _MISSING)
         if sig is _MISSING:
-            sig = _signatures[key] = _signature(func)
+            sig = _signatures[key] = signature_of(func)
         if sig is None:
             return
         try:
@@ -400,75 +298,6 @@ class DeviceServant:
             self._check_reservation("job_cancel()")
         return self._worker.cancel(job)
 
-    # -- reservations ---------------------------------------------------------------------
-    @expose
-    def reserve(self, owner: str, lease_s: float = 60.0) -> dict[str, Any]:
-        """Reserve the device for ``owner`` for ``lease_s`` seconds (call again to renew).
-
-        While reserved, other clients' calls and jobs raise DeviceReserved; methods marked
-        @concurrent and the job_status/job_wait/job_result/job_list members stay open.
-        The owner's calls name it (a pyroinst proxy that reserved does so by itself).
-        """
-        owner = str(owner)
-        if not owner:
-            raise ValueError("owner must be a non-empty name")
-        lease_s = float(lease_s)
-        if not 0 < lease_s <= 7 * 24 * 3600:
-            raise ValueError(f"lease_s must be between 0 and 604800 s, got {lease_s:g}")
-        with self._reservation_lock:
-            current = self._current_reservation()
-            if current is not None and current[0] != owner:
-                raise self._reserved_error(current, "reserve()")
-            self._reservation = (owner, time.time() + lease_s)
-            log.info("device '%s' reserved by %r for %g s", self._name, owner, lease_s)
-            return self.reservation()  # type: ignore[return-value]
-
-    @expose
-    def release(self) -> bool:
-        """End the caller's reservation; False if the device was not reserved."""
-        with self._reservation_lock:
-            current = self._current_reservation()
-            if current is None:
-                return False
-            if _caller() != current[0]:
-                raise self._reserved_error(current, "release()")
-            self._reservation = None
-            log.info("device '%s' released by %r", self._name, current[0])
-            return True
-
-    @expose
-    def reservation(self) -> dict[str, Any] | None:
-        """The reservation: owner, until (epoch seconds), remaining_s; None if free."""
-        current = self._current_reservation()
-        if current is None:
-            return None
-        owner, until = current
-        return {"owner": owner, "until": until, "remaining_s": max(0.0, until - time.time())}
-
-    def _current_reservation(self) -> tuple[str, float] | None:
-        current = self._reservation
-        if current is not None and time.time() >= current[1]:
-            log.info("reservation of '%s' by %r expired", self._name, current[0])
-            self._reservation = current = None
-        return current
-
-    def _check_reservation(self, what: str) -> None:
-        current = self._current_reservation()
-        if current is not None and _caller() != current[0]:
-            raise self._reserved_error(current, what)
-
-    def _reserved_error(self, current: tuple[str, float], what: str) -> DeviceReserved:
-        owner, until = current
-        when = time.strftime("%H:%M:%S", time.localtime(until))
-        return DeviceReserved(
-            f"device '{self._name}' is reserved by {owner!r} until {when} "
-            f"({until - time.time():.0f} s left); {what} from another client is refused. "
-            f"Ask {owner!r}, or wait until the lease ends.",
-            owner=owner,
-            until=until,
-            device=self._name,
-        )
-
     @expose
     def job_list(self) -> list[dict[str, Any]]:
         """The status dicts of this device's kept jobs, newest first."""
@@ -543,17 +372,6 @@ class DeviceServant:
                 self._lock.release()
 
 
-def _caller() -> str | None:
-    """The owner name the current request presents (the PIOW annotation), if any."""
-    value = (current_context.annotations or {}).get(OWNER_ANNOTATION)
-    if value is None:
-        return None
-    try:
-        return bytes(value).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def _keep_array(a: Any) -> Any:
     return a
 
@@ -617,7 +435,7 @@ _classes_lock = threading.Lock()
 
 def _job_names(cls: type, members: dict[str, Any], extra: Iterable[str]) -> frozenset[str]:
     names = {
-        n for n, m in members.items() if not isinstance(m, property) and is_job(_function_of(m))
+        n for n, m in members.items() if not isinstance(m, property) and is_job(function_of(m))
     }
     for name in extra:
         member = members.get(name)
@@ -659,68 +477,24 @@ def make_servant(
                 if isinstance(member, property):
                     namespace[member_name] = _make_property(member_name, member)
                 else:
-                    func = _function_of(member)
+                    func = function_of(member)
                     plain = member_name not in job_names and not is_concurrent(func)
                     namespace[member_name] = _make_forwarder(member_name, func.__doc__, plain)
             namespace["_pyroinst_jobs"] = job_names
             namespace["_pyroinst_concurrent"] = frozenset(
                 n
                 for n, m in members.items()
-                if not isinstance(m, property) and is_concurrent(_function_of(m))
+                if not isinstance(m, property) and is_concurrent(function_of(m))
             )
             namespace["_pyroinst_properties"] = frozenset(
                 n for n, m in members.items() if isinstance(m, property)
             )
             namespace["_pyroinst_monitors"] = tuple(
-                (n, check_monitor(cls, n, _function_of(m)))
+                (n, check_monitor(cls, n, function_of(m)))
                 for n, m in sorted(members.items())
-                if not isinstance(m, property) and monitor_period(_function_of(m)) is not None
+                if not isinstance(m, property) and monitor_period(function_of(m)) is not None
             )
             namespace["__doc__"] = cls.__doc__
             servant_cls = type(f"{cls.__name__}Servant", (DeviceServant,), namespace)
             _servant_classes[key] = servant_cls
     return servant_cls(device, name, store, lock_timeout, stream_bounds)
-
-
-def describe_device(
-    device: Any,
-    name: str,
-    jobs: frozenset[str] = frozenset(),
-    concurrent: frozenset[str] = frozenset(),
-) -> dict[str, Any]:
-    """What ``describe()`` returns: class, docstring, methods and properties of ``device``."""
-    cls = type(device)
-    methods = []
-    properties = []
-    for member_name, member in sorted(public_members(cls).items()):
-        if isinstance(member, property):
-            properties.append(
-                {
-                    "name": member_name,
-                    "doc": inspect.cleandoc(member.__doc__ or ""),
-                    "writable": member.fset is not None,
-                }
-            )
-            continue
-        func = getattr(device, member_name)
-        sig = _signature(func)
-        doc = inspect.getdoc(func) or ""
-        methods.append(
-            {
-                "name": member_name,
-                "signature": f"{member_name}{sig}" if sig is not None else f"{member_name}(...)",
-                "doc": doc,
-                "summary": _first_line(doc),
-                "job": member_name in jobs,
-                "concurrent": member_name in concurrent,
-                "monitor": monitor_period(_function_of(member)),
-            }
-        )
-    return {
-        "name": name,
-        "class": f"{cls.__module__}.{cls.__qualname__}",
-        "doc": inspect.getdoc(device) or "",
-        "methods": methods,
-        "properties": properties,
-        "reserved": sorted(RESERVED_NAMES),
-    }

@@ -43,9 +43,9 @@ from .errors import (
     PyroinstError,
 )
 from .fastwire import WIRE_MAX, FastwireDaemon
-from .jobs import JobStore
 from .nameserver import EmbeddedNameServer
 from .naming import CLASS_TAG, DEVICE_TAG, HOST_TAG, locate_ns, ns_address
+from .retention import JobStore
 
 __all__ = ["InstServer"]
 

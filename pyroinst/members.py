@@ -1,0 +1,176 @@
+"""What a driver class offers remotely: its public members, their signatures, describe().
+
+Also the names every device reserves for pyroinst's own members, and the check that
+names everything wrong with a call's arguments (``binding_problems``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from .channels import monitor_period
+
+__all__ = [
+    "RESERVED_NAMES",
+    "HIDDEN_NAMES",
+    "binding_problems",
+    "public_members",
+    "describe_device",
+    "signature_of",
+    "function_of",
+]
+
+RESERVED_NAMES = frozenset(
+    {
+        "describe",
+        "ping",
+        "job_start",
+        "job_status",
+        "job_wait",
+        "job_result",
+        "job_cancel",
+        "job_list",
+        "reserve",
+        "release",
+        "reservation",
+        "job_stream",
+        "channel_read",
+        "channels",
+        "watch",
+    }
+)
+# Never reachable remotely: one client must not shut an instrument for everyone.
+HIDDEN_NAMES = frozenset({"close"})
+
+
+def _first_line(doc: str | None) -> str:
+    return (inspect.cleandoc(doc).splitlines() or [""])[0] if doc else ""
+
+
+def signature_of(func: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(func, eval_str=True)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: show them as written
+        try:
+            return inspect.signature(func)
+        except (TypeError, ValueError):
+            return None
+
+
+def binding_problems(sig: inspect.Signature, args: tuple, kwargs: dict) -> list[str]:
+    """Everything wrong with calling ``sig`` with ``args`` and ``kwargs``, each named.
+
+    ``Signature.bind`` names only the first problem it meets (often a missing argument,
+    when the real mistake is a misspelt keyword): this lists unknown keywords, surplus
+    positional arguments, arguments given twice and missing ones.
+    """
+    params = list(sig.parameters.values())
+    kinds = inspect.Parameter
+    positional = [
+        p for p in params if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+    ]
+    by_name = {p.name: p for p in params if p.kind != kinds.POSITIONAL_ONLY}
+    takes_var_args = any(p.kind == kinds.VAR_POSITIONAL for p in params)
+    takes_var_kwargs = any(p.kind == kinds.VAR_KEYWORD for p in params)
+    problems = []
+    unknown = [k for k in kwargs if k not in by_name or by_name[k].kind == kinds.VAR_POSITIONAL]
+    if unknown and not takes_var_kwargs:
+        names = ", ".join(repr(k) for k in unknown)
+        known = ", ".join(
+            n for n, p in by_name.items() if p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+        )
+        problems.append(
+            f"unknown keyword argument{'s' if len(unknown) > 1 else ''} {names} "
+            f"(keywords it takes: {known or 'none'})"
+        )
+    if len(args) > len(positional) and not takes_var_args:
+        problems.append(
+            f"takes {len(positional)} positional argument{'s' if len(positional) != 1 else ''}"
+            f" but {len(args)} were given"
+        )
+    filled = {p.name for p in positional[: len(args)]}
+    twice = [k for k in kwargs if k in filled and by_name.get(k) is not None]
+    if twice:
+        problems.append(f"{', '.join(repr(k) for k in twice)} given both by position and by name")
+    missing = [
+        p.name
+        for p in params
+        if p.default is p.empty
+        and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+        and p.name not in filled
+        and p.name not in kwargs
+    ]
+    if missing:
+        problems.append(
+            f"missing required argument{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)}"
+        )
+    return problems
+
+
+def public_members(cls: type) -> dict[str, Any]:
+    """The driver's public methods and properties by name (class attributes, bases included)."""
+    members: dict[str, Any] = {}
+    for name in dir(cls):
+        if name.startswith("_") or name in HIDDEN_NAMES:
+            continue
+        raw = inspect.getattr_static(cls, name)
+        if isinstance(raw, property):
+            members[name] = raw
+        elif isinstance(raw, staticmethod | classmethod) or inspect.isfunction(raw):
+            members[name] = raw
+        elif callable(raw) and not isinstance(raw, type):
+            members[name] = raw
+    return members
+
+
+def function_of(member: Any) -> Callable[..., Any]:
+    if isinstance(member, staticmethod | classmethod):
+        return member.__func__
+    return member
+
+
+def describe_device(
+    device: Any,
+    name: str,
+    jobs: frozenset[str] = frozenset(),
+    concurrent: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """What ``describe()`` returns: class, docstring, methods and properties of ``device``."""
+    cls = type(device)
+    methods = []
+    properties = []
+    for member_name, member in sorted(public_members(cls).items()):
+        if isinstance(member, property):
+            properties.append(
+                {
+                    "name": member_name,
+                    "doc": inspect.cleandoc(member.__doc__ or ""),
+                    "writable": member.fset is not None,
+                }
+            )
+            continue
+        func = getattr(device, member_name)
+        sig = signature_of(func)
+        doc = inspect.getdoc(func) or ""
+        methods.append(
+            {
+                "name": member_name,
+                "signature": f"{member_name}{sig}" if sig is not None else f"{member_name}(...)",
+                "doc": doc,
+                "summary": _first_line(doc),
+                "job": member_name in jobs,
+                "concurrent": member_name in concurrent,
+                "monitor": monitor_period(function_of(member)),
+            }
+        )
+    return {
+        "name": name,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "doc": inspect.getdoc(device) or "",
+        "methods": methods,
+        "properties": properties,
+        "reserved": sorted(RESERVED_NAMES),
+    }
