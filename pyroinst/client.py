@@ -29,10 +29,12 @@ from .errors import (
     ServerBusy,
 )
 from .handles import OWNER_ANNOTATION, JobHandle
+from .liveness import DEFAULT_TIMEOUT, check_servers, server_key
 from .naming import (
     CLASS_TAG,
     DEVICE_TAG,
     HOST_TAG,
+    SERVER_TAG,
     describe_ns_address,
     locate_ns,
     lookup,
@@ -271,11 +273,20 @@ class DeviceProxy(Pyro5.client.Proxy):
         return result
 
 
-def list_devices(ns_host: str | None = None, ns_port: int | None = None) -> list[dict[str, Any]]:
+def list_devices(
+    ns_host: str | None = None,
+    ns_port: int | None = None,
+    alive: bool = False,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[dict[str, Any]]:
     """Every pyroinst device the name server knows, whichever host serves it.
 
     Each entry: ``name``, ``uri``, ``class``, ``host`` (the URI's host, i.e. how clients
-    reach it), ``port``, ``server_host`` (the serving PC's hostname), sorted by name.
+    reach it), ``port``, ``server_host`` (the serving PC's hostname), ``server`` (its
+    server's id), sorted by name. With ``alive``, also ``alive`` (True, False, or None
+    when the check did not get to it) and ``reason`` ("ok", "connection refused", "no
+    answer within 1.5 s", "authentication failed", ...): each server is asked once, all
+    at once, and the whole check takes at most ``timeout`` seconds.
     """
     with locate_ns(ns_host, ns_port) as ns:
         found = ns.yplookup(meta_all={DEVICE_TAG}, return_metadata=True)
@@ -291,8 +302,13 @@ def list_devices(ns_host: str | None = None, ns_port: int | None = None) -> list
                 "host": parsed.host,
                 "port": parsed.port,
                 "server_host": _tag(meta, HOST_TAG),
+                "server": _tag(meta, SERVER_TAG),
             }
         )
+    if alive:
+        verdicts = check_servers(devices, timeout)
+        for device in devices:
+            device["alive"], device["reason"] = verdicts[server_key(device)]
     return devices
 
 

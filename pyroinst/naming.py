@@ -21,6 +21,7 @@ __all__ = [
     "DEVICE_TAG",
     "CLASS_TAG",
     "HOST_TAG",
+    "SERVER_TAG",
     "NS_TIMEOUT",
     "ns_address",
     "describe_ns_address",
@@ -32,6 +33,7 @@ __all__ = [
 DEVICE_TAG = "pyroinst.device"
 CLASS_TAG = "pyroinst.class:"
 HOST_TAG = "pyroinst.host:"
+SERVER_TAG = "pyroinst.server:"
 
 #: Seconds a name-server connection may take before it counts as unreachable.
 NS_TIMEOUT = 5.0

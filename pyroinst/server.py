@@ -44,14 +44,13 @@ from .errors import (
 )
 from .fastwire import WIRE_MAX, FastwireDaemon
 from .nameserver import EmbeddedNameServer
-from .naming import CLASS_TAG, DEVICE_TAG, HOST_TAG, locate_ns, ns_address
+from .naming import CLASS_TAG, DEVICE_TAG, HOST_TAG, SERVER_TAG, locate_ns, ns_address
 from .retention import JobStore
 
 __all__ = ["InstServer"]
 
 log = logging.getLogger(__name__)
 
-SERVER_TAG = "pyroinst.server:"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-:]+$")
 #: Seconds an old registration's owner gets to answer before it counts as dead.
 LIVENESS_TIMEOUT = 2.0

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import Pyro5.core
 import typer
 from typer.core import TyperCommand
 
@@ -21,6 +22,7 @@ from pyroinst.errors import (
     NameServerNotFound,
     PyroinstError,
 )
+from pyroinst.liveness import DEFAULT_TIMEOUT, check_servers, server_key
 
 from .app import (
     EXIT_INTERRUPTED,
@@ -41,29 +43,22 @@ from .output import Interrupts, check_out, emit_result, finish_job, follow, tabl
 __all__ = ["parse_call_args"]
 
 
-def _alive(uri: str, timeout: float = 1.0) -> bool:
-    import Pyro5.client
-
-    proxy = Pyro5.client.Proxy(uri)
-    proxy._pyroTimeout = timeout
-    try:
-        return bool(proxy.ping())
-    except Exception:  # noqa: BLE001 - anything but an answer means "not reachable"
-        return False
-    finally:
-        proxy._pyroRelease()
-
-
 @app.command("list")
-def list_command(as_json: JsonOpt = False) -> None:
-    """Every device the name server knows, across hosts, and whether it answers."""
+def list_command(
+    as_json: JsonOpt = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds the liveness check of all servers may take.")
+    ] = DEFAULT_TIMEOUT,
+) -> None:
+    """Every device the name server knows, across hosts, and whether it answers.
+
+    Each server is asked once, all at once; the whole check takes at most --timeout s.
+    """
     setup_logging(logging.WARNING)
     try:
-        devices = pyroinst.list_devices(state.ns_host, state.ns_port)
+        devices = pyroinst.list_devices(state.ns_host, state.ns_port, alive=True, timeout=timeout)
     except PyroinstError as exc:
         raise guard(exc) from None
-    for d in devices:
-        d["alive"] = _alive(d["uri"])
     if as_json:
         echo(json.dumps(devices, indent=2))
         return
@@ -78,7 +73,7 @@ def list_command(as_json: JsonOpt = False) -> None:
                 d["class"] or "?",
                 d["host"],
                 d["port"],
-                "yes" if d["alive"] else "NO",
+                "yes" if d["alive"] else f"NO ({d['reason']})",
                 d["uri"],
             ]
             for d in devices
@@ -87,15 +82,29 @@ def list_command(as_json: JsonOpt = False) -> None:
 
 
 @app.command("info")
-def info_command(device: str, as_json: JsonOpt = False) -> None:
-    """The device's docstring, methods (signatures, which are jobs) and active jobs."""
+def info_command(
+    device: str,
+    as_json: JsonOpt = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds the device's server gets to answer.")
+    ] = DEFAULT_TIMEOUT,
+) -> None:
+    """The device's docstring, methods (signatures, which are jobs), channels, active jobs."""
     setup_logging(logging.WARNING)
     try:
+        uri = naming.lookup(device, state.ns_host, state.ns_port)
+        parsed = Pyro5.core.URI(uri)
+        entry = {"uri": uri, "host": parsed.host, "port": parsed.port}
+        alive, reason = check_servers([entry], timeout)[server_key(entry)]
+        if not alive:
+            raise fail(f"device {device!r} ({uri}) does not answer: {reason}", EXIT_NOT_FOUND)
         dev = connect(device)
         info = dev.describe()
         active = [j for j in dev.job_list() if j["state"] in ("queued", "running")]
         info["reservation"] = dev.reservation()
         info["channels"] = dev.channels()
+    except typer.Exit:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise guard(exc) from None
     info["jobs"] = active
