@@ -5,21 +5,32 @@ process; ``pyroinst ns`` (what ``nameserver.sh`` runs) runs one in the foregroun
 host and port from ``PYROINST_NS_HOST``/``PYROINST_NS_PORT``, else localhost:9090.
 Pyro5 answers broadcast lookups only when the name server is bound to a non-loopback
 address; on loopback no broadcast responder is started.
+
+With ``storage`` (``pyroinst ns --storage PATH``, ``PYROINST_NS_STORAGE``) the
+registrations live in Pyro5's own SQL storage (an sqlite file): after a restart of the
+name server every name is back at once, and entries of servers that died meanwhile are
+dropped by autoclean as usual. A storage file that cannot be used (not a database, a
+folder, a place that cannot be written) is a ConfigurationError naming the file, raised
+before anything is bound.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import sqlite3
 import threading
+from pathlib import Path
 from typing import Any
 
 import Pyro5.nameserver
 from Pyro5 import config as pyro_config
 
 from .auth import TokenCheckingDaemon, resolve_token
+from .errors import ConfigurationError
 
-__all__ = ["EmbeddedNameServer", "DEFAULT_NS_HOST", "DEFAULT_NS_PORT"]
+__all__ = ["EmbeddedNameServer", "DEFAULT_NS_HOST", "DEFAULT_NS_PORT", "check_storage"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +58,29 @@ def _enable_autoclean() -> None:
     cleaner.loop_delay = 0.25  # also how long stopping the name server waits for it
 
 
+def check_storage(path: str | Path) -> Path:
+    """``path`` as a usable name-server storage file (made if missing), or
+    ConfigurationError naming the file and what is wrong with it."""
+    path = Path(path).expanduser().absolute()
+    where = f"name server storage {str(path)!r}"
+    if path.is_dir():
+        raise ConfigurationError(f"{where} is a folder; give a file name (it is created)")
+    if not path.parent.is_dir():
+        raise ConfigurationError(f"{where}: the folder {str(path.parent)!r} does not exist")
+    try:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA schema_version").fetchone()  # not a database: DatabaseError
+            db.execute("BEGIN IMMEDIATE")  # needs to be able to write
+            db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise ConfigurationError(
+            f"{where} cannot be used: {exc}. If it is damaged or not a name server's "
+            "storage, move it away (a new one is made); if the place is read-only, "
+            "choose another path."
+        ) from None
+    return path
+
+
 class _NameServerDaemon(TokenCheckingDaemon, Pyro5.nameserver.NameServerDaemon):
     """Pyro5's name server daemon, refusing connections without the lab's token."""
 
@@ -58,6 +92,7 @@ class EmbeddedNameServer:
     ``autoclean`` (the default) it drops the entries of servers that stopped answering
     (see ``_enable_autoclean``). With a token (argument, token file, or PYROINST_TOKEN)
     it refuses clients without it: they can neither look up, list, register nor remove.
+    With ``storage`` (a file path) the names survive a restart (see the module docstring).
     """
 
     def __init__(
@@ -67,8 +102,10 @@ class EmbeddedNameServer:
         autoclean: bool = True,
         token: str | None = None,
         token_file: str | None = None,
+        storage: str | Path | None = None,
     ) -> None:
         self._requested = (host, port)
+        self.storage = None if storage is None else check_storage(storage)
         self.autoclean = autoclean
         self.token = resolve_token(token, token_file)
         self._daemon: Any = None
@@ -91,7 +128,13 @@ class EmbeddedNameServer:
         host, port = self._requested
         if self.autoclean:
             _enable_autoclean()
-        daemon = _NameServerDaemon(host, port)
+        storage = None if self.storage is None else f"sql:{self.storage}"
+        try:
+            daemon = _NameServerDaemon(host, port, storage=storage)
+        except sqlite3.Error as exc:
+            raise ConfigurationError(
+                f"name server storage {str(self.storage)!r} cannot be used: {exc}"
+            ) from None
         daemon._pyroinst_token = self.token
         bcserver = None
         hostip = daemon.sock.getsockname()[0]

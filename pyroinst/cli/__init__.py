@@ -3,8 +3,8 @@
 Thin commands over the library, by concern: ``app`` (the typer app, global options,
 errors and exit codes), ``servers`` (``ns``, ``serve``), ``devices`` (``list``, ``info``,
 ``call``, ``jobs``, ``job``, ``reserve``, ``release``, ``ping``), ``live`` (``call
---follow``, ``watch``) and ``output`` (tables, JSON, progress, files). The exit codes
-are listed in ``pyroinst --help`` and in ``app``.
+--follow``, ``watch``), ``service`` (systemd units) and ``output`` (tables, JSON,
+progress, files). The exit codes are listed in ``pyroinst --help`` and in ``app``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from . import devices as _devices  # noqa: F401 - registers the commands
 from . import live as _live  # noqa: F401 - registers the commands
 from . import servers as _servers  # noqa: F401 - registers the commands
+from . import service as _service  # noqa: F401 - registers the commands
 from .app import app
 from .devices import parse_call_args
 

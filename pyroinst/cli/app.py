@@ -71,6 +71,7 @@ class State:
     ns_host: str | None = None
     ns_port: int | None = None
     owner: str | None = None
+    token_file: str | None = None
     verbose = 0
 
 
@@ -208,6 +209,7 @@ def main_options(
             )
         except ConfigurationError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
+    state.token_file = str(token_file) if token_file is not None else None
     if token_file is not None:
         try:
             auth.set_token(auth.read_token_file(token_file))

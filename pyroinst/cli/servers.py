@@ -31,16 +31,26 @@ def ns_command(
     port: Annotated[
         int | None, typer.Option(help="Port (env PYROINST_NS_PORT, default 9090).")
     ] = None,
+    storage: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PYROINST_NS_STORAGE",
+            help="Keep the names in this file (sqlite): back at once after a restart.",
+        ),
+    ] = None,
 ) -> None:
     """Run a name server in the foreground (what nameserver.sh does)."""
     setup_logging(logging.INFO)
     host, port = ns_of(host, port)
     host, port = host or DEFAULT_NS_HOST, DEFAULT_NS_PORT if port is None else port
     try:
-        ns = EmbeddedNameServer(host, port, token=auth.current_token()).start()
+        ns = EmbeddedNameServer(host, port, token=auth.current_token(), storage=storage).start()
+    except ConfigurationError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:
         raise fail(f"cannot start a name server on {host}:{port}: {exc}", EXIT_FAILED) from None
-    echo(f"name server at {ns.host}:{ns.port} ({ns.uri})")
+    kept = f"; names kept in {ns.storage}" if ns.storage else ""
+    echo(f"name server at {ns.host}:{ns.port} ({ns.uri}){kept}")
     echo(f"clients: export PYROINST_NS_HOST={ns.host} PYROINST_NS_PORT={ns.port}")
     _wait_for_signal()
     ns.stop()
