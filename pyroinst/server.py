@@ -557,7 +557,13 @@ class InstServer:
             if self._ns_down:
                 log.info("name server reachable again")
                 self._ns_down = False
+            # One call for all of this server's names; only the missing ones are asked
+            # about one by one (a thousand devices, a heartbeat: one round trip, not 1000).
+            ours = ns.yplookup(meta_all={f"{SERVER_TAG}{self.id}"}, return_metadata=False)
             for name, uri, servant in entries:
+                if str(ours.get(name)) == uri:
+                    self._warned_taken.discard(name)
+                    continue
                 try:
                     current = str(ns.lookup(name))
                 except Pyro5.errors.NamingError:
