@@ -29,7 +29,7 @@ from .errors import (
     ServerBusy,
 )
 from .handles import OWNER_ANNOTATION, JobHandle
-from .liveness import DEFAULT_TIMEOUT, check_servers, server_key
+from .liveness import DEFAULT_TIMEOUT, MIN_CHECK, check_servers, server_key
 from .naming import (
     CLASS_TAG,
     DEVICE_TAG,
@@ -278,6 +278,7 @@ def list_devices(
     ns_port: int | None = None,
     alive: bool = False,
     timeout: float = DEFAULT_TIMEOUT,
+    deadline: float | None = None,
 ) -> list[dict[str, Any]]:
     """Every pyroinst device the name server knows, whichever host serves it.
 
@@ -286,7 +287,9 @@ def list_devices(
     server's id), sorted by name. With ``alive``, also ``alive`` (True, False, or None
     when the check did not get to it) and ``reason`` ("ok", "connection refused", "no
     answer within 1.5 s", "authentication failed", ...): each server is asked once, all
-    at once, and the whole check takes at most ``timeout`` seconds.
+    at once, and the whole check takes at most ``timeout`` seconds. ``deadline`` (a
+    ``time.monotonic()`` value) ends the check sooner, for callers whose ``timeout``
+    counts from an earlier start (the CLI counts it from the command's start).
     """
     with locate_ns(ns_host, ns_port) as ns:
         found = ns.yplookup(meta_all={DEVICE_TAG}, return_metadata=True)
@@ -306,7 +309,9 @@ def list_devices(
             }
         )
     if alive:
-        verdicts = check_servers(devices, timeout)
+        left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        # However late the check starts, servers get a fair chance to answer.
+        verdicts = check_servers(devices, max(left, MIN_CHECK), said=timeout)
         for device in devices:
             device["alive"], device["reason"] = verdicts[server_key(device)]
     return devices

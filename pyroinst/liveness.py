@@ -23,11 +23,13 @@ from typing import Any
 import Pyro5.client
 import Pyro5.errors
 
-__all__ = ["check_servers", "server_key", "DEFAULT_TIMEOUT", "OK"]
+__all__ = ["check_servers", "server_key", "DEFAULT_TIMEOUT", "MIN_CHECK", "OK"]
 
 #: Seconds the whole check may take (``pyroinst list --timeout``).
 DEFAULT_TIMEOUT = 1.5
 OK = "ok"
+#: Seconds a check gets at least, however late it starts.
+MIN_CHECK = 0.5
 #: Servers checked at once, at most (more wait for a free worker, within the deadline).
 MAX_PARALLEL = 64
 
@@ -70,12 +72,17 @@ def _check(uri: str, timeout: float) -> tuple[bool, str]:
 
 
 def check_servers(
-    devices: Iterable[dict[str, Any]], timeout: float = DEFAULT_TIMEOUT
+    devices: Iterable[dict[str, Any]],
+    timeout: float = DEFAULT_TIMEOUT,
+    said: float | None = None,
 ) -> dict[str, tuple[bool | None, str]]:
     """``{server_key: (alive, reason)}`` for the servers of ``devices``, within ``timeout``.
 
     ``alive`` is None with reason "not checked" for a server that got no turn at all.
+    ``said``: the deadline the reasons name (default ``timeout``), when part of the
+    user's deadline was spent before the check began.
     """
+    said = timeout if said is None else said
     first: dict[str, str] = {}
     for device in devices:
         first.setdefault(server_key(device), device["uri"])
@@ -87,13 +94,13 @@ def check_servers(
         max_workers=min(MAX_PARALLEL, len(first)), thread_name_prefix="pyroinst-liveness"
     )
     try:
-        futures = {pool.submit(_within, uri, deadline, timeout): key for key, uri in first.items()}
+        futures = {pool.submit(_within, uri, deadline, said): key for key, uri in first.items()}
         done, _ = concurrent.futures.wait(futures, timeout=max(0.0, timeout))
         for future, key in futures.items():
             if future in done:
                 verdicts[key] = future.result()
             else:
-                verdicts[key] = (False, f"no answer within {timeout:g} s")
+                verdicts[key] = (False, f"no answer within {said:g} s")
     finally:
         # Checks still running end by themselves within their socket timeout.
         pool.shutdown(wait=False, cancel_futures=True)

@@ -108,12 +108,20 @@ class RememberingStorage(Pyro5.nameserver.MemoryStorage):
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
-        for name, value in Pyro5.nameserver.SqlStorage(str(path)).everything(True).items():
-            dict.__setitem__(self, name, value)
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        Pyro5.nameserver.SqlStorage(str(path))  # makes (or updates) Pyro5's tables
+        self._db = db = sqlite3.connect(path, check_same_thread=False)
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        # Without it every metadata look-up or removal scans the whole table.
+        db.execute("CREATE INDEX IF NOT EXISTS pyroinst_metadata_object ON pyro_metadata(object)")
+        db.commit()
+        # Two queries, not one a name (Pyro5's SqlStorage.everything is quadratic).
+        metadata: dict[int, set[str]] = {}
+        for object_id, item in db.execute("SELECT object, metadata FROM pyro_metadata"):
+            metadata.setdefault(object_id, set()).add(item)
+        for object_id, name, uri in db.execute("SELECT id, name, uri FROM pyro_names"):
+            dict.__setitem__(self, name, (uri, frozenset(metadata.get(object_id, ()))))
         self._guard = threading.Lock()
 
     def __setitem__(self, key: str, value: Any) -> None:

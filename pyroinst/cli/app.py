@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +38,17 @@ from pyroinst.errors import (
     SignatureError,
 )
 
-__all__ = ["app", "state", "echo", "fail", "guard", "setup_logging", "connect", "JsonOpt"]
+__all__ = [
+    "app",
+    "state",
+    "echo",
+    "fail",
+    "guard",
+    "setup_logging",
+    "connect",
+    "started",
+    "JsonOpt",
+]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_AUTH, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -73,6 +84,7 @@ class State:
     owner: str | None = None
     token_file: str | None = None
     verbose = 0
+    began = 0.0
 
 
 state = State()
@@ -127,6 +139,28 @@ def guard(exc: BaseException) -> typer.Exit:
         if remote:
             typer.echo("remote traceback:\n" + remote, err=True)
     return fail(error_message(exc), exit_code(exc))
+
+
+def started() -> float:
+    """When this command started, as a ``time.monotonic()`` value.
+
+    Deadlines such as ``list --timeout`` count from here. Run as a program, that is when
+    its process started: the interpreter's start is part of what the user waits for.
+    Run inside a longer-lived process (tests, a notebook), when the command was invoked.
+    """
+    return state.began
+
+
+def _process_start(now: float) -> float:
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return now
+    age = uptime - ticks / os.sysconf("SC_CLK_TCK")
+    return now - age if 0 <= age < 10 else now  # an older process: invoked from within
 
 
 def setup_logging(default: int) -> None:
@@ -196,6 +230,7 @@ def main_options(
         ),
     ] = False,
 ) -> None:
+    state.began = _process_start(time.monotonic())
     state.ns_host, state.ns_port = ns_host, ns_port
     state.owner = owner
     if tls_ca is not None:

@@ -35,6 +35,7 @@ from .app import (
     fail,
     guard,
     setup_logging,
+    started,
     state,
 )
 from .live import check_out_dir, follow_items
@@ -47,16 +48,19 @@ __all__ = ["parse_call_args"]
 def list_command(
     as_json: JsonOpt = False,
     timeout: Annotated[
-        float, typer.Option(help="Seconds the liveness check of all servers may take.")
+        float, typer.Option(help="Seconds the command may take, with every server checked.")
     ] = DEFAULT_TIMEOUT,
 ) -> None:
     """Every device the name server knows, across hosts, and whether it answers.
 
-    Each server is asked once, all at once; the whole check takes at most --timeout s.
+    Each server is asked once, all at once; --timeout counts from the command's start.
     """
     setup_logging(logging.WARNING)
+    deadline = started() + timeout
     try:
-        devices = pyroinst.list_devices(state.ns_host, state.ns_port, alive=True, timeout=timeout)
+        devices = pyroinst.list_devices(
+            state.ns_host, state.ns_port, alive=True, timeout=timeout, deadline=deadline
+        )
     except PyroinstError as exc:
         raise guard(exc) from None
     if as_json:
