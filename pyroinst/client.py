@@ -295,17 +295,17 @@ def list_devices(
         found = ns.yplookup(meta_all={DEVICE_TAG}, return_metadata=True)
     devices = []
     for name, (uri, metadata) in sorted(found.items()):
-        parsed = Pyro5.core.URI(uri)
-        meta = set(metadata)
+        host, port = _location(str(uri))
+        tags = _tags(metadata)
         devices.append(
             {
                 "name": name,
                 "uri": str(uri),
-                "class": _tag(meta, CLASS_TAG),
-                "host": parsed.host,
-                "port": parsed.port,
-                "server_host": _tag(meta, HOST_TAG),
-                "server": _tag(meta, SERVER_TAG),
+                "class": tags.get(CLASS_TAG),
+                "host": host,
+                "port": port,
+                "server_host": tags.get(HOST_TAG),
+                "server": tags.get(SERVER_TAG),
             }
         )
     if alive:
@@ -317,11 +317,27 @@ def list_devices(
     return devices
 
 
-def _tag(meta: set[str], prefix: str) -> str | None:
-    for item in meta:
-        if item.startswith(prefix):
-            return item[len(prefix) :]
-    return None
+_TAGS = (CLASS_TAG, HOST_TAG, SERVER_TAG)
+
+
+def _tags(metadata: Any) -> dict[str, str]:
+    """The values of pyroinst's metadata tags (one pass: a lab lists thousands)."""
+    found = {}
+    for item in metadata:
+        for prefix in _TAGS:
+            if item.startswith(prefix):
+                found[prefix] = item[len(prefix) :]
+    return found
+
+
+def _location(uri: str) -> tuple[str, int | None]:
+    """Host and port of a ``PYRO:object@host:port`` URI (Pyro5's parser for others)."""
+    _, at, location = uri.rpartition("@")
+    host, colon, port = location.rpartition(":")
+    if at and colon and port.isdigit() and not host.startswith("["):
+        return host, int(port)
+    parsed = Pyro5.core.URI(uri)
+    return parsed.host, parsed.port
 
 
 # Pyro5 proxies belong to one thread; handles share one proxy per thread and device, so
