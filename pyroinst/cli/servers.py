@@ -43,31 +43,46 @@ def ns_command(
     setup_logging(logging.INFO)
     host, port = ns_of(host, port)
     host, port = host or DEFAULT_NS_HOST, DEFAULT_NS_PORT if port is None else port
-    try:
-        ns = EmbeddedNameServer(host, port, token=auth.current_token(), storage=storage).start()
-    except ConfigurationError as exc:
-        raise fail(str(exc), EXIT_USAGE) from None
-    except OSError as exc:
-        raise fail(f"cannot start a name server on {host}:{port}: {exc}", EXIT_FAILED) from None
-    kept = f"; names kept in {ns.storage}" if ns.storage else ""
-    echo(f"name server at {ns.host}:{ns.port} ({ns.uri}){kept}")
-    echo(f"clients: export PYROINST_NS_HOST={ns.host} PYROINST_NS_PORT={ns.port}")
-    _wait_for_signal()
-    ns.stop()
+    with _Signals() as signals:
+        try:
+            ns = EmbeddedNameServer(host, port, token=auth.current_token(), storage=storage)
+            ns.start()
+        except ConfigurationError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
+        except OSError as exc:
+            raise fail(f"cannot start a name server on {host}:{port}: {exc}", EXIT_FAILED) from None
+        try:
+            kept = f"; names kept in {ns.storage}" if ns.storage else ""
+            echo(f"name server at {ns.host}:{ns.port} ({ns.uri}){kept}")
+            echo(f"clients: export PYROINST_NS_HOST={ns.host} PYROINST_NS_PORT={ns.port}")
+            signals.wait()
+        finally:
+            ns.stop()
 
 
-def _wait_for_signal() -> None:
-    import signal
+class _Signals:
+    """SIGINT/SIGTERM as a flag, in place from the start: a signal that comes while the
+    name server starts (or right after it said where it listens) still stops it cleanly."""
 
-    stop = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        while not stop.wait(0.5):
+    def __enter__(self) -> _Signals:
+        import signal
+
+        self.stop = threading.Event()
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, lambda *_: self.stop.set())
+        return self
+
+    def wait(self) -> None:
+        """Block until a signal came."""
+        while not self.stop.wait(0.5):
             pass
-    finally:
-        for sig, handler in previous.items():
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
