@@ -33,7 +33,6 @@ from .channels import Channels, check_monitor, monitor_period
 from .errors import (
     DeviceClosed,
     DeviceDefinitionError,
-    NotSerializableError,
     SignatureError,
 )
 from .handles import JobHandle
@@ -56,7 +55,7 @@ from .members import (
 )
 from .reservations import Reservable
 from .retention import JobStore
-from .serialization import to_wire
+from .serialization import sendable
 
 __all__ = ["RESERVED_NAMES", "DeviceServant", "make_servant", "describe_device"]
 
@@ -197,13 +196,8 @@ class DeviceServant(Reservable):
         return self._locked(name, access, (), {}, holder=f"property {name}")
 
     def _sendable(self, method: str, result: Any) -> Any:
-        try:
-            # Arrays stay arrays: the serializer decides how they travel.
-            return to_wire(result, strict=True, array=_keep_array)
-        except NotSerializableError as exc:
-            raise NotSerializableError(
-                f"{self._name}.{method}() returned something that cannot be sent: {exc}"
-            ) from None
+        # Arrays stay arrays: the serializer decides how they travel.
+        return sendable(result, lambda: f"{self._name}.{method}() returned")
 
     def _submit(
         self, method: str, func: Callable[..., Any], args: tuple, kwargs: dict
@@ -370,10 +364,6 @@ class DeviceServant(Reservable):
         finally:
             if got:
                 self._lock.release()
-
-
-def _keep_array(a: Any) -> Any:
-    return a
 
 
 _context = current_context

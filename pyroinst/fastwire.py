@@ -354,11 +354,10 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
 
 def _take_arrays(annotations: dict[str, Any]) -> None:
     """Move a received message's array annotations to this thread, for its decoding."""
-    ours = (
-        {k: annotations.pop(k) for k in [k for k in annotations if _is_ours(k)]}
-        if annotations
-        else {}
-    )
+    if not annotations:
+        _tls.incoming, _tls.received = None, ()
+        return
+    ours = {k: annotations.pop(k) for k in [k for k in annotations if _is_ours(k)]}
     _tls.incoming = ours or None
     _tls.received = sorted(k for k in ours if k[0] == _ARRAY_PREFIX)
 

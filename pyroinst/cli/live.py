@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -14,22 +14,9 @@ import typer
 import pyroinst
 
 from .app import EXIT_FAILED, EXIT_USAGE, JsonOpt, app, connect, echo, fail, guard, setup_logging
-from .output import Interrupts, array_summary, interrupted, jsonable
+from .output import Interrupts, describe_value, interrupted, jsonable
 
-__all__ = ["follow_items", "watch_command", "describe_item"]
-
-
-def describe_item(value: Any) -> str:
-    """One line for a published value: arrays summarised, other values as for results."""
-    if isinstance(value, np.ndarray):
-        s = array_summary(value)
-        stats = (
-            f", min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}" if "min" in s else ""
-        )
-        return f"array dtype {s['dtype']}, shape {tuple(s['shape'])}{stats}"
-    if isinstance(value, str):
-        return value
-    return repr(value)
+__all__ = ["follow_items", "watch_command", "check_out_dir"]
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -65,7 +52,7 @@ def follow_items(
             if as_json:
                 echo(json.dumps({"item": n, "value": jsonable(value, path)}, default=str))
             else:
-                echo(f"item {n}: {describe_item(value)}")
+                echo(f"item {n}: {describe_value(value)}")
             if interrupts.hit:
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -119,7 +106,7 @@ def watch_command(
                         time.strftime("%H:%M:%S", time.localtime(when))
                         + f".{int(when % 1 * 1000):03d}"
                     )
-                    echo(f"{stamp}  {describe_item(value)}")
+                    echo(f"{stamp}  {describe_value(value)}")
                 seen += 1
                 if interrupts.hit or (count is not None and seen >= count):
                     break

@@ -24,6 +24,7 @@ __all__ = [
     "jsonable",
     "array_summary",
     "print_result",
+    "describe_value",
     "write_out",
     "check_out",
     "out_array",
@@ -70,20 +71,23 @@ def array_summary(a: np.ndarray) -> dict[str, Any]:
     return summary
 
 
-def print_result(value: Any) -> None:
-    """Print a result for people: arrays summarised, strings as they are, None not at all."""
-    if value is None:
-        return  # nothing to show; the exit code says it worked
+def describe_value(value: Any) -> str:
+    """One line for a value: arrays summarised, strings as they are, others as repr."""
     if isinstance(value, np.ndarray):
         s = array_summary(value)
         stats = (
             f", min {s['min']:.6g}, max {s['max']:.6g}, mean {s['mean']:.6g}" if "min" in s else ""
         )
-        echo(f"array dtype {s['dtype']}, shape {tuple(s['shape'])}{stats}")
-    elif isinstance(value, str):
-        echo(value)
-    else:
-        echo(repr(value))
+        return f"array dtype {s['dtype']}, shape {tuple(s['shape'])}{stats}"
+    if isinstance(value, str):
+        return value
+    return repr(value)
+
+
+def print_result(value: Any) -> None:
+    """Print a result for people (``describe_value``); None not at all."""
+    if value is not None:  # nothing to show for None; the exit code says it worked
+        echo(describe_value(value))
 
 
 OUT_SUFFIXES = (".npy", ".csv", ".txt")
