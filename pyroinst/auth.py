@@ -1,35 +1,120 @@
-"""The lab's shared-secret token: who may connect to device servers and name servers.
+"""The lab's token: clients and servers prove to each other that they know it, never send it.
 
 Where the token comes from (first found): an explicit argument (``InstServer(token=)``,
 ``EmbeddedNameServer(token=)``, ``set_token()``), a token file (``token_file`` in the lab
-file, ``--token-file``), the ``PYROINST_TOKEN`` environment variable. With a token, a
-server refuses every connection whose Pyro5 handshake does not carry it (compared in
-constant time); the client sees "authentication failed". Without TLS the token crosses
-the network in clear text: use it together with TLS on shared networks.
+file, ``--token-file``), the ``PYROINST_TOKEN`` environment variable.
 
-In a process that imported pyroinst, every Pyro5 proxy created carries the current token
-in its handshake, plain ``Pyro5.api.Proxy`` objects and ``PYRONAME:`` lookups included.
-A script without pyroinst sets ``proxy._pyroHandshake = token`` on each proxy.
+Protocol (pyroinst-auth 1), inside Pyro5's connection handshake plus one message:
+
+1. Client -> server, ``CONNECT``: the handshake data is ``{"pyroinst_auth": 1, "nonce":
+   Nc}``, Nc 32 fresh random bytes (64 hex digits). Nothing derived from the token yet.
+2. Server -> client, ``CONNECTOK``: the handshake answer holds ``"nonce": Ns`` (32 fresh
+   random bytes). A server refuses a nonce it has seen recently (a replayed ``CONNECT``).
+3. Client -> server, the connection's first message: a Pyro5 ``PING`` whose annotation
+   ``PIAU`` is ``HMAC-SHA256(K, "pyroinst-auth-1 client" + Nc + Ns)``.
+4. Server -> client: compares it in constant time. Right: the ``PING`` answer carries
+   ``PIAU = HMAC-SHA256(K, "pyroinst-auth-1 server" + Nc + Ns)``, which the client checks
+   before it lets the connection carry anything else. Wrong or missing: a ``CONNECTFAIL``
+   saying why, after a delay that grows with the failures from that address, and the
+   connection is closed.
+
+``K`` is PBKDF2-HMAC-SHA256 of the token (100000 rounds, fixed salt), computed once per
+process and token, so guessing a token from a recorded exchange costs each guess that
+work. The proof binds both nonces, not addresses: a transparent forwarder (an SSH tunnel,
+a port forward) between the two keeps working. A recording is worthless later: the server
+picks a new Ns for every connection, so a replayed proof does not match it. Until step 4,
+the server takes no call on the connection, and a message over 64 KiB ends it; a proof
+on any later message ends it too. A client proves itself before the server does, so only
+a server the client chose to connect to ever sees a proof; the client sends no call to
+a server that did not prove itself.
+
+What a client sees:
+
+* a server without the challenge (a plain Pyro5 daemon, a pyroinst server without a
+  token): ``AuthenticationFailed``, "could not prove it belongs to the lab";
+* a server with another token, or a client without one: ``AuthenticationFailed``,
+  "authentication failed: this server needs the lab's token".
+
+In a process that imported pyroinst, every Pyro5 proxy with the default handshake takes
+part (``Pyro5.api.Proxy`` and ``PYRONAME:`` lookups included). A proxy to a server
+outside the lab opts out with ``pyroinst.auth.outside_lab(proxy)``.
+
+Plain Pyro5 scripts (without pyroinst) can only send the token itself, as
+``proxy._pyroHandshake = token``. Servers refuse that unless they run with
+``accept_plain_token`` (then they log, once per client address, that they accepted one):
+anyone who records such a connection has the token.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
+import logging
 import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import Pyro5.client
+import Pyro5.errors
 from Pyro5 import config as pyro_config
+from Pyro5 import protocol, serializers
 
+from . import compat
 from .errors import AuthenticationFailed, ConfigurationError
 
-__all__ = ["set_token", "current_token", "read_token_file", "resolve_token", "check_token"]
+__all__ = [
+    "set_token",
+    "current_token",
+    "read_token_file",
+    "resolve_token",
+    "use_token",
+    "outside_lab",
+    "lab_key",
+    "client_proof",
+    "server_proof",
+    "ServerAuth",
+    "AuthDaemon",
+    "PROOF_ANNOTATION",
+    "install",
+    "enabled",
+]
+
+log = logging.getLogger(__name__)
 
 _token: str | None = os.environ.get("PYROINST_TOKEN") or None
 _DEFAULT_HANDSHAKE = "hello"  # what Pyro5 proxies send when nobody set a handshake
+#: The annotation that carries a proof (step 3 and 4 of the protocol).
+PROOF_ANNOTATION = "PIAU"
+NONCE_BYTES = 32
+VERSION = 1
+ROUNDS = 100_000
+_SALT = b"pyroinst lab token v1"
+#: The largest message a connection may send before it proved itself.
+UNPROVEN_MAX = 64 * 1024
+#: Client nonces a server remembers, to refuse a replayed CONNECT.
+_SEEN_NONCES = 50_000
+_OUTSIDE = "_pyroinst_outside_lab"
+_PROXY_TOKEN = "_pyroinst_token"
+
+_NEEDS_TOKEN = (
+    "authentication failed: this server needs the lab's token (set PYROINST_TOKEN, or "
+    "--token-file). A plain Pyro5 script sets proxy._pyroHandshake = token, which the "
+    "server takes only with accept_plain_token = true"
+)
+_NO_PLAIN = (
+    "authentication failed: this server does not take the lab's token sent as plain "
+    "text (proxy._pyroHandshake = token): connect through pyroinst (import pyroinst; it "
+    "proves the token without sending it), or ask the server's admin for "
+    "accept_plain_token = true"
+)
 
 
+# -- the token ---------------------------------------------------------------------------------
 def read_token_file(path: str | Path) -> str:
     """The token in ``path`` (surrounding white space removed); ConfigurationError if unusable."""
     try:
@@ -53,52 +138,386 @@ def resolve_token(token: str | None = None, token_file: str | Path | None = None
 
 
 def set_token(token: str | None) -> None:
-    """Use ``token`` for the proxies this process creates from now on (None: none)."""
+    """Use ``token`` for the connections this process makes from now on (None: none)."""
     global _token
     _token = token or None
 
 
 def current_token() -> str | None:
-    """The token new proxies carry."""
+    """The token new connections prove."""
     return _token
 
 
-def check_token(expected: str | None, presented: Any) -> None:
-    """Raise AuthenticationFailed unless ``presented`` is ``expected`` (constant time)."""
-    if expected is None:
-        return
-    given = presented if isinstance(presented, str) else ""
-    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+def use_token(proxy: Any, token: str | None) -> Any:
+    """Make ``proxy`` prove ``token`` instead of the process's; returns the proxy."""
+    proxy.__dict__[_PROXY_TOKEN] = token
+    return proxy
+
+
+def outside_lab(proxy: Any) -> Any:
+    """Connect ``proxy`` like plain Pyro5 (no challenge): for servers outside the lab."""
+    proxy.__dict__[_OUTSIDE] = True
+    return proxy
+
+
+# -- the proofs --------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def lab_key(token: str) -> bytes:
+    """The key both sides derive from ``token`` (PBKDF2-HMAC-SHA256; once per token)."""
+    return hashlib.pbkdf2_hmac("sha256", token.encode("utf-8"), _SALT, ROUNDS)
+
+
+def _proof(key: bytes, role: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    message = b"pyroinst-auth-%d %s" % (VERSION, role) + client_nonce + server_nonce
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def client_proof(key: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    """What a client sends to show it knows the token (step 3)."""
+    return _proof(key, b"client", client_nonce, server_nonce)
+
+
+def server_proof(key: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
+    """What a server answers to show it knows the token (step 4)."""
+    return _proof(key, b"server", client_nonce, server_nonce)
+
+
+def _nonce(value: Any) -> bytes | None:
+    """The nonce in a handshake field (64 hex digits), or None if it is not one."""
+    if not isinstance(value, str) or len(value) != 2 * NONCE_BYTES:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
+
+
+def _peer(connection: Any) -> tuple[str, str]:
+    """(host, host:port) of the other end of a Pyro5 connection."""
+    try:
+        address = connection.sock.getpeername()
+        return str(address[0]), f"{address[0]}:{address[1]}"
+    except (AttributeError, OSError, TypeError, IndexError):
+        return "?", "?"
+
+
+def _loads(serializer_id: int, data: Any) -> Any:
+    try:
+        return serializers.serializers_by_id[serializer_id].loads(data)
+    except Exception:  # noqa: BLE001 - a malformed answer is "no answer"
+        return None
+
+
+def _connect_fail(seq: int, serializer_id: int, reason: str) -> bytes:
+    serializer = serializers.serializers_by_id.get(serializer_id)
+    if serializer is None:
+        serializer = serializers.serializers_by_id[serializers.MarshalSerializer.serializer_id]
+    message = protocol.SendingMessage(
+        protocol.MSG_CONNECTFAIL, 0, seq, serializer.serializer_id, serializer.dumps(reason)
+    )
+    return bytes(message.data)
+
+
+# -- client side -------------------------------------------------------------------------------
+_tls = threading.local()
+
+
+def _handshake_token(proxy: Any) -> str | None:
+    """The token ``proxy`` proves when it connects, or None to connect like plain Pyro5."""
+    own = proxy.__dict__
+    if own.get(_OUTSIDE) or proxy._pyroHandshake != _DEFAULT_HANDSHAKE:
+        return None
+    return own.get(_PROXY_TOKEN) or _token
+
+
+def _prove_to_server(connection: Any, connect_ok: Any, key: bytes, client_nonce: bytes) -> None:
+    """Steps 3 and 4, client side, on a connection that just got its CONNECTOK."""
+    _, where = _peer(connection)
+    answer = _loads(connect_ok.serializer_id, connect_ok.data)
+    handshake = answer.get("handshake") if isinstance(answer, dict) else None
+    server_nonce = _nonce(handshake.get("nonce")) if isinstance(handshake, dict) else None
+    if server_nonce is None or server_nonce == client_nonce:
+        if isinstance(handshake, dict) and handshake.get("pyroinst") and "nonce" not in handshake:
+            what = "it is a pyroinst server running without a token: give it the lab's token too"
+        else:
+            what = "it answered without the lab's challenge (a plain Pyro5 server?)"
         raise AuthenticationFailed(
-            "authentication failed: this server needs the lab's token (set PYROINST_TOKEN, "
-            "or --token-file; a plain Pyro5 proxy sets proxy._pyroHandshake = token)"
+            f"the server at {where} could not prove it belongs to the lab: {what}. Nothing "
+            "was sent to it; the token never is.",
+            address=where,
+            reason="unproven",
+        )
+    ping = protocol.SendingMessage(
+        protocol.MSG_PING,
+        0,
+        0,
+        connect_ok.serializer_id,
+        b"proof",
+        annotations={PROOF_ANNOTATION: client_proof(key, client_nonce, server_nonce)},
+    )
+    connection.send(ping.data)
+    reply = _original_recv(connection, [protocol.MSG_PING, protocol.MSG_CONNECTFAIL])
+    if reply.type == protocol.MSG_CONNECTFAIL:
+        reason = _loads(reply.serializer_id, reply.data)
+        raise AuthenticationFailed(
+            f"the server at {where} refused the connection: {reason}",
+            address=where,
+            reason="refused",
+        )
+    proof = (reply.annotations or {}).get(PROOF_ANNOTATION)
+    expected = server_proof(key, client_nonce, server_nonce)
+    if proof is None or not hmac.compare_digest(bytes(proof), expected):
+        raise AuthenticationFailed(
+            f"the server at {where} could not prove it belongs to the lab: its proof of "
+            "the lab's token is wrong (it has another token, or none). Nothing but this "
+            "client's proof was sent to it; the token never is.",
+            address=where,
+            reason="unproven",
         )
 
 
-class TokenCheckingDaemon:
-    """Mixin for Pyro5 daemons: refuse handshakes without the token; tell the limits."""
+def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.ReceivingMessage:
+    """Pyro5's recv_stub, plus the client's half of the protocol when a CONNECTOK arrives
+    on a connection that started it, and the refusal of a second proof on a server's."""
+    msg = _original_recv(connection, accepted_msgtypes)
+    if msg.type == protocol.MSG_CONNECTOK:
+        pending = getattr(_tls, "pending", None)
+        if pending is not None:
+            _tls.pending = None
+            _prove_to_server(connection, msg, *pending)
+    elif (
+        msg.annotations
+        and PROOF_ANNOTATION in msg.annotations
+        and getattr(connection, "_pyroinst_proven", False)
+    ):
+        ServerAuth.refuse_late_proof(connection, msg)
+    return msg
 
-    _pyroinst_token: str | None = None
+
+def _create_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+    if self._pyroConnection is not None:
+        return _original_create(self, *args, **kwargs)
+    token = _handshake_token(self)
+    if token is None:
+        return _original_create(self, *args, **kwargs)
+    client_nonce = secrets.token_bytes(NONCE_BYTES)
+    self._pyroHandshake = {"pyroinst_auth": VERSION, "nonce": client_nonce.hex()}
+    previous = getattr(_tls, "pending", None)
+    _tls.pending = (lab_key(token), client_nonce)
+    try:
+        return _original_create(self, *args, **kwargs)
+    finally:
+        # A nested connect (a PYRONAME lookup) restores what it found.
+        _tls.pending = previous
+        self._pyroHandshake = _DEFAULT_HANDSHAKE
+
+
+# -- server side -------------------------------------------------------------------------------
+class _Challenge:
+    """A connection's pending proof (server side): what the client must send, and the answer."""
+
+    __slots__ = ("expected", "answer", "host", "where")
+
+    def __init__(self, key: bytes, client_nonce: bytes, server_nonce: bytes, conn: Any) -> None:
+        self.expected = client_proof(key, client_nonce, server_nonce)
+        self.answer = server_proof(key, client_nonce, server_nonce)
+        self.host, self.where = _peer(conn)
+
+
+class ServerAuth:
+    """A daemon's side of the protocol: its token, whether it takes plain tokens, and
+    who failed how often (``failures``: a ``pyroinst.admission.FailureTracker``)."""
+
+    def __init__(self, token: str | None, accept_plain_token: bool, failures: Any) -> None:
+        self.token = token
+        self.key = lab_key(token) if token else None
+        self.accept_plain_token = bool(accept_plain_token)
+        self.failures = failures
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._plain_logged: set[str] = set()
+        self._lock = threading.Lock()
+
+    def answer(self, conn: Any, data: Any) -> dict[str, Any]:
+        """The handshake answer for a client's handshake ``data`` (AuthenticationFailed
+        after the failure delay if it is refused)."""
+        answer: dict[str, Any] = {"pyroinst": 1, "max_message_size": pyro_config.MAX_MESSAGE_SIZE}
+        if self.key is None:
+            conn._pyroinst_proven = True
+            return answer
+        if isinstance(data, dict) and "pyroinst_auth" in data:
+            client_nonce = _nonce(data.get("nonce"))
+            if data.get("pyroinst_auth") != VERSION or client_nonce is None or len(data) != 2:
+                self._refuse(conn, "a malformed challenge", _NEEDS_TOKEN)
+            assert client_nonce is not None
+            with self._lock:
+                if client_nonce in self._seen:
+                    replayed = True
+                else:
+                    replayed = False
+                    self._seen[client_nonce] = None
+                    if len(self._seen) > _SEEN_NONCES:
+                        self._seen.popitem(last=False)
+            if replayed:
+                self._refuse(conn, "a reused nonce (a replayed handshake)", _NEEDS_TOKEN)
+            server_nonce = secrets.token_bytes(NONCE_BYTES)
+            conn._pyroinst_challenge = _Challenge(self.key, client_nonce, server_nonce, conn)
+            answer["nonce"] = server_nonce.hex()
+            return answer
+        if isinstance(data, str) and data != _DEFAULT_HANDSHAKE:
+            if not self.accept_plain_token:
+                self._refuse(conn, "a plain token, which this server does not take", _NO_PLAIN)
+            if not hmac.compare_digest(data.encode("utf-8"), self.token.encode("utf-8")):
+                self._refuse(conn, "a wrong plain token", _NEEDS_TOKEN)
+            host, where = _peer(conn)
+            if host not in self._plain_logged:
+                self._plain_logged.add(host)
+                log.warning(
+                    "accepted the lab's token sent as plain text from %s (accept_plain_token "
+                    "is on): anyone who recorded that connection has the token",
+                    where,
+                )
+            self.failures.succeeded(host)
+            conn._pyroinst_proven = True
+            return answer
+        self._refuse(conn, "no token", _NEEDS_TOKEN)
+        raise AssertionError("not reached")
+
+    def _refuse(self, conn: Any, why: str, message: str) -> None:
+        host, _ = _peer(conn)
+        delay = self.failures.failed(host, why)
+        if delay > 0:
+            time.sleep(delay)
+        raise AuthenticationFailed(message)
+
+    def finish(self, conn: Any, challenge: _Challenge) -> None:
+        """Receive a connection's first message after the handshake: the client's proof.
+
+        Answers it with the server's proof, or refuses it (CONNECTFAIL after the failure
+        delay, then Pyro5's SecurityError, which ends the connection).
+        """
+        msg = self._receive_small(conn)
+        proof = (msg.annotations or {}).get(PROOF_ANNOTATION)
+        if msg.type != protocol.MSG_PING:
+            why = "a call before its proof"
+        elif proof is None:
+            why = "no proof"
+        elif not hmac.compare_digest(bytes(proof), challenge.expected):
+            why = "a wrong proof (another token)"
+        else:
+            del conn._pyroinst_challenge
+            conn._pyroinst_proven = True
+            conn.sock.settimeout(pyro_config.COMMTIMEOUT or None)
+            self.failures.succeeded(challenge.host)
+            reply = protocol.SendingMessage(
+                protocol.MSG_PING,
+                0,
+                msg.seq,
+                msg.serializer_id,
+                b"proven",
+                annotations={PROOF_ANNOTATION: challenge.answer},
+            )
+            conn.send(reply.data)
+            return
+        delay = self.failures.failed(challenge.host, why)
+        if delay > 0:
+            time.sleep(delay)
+        conn.send(_connect_fail(msg.seq, msg.serializer_id, _NEEDS_TOKEN))
+        raise Pyro5.errors.SecurityError(f"{why} from {challenge.where}")
+
+    @staticmethod
+    def _receive_small(conn: Any) -> protocol.ReceivingMessage:
+        """One message of at most UNPROVEN_MAX bytes (SecurityError if larger)."""
+        header = conn.recv(6)
+        protocol.ReceivingMessage.validate(header)
+        header += conn.recv(protocol._header_size - 6)
+        msg = protocol.ReceivingMessage(header)
+        size = msg.annotations_size + msg.data_size
+        if size > UNPROVEN_MAX:
+            _, where = _peer(conn)
+            raise Pyro5.errors.SecurityError(
+                f"a message of {size} bytes before the proof, from {where}"
+            )
+        msg.add_payload(conn.recv(size))
+        return msg
+
+    @staticmethod
+    def refuse_late_proof(conn: Any, msg: Any) -> None:
+        """A proof on an already proven connection: refused, the connection ends."""
+        _, where = _peer(conn)
+        log.warning("a second proof of the token from %s: connection closed", where)
+        error = Pyro5.errors.SecurityError(
+            "refused: this connection already proved the lab's token; a second proof ends it"
+        )
+        serializer = serializers.serializers_by_id.get(msg.serializer_id)
+        if serializer is not None and msg.type == protocol.MSG_INVOKE:
+            reply = protocol.SendingMessage(
+                protocol.MSG_RESULT,
+                protocol.FLAGS_EXCEPTION,
+                msg.seq,
+                serializer.serializer_id,
+                serializer.dumps(error),
+            )
+            conn.send(reply.data)
+        raise error
+
+
+class AuthDaemon:
+    """Mixin for Pyro5 daemons: the server's side of the protocol (``self._pyroinst_auth``,
+    a ServerAuth; without one, every client is taken)."""
+
+    _pyroinst_auth: ServerAuth | None = None
 
     def validateHandshake(self, conn: Any, data: Any) -> Any:  # noqa: N802 - Pyro5's name
-        check_token(self._pyroinst_token, data)
-        # What a pyroinst client learns about this server (plain Pyro5 clients ignore it).
-        return {"pyroinst": 1, "max_message_size": pyro_config.MAX_MESSAGE_SIZE}
+        auth = self._pyroinst_auth
+        if auth is None:
+            conn._pyroinst_proven = True
+            return {"pyroinst": 1, "max_message_size": pyro_config.MAX_MESSAGE_SIZE}
+        return auth.answer(conn, data)
+
+    def handleRequest(self, conn: Any) -> Any:  # noqa: N802 - Pyro5's name
+        """Pyro5's handleRequest, except that a connection's first message after a
+        challenge must be the client's proof."""
+        challenge = getattr(conn, "_pyroinst_challenge", None)
+        if challenge is not None:
+            assert self._pyroinst_auth is not None
+            return self._pyroinst_auth.finish(conn, challenge)
+        return super().handleRequest(conn)  # type: ignore[misc]
 
 
+# -- installing --------------------------------------------------------------------------------
 _installed = False
-_original_init = Pyro5.client.Proxy.__init__
+_original_recv: Any = protocol.recv_stub
+# Name-mangled: Proxy.__pyroCreateConnection, which every connect goes through.
+_original_create: Any = Pyro5.client.Proxy._Proxy__pyroCreateConnection  # type: ignore[attr-defined]
 
 
-def _proxy_init(self: Any, uri: Any, connected_socket: Any = None) -> None:
-    _original_init(self, uri, connected_socket)
-    if _token is not None and self._pyroHandshake == _DEFAULT_HANDSHAKE:
-        self._pyroHandshake = _token
+def enabled() -> bool:
+    """True when proxies of this process can prove the token (see ``install``)."""
+    return _installed
+
+
+def require_client_side(token: str | None) -> None:
+    """ConfigurationError if ``token`` is set but this Pyro5 cannot carry the proof."""
+    if token and not _installed:
+        low, high = compat.PYRO5_TESTED
+        raise ConfigurationError(
+            f"the lab's token needs a Pyro5 version pyroinst is tested with ({low} to "
+            f"{high}); this is Pyro5 {compat.pyro5_version()}. Install one: "
+            f"pip install 'Pyro5>={low},<={high}'"
+        )
 
 
 def install() -> None:
-    """Make every new Pyro5 proxy of this process carry the current token (idempotent)."""
-    global _installed
-    if not _installed:
-        Pyro5.client.Proxy.__init__ = _proxy_init
-        _installed = True
+    """Make every Pyro5 proxy of this process take part in the protocol (idempotent).
+
+    Only with a tested Pyro5 version: the client's half lives in Pyro5 internals. Call it
+    after ``fastwire.install()``; it wraps what that put in.
+    """
+    global _installed, _original_recv, _original_create
+    if _installed or not compat.pyro5_tested():
+        return
+    _original_recv = protocol.recv_stub
+    _original_create = Pyro5.client.Proxy._Proxy__pyroCreateConnection  # type: ignore[attr-defined]
+    protocol.recv_stub = recv_stub
+    Pyro5.client.Proxy._Proxy__pyroCreateConnection = _create_connection  # type: ignore[attr-defined]
+    _installed = True

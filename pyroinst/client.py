@@ -182,19 +182,26 @@ class DeviceProxy(Pyro5.client.Proxy):
             try:
                 self._pyroBind()
                 return
+            except AuthenticationFailed as exc:
+                raise AuthenticationFailed(
+                    f"{self._pyroinst_label()}: {exc}",
+                    device=self._pyroinst_name,
+                    reason=getattr(exc, "reason", "refused"),
+                ) from None
             except Pyro5.errors.CommunicationError as exc:
                 if "authentication failed" in str(exc):
                     raise AuthenticationFailed(
                         f"{self._pyroinst_label()} refused the connection: authentication "
                         "failed (set the lab's token: PYROINST_TOKEN or --token-file)",
                         device=self._pyroinst_name,
+                        reason="refused",
                     ) from None
-                if "no free workers" in str(exc):
+                if "server busy" in str(exc) or "no free workers" in str(exc):
+                    text = str(exc)
                     raise ServerBusy(
-                        f"the server of {self._pyroinst_label()} has no free connection "
-                        f"(all threadpool_size connections are in use): {exc}. Raise the "
-                        "server's threadpool_size ([server] in the lab file) or close "
-                        "idle clients.",
+                        f"the server of {self._pyroinst_label()} refused the connection: "
+                        f"{text[text.find('server busy'):] if 'server busy' in text else text}",
+                        device=self._pyroinst_name,
                     ) from None
                 error = exc
             if self._pyroinst_name is not None:

@@ -28,6 +28,7 @@ from typing import Any
 from Pyro5.callcontext import current_context
 from Pyro5.server import expose
 
+from .audit import AuditLog, audited
 from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, check_read
 from .channels import Channels, check_monitor, monitor_period
 from .errors import (
@@ -73,6 +74,8 @@ class DeviceServant(Reservable):
     _pyroinst_concurrent: frozenset[str] = frozenset()
     _pyroinst_properties: frozenset[str] = frozenset()
     _pyroinst_monitors: tuple[tuple[str, float], ...] = ()
+    #: The server's audit log (None: no audit), set by InstServer.add_device.
+    _audit: AuditLog | None = None
 
     def __init__(
         self,
@@ -219,6 +222,7 @@ class DeviceServant(Reservable):
 
     # -- reserved members -----------------------------------------------------------------
     @expose
+    @audited("read")
     def describe(self) -> dict[str, Any]:
         """The device's class, docstring, methods (signature, doc, job flag) and properties."""
         return describe_device(
@@ -226,11 +230,13 @@ class DeviceServant(Reservable):
         )
 
     @expose
+    @audited("read")
     def ping(self) -> bool:
         """True: the device's server answers (does not touch the instrument)."""
         return True
 
     @expose
+    @audited("write")
     def job_start(self, method: str, *args: Any, **kwargs: Any) -> JobHandle:
         """Run any public method of the device as a background job; returns its JobHandle."""
         method = str(method)
@@ -259,6 +265,7 @@ class DeviceServant(Reservable):
         return self._submit(method, func, args, kwargs)
 
     @expose
+    @audited("read", job_argument=True)
     def job_status(self, job_id: str) -> dict[str, Any]:
         """The status dict of a job: id, method, state, progress, message, times, error.
 
@@ -271,17 +278,20 @@ class DeviceServant(Reservable):
         return status
 
     @expose
+    @audited("read", job_argument=True)
     def job_wait(self, job_id: str, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a job to finish; True if it has finished."""
         return self._store.get(job_id, self._name).wait(timeout)
 
     @expose
+    @audited("read", job_argument=True)
     def job_result(self, job_id: str, timeout: float | None = None) -> Any:
         """A job's result (waiting up to ``timeout``); re-raises its error. Readable repeatedly."""
         job = self._store.get(job_id, self._name)
         return self._sendable(job.method, job.outcome(timeout))
 
     @expose
+    @audited("write", job_argument=True)
     def job_cancel(self, job_id: str) -> bool:
         """Cancel a job: a queued one never runs, a running one is asked to stop.
 
@@ -293,12 +303,14 @@ class DeviceServant(Reservable):
         return self._worker.cancel(job)
 
     @expose
+    @audited("read")
     def job_list(self) -> list[dict[str, Any]]:
         """The status dicts of this device's kept jobs, newest first."""
         return [job.status() for job in self._store.jobs_of(self._name)]
 
     # -- live data ------------------------------------------------------------------------
     @expose
+    @audited("read", job_argument=True)
     def job_stream(
         self, job_id: str, cursor: int = 0, timeout: float = 1.0, max_items: int = 1000
     ) -> dict[str, Any]:
@@ -315,6 +327,7 @@ class DeviceServant(Reservable):
         return answer
 
     @expose
+    @audited("read")
     def channel_read(
         self, channel: str, cursor: int = -1, timeout: float = 1.0, max_items: int = 1000
     ) -> dict[str, Any]:
@@ -329,10 +342,16 @@ class DeviceServant(Reservable):
         return answer
 
     @expose
+    @audited("read")
     def channels(self) -> list[dict[str, Any]]:
         """The device's channels: name, kind (monitor, published), period, last_time,
         published (items so far), skipped (monitor beats skipped while busy)."""
         return self._channels.infos()
+
+    # Reservations are changes (reserve, release); reading one is a read.
+    reserve = audited("write")(Reservable.reserve)
+    release = audited("write")(Reservable.release)
+    reservation = audited("read")(Reservable.reservation)
 
     # -- server side only ---------------------------------------------------------------------
     def _start(self) -> None:
@@ -370,15 +389,17 @@ _context = current_context
 _PLAIN_RESULTS = frozenset({str, int, float, bool, type(None), bytes, complex})
 
 
-def _make_forwarder(name: str, doc: str | None, plain: bool) -> Callable[..., Any]:
+def _make_forwarder(
+    name: str, doc: str | None, plain: bool, concurrent: bool
+) -> Callable[..., Any]:
     if not plain:  # jobs and @concurrent methods
 
-        def forwarder(self: DeviceServant, *args: Any, **kwargs: Any) -> Any:
+        def call(self: DeviceServant, args: tuple, kwargs: dict) -> Any:
             return self._call(name, args, kwargs)
 
     else:
         # The hot path of every plain call, flattened: it is most of pyroinst's overhead.
-        def forwarder(self: DeviceServant, *args: Any, **kwargs: Any) -> Any:
+        def call(self: DeviceServant, args: tuple, kwargs: dict) -> Any:
             func = getattr(self._device, name)
             if self._reservation is not None:
                 self._check_reservation(f"{name}()")
@@ -399,6 +420,12 @@ def _make_forwarder(name: str, doc: str | None, plain: bool) -> Callable[..., An
                 return result
             return self._sendable(name, result)
 
+    def forwarder(self: DeviceServant, *args: Any, **kwargs: Any) -> Any:
+        audit = self._audit
+        if audit is None or (concurrent and not audit.reads):
+            return call(self, args, kwargs)
+        return audit.run(self._name, name, lambda: call(self, args, kwargs), args, kwargs)
+
     forwarder.__name__ = forwarder.__qualname__ = name
     forwarder.__doc__ = doc
     return expose(forwarder)
@@ -406,14 +433,26 @@ def _make_forwarder(name: str, doc: str | None, plain: bool) -> Callable[..., An
 
 def _make_property(name: str, prop: property) -> property:
     def fget(self: DeviceServant) -> Any:
-        return self._call_property(name, "get")
+        audit = self._audit
+        if audit is None or not audit.reads:
+            return self._call_property(name, "get")
+        return audit.run(self._name, f"{name} (read)", lambda: self._call_property(name, "get"))
 
     fget.__name__ = name
     fset = None
     if prop.fset is not None:
 
         def fset(self: DeviceServant, value: Any) -> None:
-            self._call_property(name, "set", value)
+            audit = self._audit
+            if audit is None:
+                self._call_property(name, "set", value)
+                return
+            audit.run(
+                self._name,
+                f"{name} (write)",
+                lambda: self._call_property(name, "set", value),
+                (value,),
+            )
 
         fset.__name__ = name
     return expose(property(fget, fset, doc=prop.__doc__))
@@ -468,8 +507,14 @@ def make_servant(
                     namespace[member_name] = _make_property(member_name, member)
                 else:
                     func = function_of(member)
-                    plain = member_name not in job_names and not is_concurrent(func)
-                    namespace[member_name] = _make_forwarder(member_name, func.__doc__, plain)
+                    concurrent = is_concurrent(func)
+                    plain = member_name not in job_names and not concurrent
+                    namespace[member_name] = _make_forwarder(
+                        member_name,
+                        func.__doc__,
+                        plain,
+                        concurrent and member_name not in job_names,
+                    )
             namespace["_pyroinst_jobs"] = job_names
             namespace["_pyroinst_concurrent"] = frozenset(
                 n

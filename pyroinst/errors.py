@@ -6,8 +6,10 @@ The tree::
     ├── DeviceNotFound          (also LookupError) no such device in the name server
     ├── DeviceUnreachable       (also ConnectionError) its server does not answer
     ├── ConnectionLost          (also ConnectionError) the connection broke during a call
-    ├── ServerBusy              the server has no free connection (threadpool_size)
-    ├── AuthenticationFailed    the server refused the connection: wrong or missing token
+    ├── ServerBusy              the server refused a connection: limits (threadpool_size,
+    │                           max_connections_per_host) reached
+    ├── AuthenticationFailed    (also Pyro5 CommunicationError) wrong or missing token, or a
+    │                           server that could not prove it knows the lab's token
     ├── DeviceReserved          another client holds a reservation on the device
     ├── NameServerNotFound      no name server answered at the address asked
     ├── NameInUse               a device name is held already (same server or a live one)
@@ -40,6 +42,8 @@ from __future__ import annotations
 
 import builtins
 from typing import Any
+
+import Pyro5.errors
 
 __all__ = [
     "PyroinstError",
@@ -100,11 +104,14 @@ class ConnectionLost(PyroinstError, builtins.ConnectionError):
 
 
 class ServerBusy(PyroinstError):
-    """The device server refused the connection: all its connections are in use."""
+    """The server refused the connection: all its connections are in use, or the client's
+    address holds as many as ``max_connections_per_host`` allows."""
 
 
-class AuthenticationFailed(PyroinstError):
-    """The server refused the connection: the lab's token was missing or wrong."""
+class AuthenticationFailed(PyroinstError, Pyro5.errors.CommunicationError):
+    """The lab's token did not match: the server refused this client (token missing or
+    wrong), or the server could not prove that it knows the token (``reason`` attribute:
+    ``"refused"`` or ``"unproven"``)."""
 
 
 class DeviceReserved(PyroinstError):

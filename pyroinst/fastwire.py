@@ -79,6 +79,8 @@ log = logging.getLogger(__name__)
 
 #: Arrays smaller than this travel inline in the serialized payload.
 INLINE_MAX = 64 * 1024
+#: The largest handshake (CONNECT message) a daemon reads.
+CONNECT_MAX = 64 * 1024
 #: Request annotation of a client that understands annotated arrays.
 FLAG = "PIFW"
 # Annotation keys are 4 ASCII characters; these prefixes stay clear of Pyro5's and users'.
@@ -334,6 +336,10 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
         exc.pyroMsg = msg  # type: ignore[attr-defined]
         raise exc
     size = msg.annotations_size + msg.data_size
+    if msg.type == protocol.MSG_CONNECT and size > CONNECT_MAX:
+        # Before its handshake a client is nobody: it gets no large buffer.
+        log.warning("refused a handshake of %d bytes from %s", size, _peer(connection))
+        raise Pyro5.errors.ProtocolError(f"handshake of {size} bytes refused")
     sock = getattr(connection, "sock", None)
     if size >= INLINE_MAX and sock is not None:
         payload = _receive_big(sock, size)

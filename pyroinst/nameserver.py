@@ -35,7 +35,13 @@ import Pyro5.nameserver
 import Pyro5.socketutil
 from Pyro5 import config as pyro_config
 
-from .auth import TokenCheckingDaemon, resolve_token
+from .admission import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    AdmissionDaemon,
+)
+from .auth import AuthDaemon, require_client_side, resolve_token
+from .daemon import Guarding, secure
 from .errors import ConfigurationError
 
 __all__ = [
@@ -221,9 +227,9 @@ class ServerCleaner(Pyro5.nameserver.AutoCleaner):
             self.unreachable.pop(name, None)
 
 
-class _NameServerDaemon(TokenCheckingDaemon, Pyro5.nameserver.NameServerDaemon):
-    """Pyro5's name server daemon, refusing connections without the lab's token, with
-    autoclean per server (``ServerCleaner``)."""
+class _NameServerDaemon(AdmissionDaemon, AuthDaemon, Pyro5.nameserver.NameServerDaemon):
+    """Pyro5's name server daemon with the lab's token protocol and connection limits
+    (``pyroinst.daemon.secure``), and autoclean per server (``ServerCleaner``)."""
 
     def __init__(self, *args: Any, remember: Path | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -247,6 +253,9 @@ class EmbeddedNameServer:
     (see ``_enable_autoclean``). With a token (argument, token file, or PYROINST_TOKEN)
     it refuses clients without it: they can neither look up, list, register nor remove.
     With ``storage`` (a file path) the names survive a restart (see the module docstring).
+    ``accept_plain_token``, ``handshake_timeout``, ``max_connections_per_host`` (or all of
+    them, and the token, as ``guarding``, a ``pyroinst.daemon.Guarding``) as for
+    InstServer.
     """
 
     def __init__(
@@ -257,11 +266,24 @@ class EmbeddedNameServer:
         token: str | None = None,
         token_file: str | None = None,
         storage: str | Path | None = None,
+        accept_plain_token: bool = False,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        guarding: Guarding | None = None,
     ) -> None:
         self._requested = (host, port)
         self.storage = None if storage is None else check_storage(storage)
         self.autoclean = autoclean
-        self.token = resolve_token(token, token_file)
+        if guarding is None:
+            guarding = Guarding(
+                resolve_token(token, token_file),
+                accept_plain_token,
+                handshake_timeout,
+                max_connections_per_host,
+            )
+        require_client_side(guarding.token)
+        self.guarding = guarding
+        self.token = guarding.token
         self._daemon: Any = None
         self._bcserver: Any = None
         self._thread: threading.Thread | None = None
@@ -288,7 +310,7 @@ class EmbeddedNameServer:
             raise ConfigurationError(
                 f"name server storage {str(self.storage)!r} cannot be used: {exc}"
             ) from None
-        daemon._pyroinst_token = self.token
+        secure(daemon, self.guarding)
         bcserver = None
         hostip = daemon.sock.getsockname()[0]
         # As Pyro5's start_ns: a broadcast responder only off loopback.

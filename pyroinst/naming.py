@@ -15,6 +15,7 @@ import Pyro5.core
 import Pyro5.errors
 from Pyro5 import config as pyro_config
 
+from .auth import current_token, require_client_side, use_token
 from .errors import AuthenticationFailed, ConfigurationError, DeviceNotFound, NameServerNotFound
 
 __all__ = [
@@ -76,6 +77,7 @@ def locate_ns(
     ``token``: the lab's token to present (default: this process's, see pyroinst.auth).
     """
     host, port = ns_address(ns_host, ns_port)
+    require_client_side(token or current_token())
     try:
         if host is None:
             ns = Pyro5.core.locate_ns(port=port)
@@ -84,9 +86,15 @@ def locate_ns(
                 f"PYRO:{Pyro5.core.NAMESERVER_NAME}@{host}:{port or pyro_config.NS_PORT}"
             )
         if token is not None:
-            ns._pyroHandshake = token
+            use_token(ns, token)
         ns._pyroTimeout = timeout
         ns._pyroBind()
+    except AuthenticationFailed as exc:
+        raise AuthenticationFailed(
+            f"the name server at {describe_ns_address(host, port)}: {exc}",
+            address=describe_ns_address(host, port),
+            reason=getattr(exc, "reason", "refused"),
+        ) from None
     except (Pyro5.errors.CommunicationError, Pyro5.errors.NamingError) as exc:
         where = describe_ns_address(host, port)
         if "authentication failed" in str(exc):

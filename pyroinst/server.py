@@ -14,15 +14,12 @@ given at all: Pyro5's ``NS_HOST``:``NS_PORT``, localhost:9090) and logs where.
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
+import os
 import re
 import signal
-import socket
 import threading
 import uuid
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -32,19 +29,22 @@ import Pyro5.errors
 import Pyro5.server
 from Pyro5 import config as pyro_config
 
-from .auth import TokenCheckingDaemon, resolve_token
+from .admission import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_HOST
+from .audit import AuditLog
+from .auth import require_client_side, resolve_token
 from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS
+from .daemon import DeviceDaemon, Guarding, secure
 from .device import DeviceServant, make_servant
 from .errors import (
     ConfigurationError,
     DeviceDefinitionError,
     NameInUse,
-    NameServerNotFound,
     PyroinstError,
 )
-from .fastwire import WIRE_MAX, FastwireDaemon
+from .fastwire import WIRE_MAX
 from .nameserver import EmbeddedNameServer
-from .naming import CLASS_TAG, DEVICE_TAG, HOST_TAG, SERVER_TAG, locate_ns, ns_address
+from .naming import ns_address
+from .registration import Registration, is_loopback
 from .retention import JobStore
 
 __all__ = ["InstServer"]
@@ -52,15 +52,6 @@ __all__ = ["InstServer"]
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-:]+$")
-#: Seconds an old registration's owner gets to answer before it counts as dead.
-LIVENESS_TIMEOUT = 2.0
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
 
 
 def _stream_bounds(items: Any, nbytes: Any) -> tuple[int, int]:
@@ -76,47 +67,7 @@ def _stream_bounds(items: Any, nbytes: Any) -> tuple[int, int]:
     return bounds
 
 
-def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
-    """True if a daemon answers at ``uri`` and still serves that object."""
-    proxy = Pyro5.client.Proxy(uri)
-    proxy._pyroTimeout = timeout
-    try:
-        proxy._pyroBind()
-    except Pyro5.errors.PyroError as exc:
-        text = str(exc)
-        if "rejected" in text and "unknown object" not in text:
-            return True  # a server answered and turned us down (another token): alive
-        # refused, timed out, or another daemon on that port (no such object): stale
-        return False
-    finally:
-        proxy._pyroRelease()
-    return True
-
-
-class _Daemon(FastwireDaemon, TokenCheckingDaemon, Pyro5.server.Daemon):
-    """Pyro5's daemon, refusing connections without the lab's token (when one is set),
-    keeping nothing of a request once it is answered, and closing its clients'
-    connections when it stops (Pyro5 leaves them to the old daemon, which no longer
-    knows any device: clients would get "unknown object" instead of reconnecting)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pyroinst_connections: weakref.WeakSet[Any] = weakref.WeakSet()
-
-    def _handshake(self, conn: Any, denied_reason: Any = None) -> Any:
-        accepted = super()._handshake(conn, denied_reason)
-        if accepted:
-            self._pyroinst_connections.add(conn)
-        return accepted
-
-    def close_connections(self) -> None:
-        """End every client connection: clients see it closed and connect afresh."""
-        for conn in list(self._pyroinst_connections):
-            with contextlib.suppress(OSError, AttributeError):
-                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the worker waiting on it
-
-
-class InstServer:
+class InstServer(Registration):
     """Serves device instances over Pyro5 and registers them with a name server.
 
     Arguments: ``host``/``port`` where the device daemon binds (port 0: a free one);
@@ -133,7 +84,12 @@ class InstServer:
     message accepted, in bytes (default: Pyro5's 1 GiB; like ``threadpool_size`` it is
     per process); ``stream_buffer_items``/``stream_buffer_bytes``: what each job stream
     and each device channel keeps (the oldest items go first; per device in
-    ``add_device``).
+    ``add_device``); ``accept_plain_token``: also take the token sent as plain text by
+    plain Pyro5 scripts (weaker: see ``pyroinst.auth``); ``handshake_timeout``: seconds a
+    new connection gets to complete its handshake; ``max_connections_per_host``:
+    connections one client address may hold (see ``pyroinst.admission``);
+    ``audit_log``: a file that gets one JSON line per remote action that can change
+    something, ``audit_reads`` adding the reads (see ``pyroinst.audit``).
 
     Readers of streams and channels hold a connection while they wait (up to the
     ``timeout`` of each read, 1 s by default): each reader takes one of the
@@ -165,6 +121,11 @@ class InstServer:
         max_message_size: int | None = None,
         stream_buffer_items: int = DEFAULT_ITEMS,
         stream_buffer_bytes: int = DEFAULT_BYTES,
+        accept_plain_token: bool = False,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        audit_log: str | os.PathLike[str] | None = None,
+        audit_reads: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -175,6 +136,10 @@ class InstServer:
         self.embed_ns = embed_ns
         self.heartbeat = float(heartbeat)
         self.token = resolve_token(token, token_file)
+        require_client_side(self.token)
+        self.guarding = Guarding(
+            self.token, accept_plain_token, handshake_timeout, max_connections_per_host
+        )
         if max_message_size is not None and not 0 < int(max_message_size) <= WIRE_MAX:
             raise ConfigurationError(
                 f"max_message_size={max_message_size} is not usable: a Pyro5 message holds "
@@ -182,6 +147,8 @@ class InstServer:
             )
         self.max_message_size = max_message_size
         self.stream_bounds = _stream_bounds(stream_buffer_items, stream_buffer_bytes)
+        # Opened now: a log that cannot be written stops the server before it serves.
+        self.audit = None if audit_log is None else AuditLog(audit_log, reads=audit_reads)
         self._heartbeat_stop = threading.Event()
         self._heartbeat_thread: threading.Thread | None = None
         self._ns_down = False
@@ -246,6 +213,7 @@ class InstServer:
                     self.stream_bounds[1] if stream_buffer_bytes is None else stream_buffer_bytes,
                 ),
             )
+            servant._audit = self.audit
             self._servants[name] = servant
             if self._daemon is None:
                 return None
@@ -311,7 +279,7 @@ class InstServer:
                 advertise = self._address_towards_ns()
                 log.info("bound to all interfaces; advertising %s", advertise)
             try:
-                self._daemon = _Daemon(
+                self._daemon = DeviceDaemon(
                     host=self.host,
                     port=self.port,
                     nathost=advertise,
@@ -324,8 +292,8 @@ class InstServer:
                     "using that port? choose another port, or 0 for a free one)",
                     address=f"{self.host}:{self.port}",
                 ) from None
-            self._daemon._pyroinst_token = self.token
-            if self.token is None and not _is_loopback(self.host or "0.0.0.0"):
+            secure(self._daemon, self.guarding)
+            if self.token is None and not is_loopback(self.host or "0.0.0.0"):
                 log.warning(
                     "serving on %s without a token: anyone who can reach this PC can use its "
                     "devices. Set one with PYROINST_TOKEN, [server] token_file in the lab "
@@ -391,6 +359,8 @@ class InstServer:
                 self._daemon = None
                 log.info("server stopped")
             self._stop_embedded_ns()
+            if self.audit is not None:
+                self.audit.close()
 
     def run(self, on_started: Callable[[InstServer], None] | None = None) -> None:
         """Start, serve until SIGINT or SIGTERM (or ``request_stop()``), then stop cleanly.
@@ -425,197 +395,3 @@ class InstServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    # -- name server ---------------------------------------------------------------------------
-    def _ensure_ns(self) -> None:
-        try:
-            with locate_ns(self.ns_host, self.ns_port, token=self.token) as ns:
-                self._ns_location = (ns._pyroUri.host, ns._pyroUri.port)
-                return
-        except NameServerNotFound:
-            if not self.embed_ns:
-                raise
-        host = self.ns_host or pyro_config.NS_HOST
-        port = pyro_config.NS_PORT if self.ns_port is None else self.ns_port
-        try:
-            self.embedded_ns = EmbeddedNameServer(host, port, token=self.token).start()
-        except OSError as exc:
-            raise NameServerNotFound(
-                f"no name server answered at {host}:{port}, and one cannot be started there: {exc}"
-            ) from None
-        # Later lookups must go to the embedded name server, also when port 0 chose one.
-        self.ns_host, self.ns_port = self.embedded_ns.host, self.embedded_ns.port
-        self._ns_location = (self.ns_host, self.ns_port)
-        # Expected on a first start (the demo, a one-PC lab): not a problem, so INFO.
-        log.info(
-            "no name server found; started an embedded one at %s:%d", self.ns_host, self.ns_port
-        )
-
-    def _stop_embedded_ns(self) -> None:
-        if self.embedded_ns is not None:
-            self.embedded_ns.stop()
-            self.embedded_ns = None
-
-    def _metadata(self, servant: DeviceServant) -> set[str]:
-        cls = type(servant._device)
-        return {
-            DEVICE_TAG,
-            f"{CLASS_TAG}{cls.__module__}.{cls.__qualname__}",
-            f"{HOST_TAG}{socket.gethostname()}",
-            f"{SERVER_TAG}{self.id}",
-        }
-
-    def _address_towards_ns(self) -> str:
-        """The local address this PC uses to reach the name server (else its host name)."""
-        host, port = self._ns_location
-        if host and not _is_loopback(host):
-            try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-                    probe.connect((host, port or 9090))  # no packet is sent
-                    return probe.getsockname()[0]
-            except OSError:
-                pass
-        return socket.gethostname()
-
-    def _check_reachable(self, name: str, uri: str) -> None:
-        ns_host = self._ns_location[0]
-        uri_host = Pyro5.core.URI(uri).host
-        if ns_host and _is_loopback(uri_host) and not _is_loopback(ns_host):
-            raise ConfigurationError(
-                f"device {name!r} would be registered as {uri} in the name server at "
-                f"{ns_host}, but {uri_host} is this PC's loopback address: other PCs cannot "
-                'reach it. Serve on the lab network: host = "0.0.0.0" (or this PC\'s '
-                'address) and advertise = "<this PC\'s name or address>" ([server] in the '
-                "lab file, or --host/--advertise).",
-                device=name,
-            )
-
-    def _publish(self, name: str, servant: DeviceServant) -> str:
-        assert self._daemon is not None
-        uri = str(self._daemon.register(servant, objectId=name))
-        servant._uri = uri
-        try:
-            self._check_reachable(name, uri)
-        except ConfigurationError:
-            self._daemon.unregister(name)
-            raise
-        try:
-            with locate_ns(self.ns_host, self.ns_port, token=self.token) as ns:
-                try:
-                    existing = ns.lookup(name)
-                except Pyro5.errors.NamingError:
-                    existing = None
-                if existing is not None and str(existing) != uri:
-                    if is_live(str(existing)):
-                        raise NameInUse(
-                            f"the name {name!r} is held by a live server at {existing}; stop "
-                            "that server, or serve this device under another name",
-                            device=name,
-                            uri=str(existing),
-                        )
-                    log.warning(
-                        "replacing stale registration of %r (%s, not answering)", name, existing
-                    )
-                ns.register(name, uri, safe=False, metadata=self._metadata(servant))
-        except BaseException:
-            self._daemon.unregister(name)
-            raise
-        self._registered[name] = uri
-        servant._start()
-        log.info("registered %r at %s", name, uri)
-        return uri
-
-    def _heartbeat_loop(self) -> None:
-        while not self._heartbeat_stop.wait(self.heartbeat):
-            try:
-                self.check_registrations()
-            except Exception:  # noqa: BLE001 - the heartbeat must outlive any one failure
-                log.exception("checking the registrations failed")
-
-    def check_registrations(self) -> None:
-        """Register again every name the name server lost (the heartbeat does this).
-
-        A name now held by another live server is logged, not taken back; one held by a
-        dead server is taken back.
-        """
-        with self._lock:
-            entries = [(n, u, self._servants[n]) for n, u in self._registered.items()]
-        if not entries:
-            return
-        try:
-            ns_cm = locate_ns(
-                self.ns_host, self.ns_port, timeout=LIVENESS_TIMEOUT, token=self.token
-            )
-        except NameServerNotFound as exc:
-            if not self._ns_down:
-                log.warning(
-                    "name server unreachable (%s); will register again when it is back", exc
-                )
-                self._ns_down = True
-            return
-        with ns_cm as ns:
-            if self._ns_down:
-                log.info("name server reachable again")
-                self._ns_down = False
-            # One call for all of this server's names; only the missing ones are asked
-            # about one by one (a thousand devices, a heartbeat: one round trip, not 1000).
-            ours = ns.yplookup(meta_all={f"{SERVER_TAG}{self.id}"}, return_metadata=False)
-            for name, uri, servant in entries:
-                if str(ours.get(name)) == uri:
-                    self._warned_taken.discard(name)
-                    continue
-                try:
-                    current = str(ns.lookup(name))
-                except Pyro5.errors.NamingError:
-                    current = None
-                if current == uri:
-                    self._warned_taken.discard(name)
-                    continue
-                if not self._still_registered(name, uri):
-                    continue  # removed meanwhile
-                if current is not None and is_live(current):
-                    if name not in self._warned_taken:
-                        log.warning(
-                            "the name %r is now held by another live server at %s; "
-                            "not taking it back",
-                            name,
-                            current,
-                        )
-                        self._warned_taken.add(name)
-                    continue
-                with self._lock:
-                    # Removal wins: register only while the name is still ours to serve
-                    # (remove_device holds this lock while it unregisters).
-                    if not self._still_registered(name, uri):
-                        continue
-                    ns.register(name, uri, safe=False, metadata=self._metadata(servant))
-                self._warned_taken.discard(name)
-                log.info(
-                    "registered %r again at %s (the name server had %s)",
-                    name,
-                    uri,
-                    "lost it" if current is None else f"a dead entry {current}",
-                )
-
-    def _still_registered(self, name: str, uri: str) -> bool:
-        return self._registered.get(name) == uri and not self._stopped
-
-    def _unpublish(self, name: str, servant: DeviceServant) -> None:
-        uri = self._registered.pop(name, None)
-        if uri is not None:
-            try:
-                with locate_ns(self.ns_host, self.ns_port, token=self.token) as ns:
-                    # Only our own entry: the name may meanwhile belong to another server.
-                    try:
-                        current = str(ns.lookup(name))
-                    except Pyro5.errors.NamingError:
-                        current = None
-                    if current == uri:
-                        ns.remove(name)
-            except (PyroinstError, Pyro5.errors.PyroError) as exc:
-                log.warning("could not remove %r from the name server: %s", name, exc)
-        if self._daemon is not None:
-            try:
-                self._daemon.unregister(name)
-            except Pyro5.errors.DaemonError:
-                pass

@@ -24,6 +24,13 @@ def _restore_token():
 
 
 @pytest.fixture
+def ns():
+    """The lab's name server, with the lab's token."""
+    with EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
 def secured(ns):
     server = InstServer(ns_host=ns.host, ns_port=ns.port, token=TOKEN)
     server.add_device(Echo(), "dev")
@@ -39,13 +46,40 @@ def plain(uri, handshake=None):
     return proxy
 
 
-def test_device_daemon_missing_wrong_right(secured):
+def test_device_daemon_missing_wrong_right(secured, make_plain_server):
     uri = secured.uri("dev")
     with pytest.raises(Pyro5.errors.CommunicationError, match="authentication failed"):
         plain(uri).echo(1)
     with pytest.raises(Pyro5.errors.CommunicationError, match="authentication failed"):
         plain(uri, "wrong").echo(1)
-    assert plain(uri, TOKEN).echo(1) == 1  # the one line a plain Pyro5 user adds
+    # The token sent as plain text is refused by default, with a message saying so ...
+    with pytest.raises(Pyro5.errors.CommunicationError, match="accept_plain_token"):
+        plain(uri, TOKEN).echo(1)
+    # ... and taken by a server that allows it: the one line a plain Pyro5 user adds.
+    lenient = make_plain_server()
+    assert plain(lenient.uri("dev"), TOKEN).echo(1) == 1
+    with pytest.raises(Pyro5.errors.CommunicationError, match="authentication failed"):
+        plain(lenient.uri("dev"), "wrong").echo(1)
+    pyroinst.set_token(TOKEN)
+    assert Pyro5.api.Proxy(uri).echo(2) == 2  # a proxy in a pyroinst process proves it
+
+
+@pytest.fixture
+def make_plain_server(ns):
+    servers = []
+
+    def make():
+        server = InstServer(
+            ns_host=ns.host, ns_port=ns.port, token=TOKEN, accept_plain_token=True
+        )
+        server.add_device(Echo(), "lenient")
+        servers.append(server.start())
+        server.uri = lambda _name: server._servants["lenient"]._uri
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
 
 
 def test_connect_and_handles_carry_the_token(secured, ns):
@@ -84,8 +118,8 @@ def test_name_server_refuses_without_token():
                     getattr(nsp, method)(*args)
         with pytest.raises(pyroinst.AuthenticationFailed):
             pyroinst.locate_ns("127.0.0.1", secured_ns.port)
-        nsp = plain(uri, TOKEN)
-        assert "Pyro.NameServer" in nsp.list()
+        with pytest.raises(Pyro5.errors.CommunicationError, match="accept_plain_token"):
+            plain(uri, TOKEN).list()
         # a server with the token registers; a client with it finds the device
         server = InstServer(ns_host="127.0.0.1", ns_port=secured_ns.port, token=TOKEN)
         server.add_device(Echo(), "dev")
@@ -93,6 +127,9 @@ def test_name_server_refuses_without_token():
             pyroinst.set_token(TOKEN)
             assert pyroinst.connect("dev", "127.0.0.1", secured_ns.port).echo(3) == 3
             assert Pyro5.api.Proxy(f"PYRONAME:dev@127.0.0.1:{secured_ns.port}").echo(4) == 4
+    with EmbeddedNameServer("127.0.0.1", 0, token=TOKEN, accept_plain_token=True) as lenient:
+        uri = f"PYRO:Pyro.NameServer@127.0.0.1:{lenient.port}"
+        assert "Pyro.NameServer" in plain(uri, TOKEN).list()
 
 
 def test_cli_token_file(secured, ns, tmp_path):

@@ -97,13 +97,16 @@ def test_list_devices_alive_option(ns, lab):
 
 def test_wrong_token_reads_authentication_failed(ns, monkeypatch):
     from pyroinst import InstServer
+    from pyroinst.admission import FailureTracker
+    from pyroinst.auth import ServerAuth
     from tests.helpers import Echo
 
     server = InstServer(ns_host=ns.host, ns_port=ns.port, heartbeat=0)
     server.add_device(Echo(), "locked")
     server.start()
     try:
-        server._daemon._pyroinst_token = "the-lab-token"  # the name server stays open
+        # The device server asks for a token the client lacks; the name server stays open.
+        server._daemon._pyroinst_auth = ServerAuth("the-lab-token", False, FailureTracker())
         devices = pyroinst.list_devices(ns.host, ns.port, alive=True)
         assert {d["name"]: d["reason"] for d in devices}["locked"] == "authentication failed"
     finally:

@@ -1,0 +1,460 @@
+"""Who gets a connection: limits per address, a reserve, a handshake deadline, slow refusals.
+
+Pyro5's thread-pool server gives every accepted connection one worker thread from accept
+on, and its accept loop itself waits for a refused client's handshake. A process that
+opens a few hundred TCP connections and sends nothing takes the whole pool. pyroinst's
+daemons (device servers, name servers) accept differently (``GuardedThreadpoolServer``):
+
+* ``max_connections_per_host`` (default 64): an address holding that many connections
+  gets no more. The client is answered at once with a ``CONNECTFAIL`` that names the
+  address and the setting (a pyroinst client raises ``ServerBusy``; a plain Pyro5 proxy
+  raises ``CommunicationError: connection to ... rejected: server busy: ...``).
+* a reserve: when no more than ``reserve`` workers are free (an eighth of
+  ``threadpool_size``, at least 4), only addresses holding fewer than ``FEW`` (8)
+  connections get one, so one host cannot take the whole pool.
+* ``handshake_timeout`` (default 5 s): a connection that has not completed its handshake
+  (TLS, Pyro5's ``CONNECT`` and, with a token, the proof) within it is closed.
+* refusals never block the accept loop: one thread answers and closes refused sockets.
+
+``FailureTracker`` makes failed authentications cost the address they come from: after
+``FREE_FAILURES`` (3) in the last ``FORGET`` seconds (10 min), each refusal waits
+0.125 s, 0.25 s, 0.5 s, then 1 s (``DELAY_CAP``) after that address's previous refusal, so
+tries in parallel queue up: one address gets at most one refusal a second. A success from
+the address starts it afresh; calls that authenticate are never delayed, and other
+addresses are not slowed. Failures, refusals and timeouts are logged as one
+warning per address and minute (``Summary``), not one line per attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import marshal
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from Pyro5 import config as pyro_config
+from Pyro5 import protocol, serializers, svr_threads
+
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS_PER_HOST",
+    "Summary",
+    "FailureTracker",
+    "Admission",
+    "GuardedThreadpoolServer",
+    "AdmissionDaemon",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+DEFAULT_MAX_CONNECTIONS_PER_HOST = 64
+#: Addresses holding fewer connections than this may use the reserve.
+FEW = 8
+#: Failures from an address refused at once (typos, a wrong token file) before delays.
+FREE_FAILURES = 3
+DELAY_BASE = 0.125
+DELAY_CAP = 1.0
+#: Seconds after its last failure an address's count is forgotten.
+FORGET = 600.0
+#: Seconds between two warnings about the same address and kind of event.
+LOG_EVERY = 60.0
+#: Seconds a refused socket is kept to read what its client still sends (then closed).
+_LINGER = 2.0
+_MAX_LINGERING = 1024
+
+
+class Summary:
+    """Warnings about events per address: the first at once, then one per LOG_EVERY
+    seconds that counts the rest (``what`` is %-formatted with the address)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._pending: dict[str, list[Any]] = {}  # host -> [count, since, latest detail]
+        self._logged: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def note(self, host: str, detail: str) -> None:
+        """One more event from ``host``."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._logged.get(host, -LOG_EVERY) >= LOG_EVERY:
+                self._logged[host] = now
+                first = True
+            else:
+                entry = self._pending.setdefault(host, [0, now, ""])
+                entry[0] += 1
+                entry[2] = detail
+                first = False
+        if first:
+            log.warning("%s %s: %s", self.what, host, detail)
+        else:
+            self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        """Log the counts whose minute is over (all of them with ``force``)."""
+        now = time.monotonic()
+        due = []
+        with self._lock:
+            for host, (count, since, detail) in list(self._pending.items()):
+                if force or now - self._logged.get(host, -LOG_EVERY) >= LOG_EVERY:
+                    due.append((host, count, now - since, detail))
+                    del self._pending[host]
+                    self._logged[host] = now
+            for host in [h for h, t in self._logged.items() if now - t > FORGET]:
+                if host not in self._pending:
+                    del self._logged[host]
+        for host, count, span, detail in due:
+            log.warning(
+                "%s %s: %d more in the last %.0f s (latest: %s)",
+                self.what,
+                host,
+                count,
+                max(span, 1.0),
+                detail,
+            )
+
+
+class FailureTracker:
+    """Failed authentications per address: how long each refusal waits, and the log."""
+
+    def __init__(self) -> None:
+        # host -> [failures, time of the last one, when its next refusal may go out]
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+        self.summary = Summary("failed authentication from")
+
+    def failed(self, host: str, why: str) -> float:
+        """Note a failure from ``host``; returns the seconds to wait before refusing it.
+
+        After FREE_FAILURES, each refusal waits ``DELAY_BASE * 2**k`` (at most DELAY_CAP)
+        after the address's previous refusal: tries in parallel queue up, so an address
+        gets at most one refusal per DELAY_CAP however many connections it opens.
+        """
+        now = time.monotonic()
+        with self._lock:
+            entry = self._failures.get(host)
+            if entry is None or now - entry[1] > FORGET:
+                entry = self._failures[host] = [0, now, now]
+            entry[0] += 1
+            entry[1] = now
+            count = int(entry[0])
+            step = 0.0
+            if count > FREE_FAILURES:
+                step = min(DELAY_CAP, DELAY_BASE * 2 ** min(count - FREE_FAILURES - 1, 16))
+            slot = max(now, entry[2]) + step
+            entry[2] = slot
+            if len(self._failures) > 10_000:  # a scan from many addresses: keep the newest
+                for old in sorted(self._failures, key=lambda h: self._failures[h][1])[:5000]:
+                    del self._failures[old]
+        delay = slot - now
+        self.summary.note(host, f"{why} (failure {count}; refused after {delay:.1f} s)")
+        return delay
+
+    def succeeded(self, host: str) -> None:
+        """A client at ``host`` proved the token: its failures are forgotten."""
+        if self._failures:
+            with self._lock:
+                self._failures.pop(host, None)
+
+    def count(self, host: str) -> int:
+        """Recent failures from ``host``."""
+        entry = self._failures.get(host)
+        return 0 if entry is None else int(entry[0])
+
+
+class Admission:
+    """The connections each address holds, and whether it may open one more."""
+
+    def __init__(self, max_per_host: int, handshake_timeout: float) -> None:
+        self.max_per_host = int(max_per_host)
+        self.handshake_timeout = float(handshake_timeout)
+        self.held: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.refusals = Summary("refused a connection from")
+        self.timeouts = Summary("closed a connection that did not complete its handshake from")
+
+    def admit(self, host: str, free_workers: int, pool_size: int) -> str | None:
+        """Count a new connection of ``host``; or the reason to refuse it (not counted)."""
+        reserve = max(4, pool_size // 8)
+        with self._lock:
+            held = self.held.get(host, 0)
+            if held >= self.max_per_host:
+                return (
+                    f"server busy: {host} already holds {held} connections to this server, "
+                    f"the most its max_connections_per_host ({self.max_per_host}) allows. "
+                    "Close idle connections there, or raise max_connections_per_host "
+                    "([server] in the lab file, --max-connections-per-host)."
+                )
+            if free_workers <= 0:
+                return (
+                    f"server busy: all {pool_size} connections of this server are in use "
+                    "(no free workers; its threadpool_size). Close idle clients, or raise "
+                    "threadpool_size ([server] in the lab file)."
+                )
+            if free_workers <= reserve and held >= FEW:
+                return (
+                    f"server busy: only its reserve of {free_workers} connections is left, "
+                    f"kept for addresses holding fewer than {FEW}; {host} holds {held}. "
+                    "Close idle connections there, or raise threadpool_size ([server] in "
+                    "the lab file)."
+                )
+            self.held[host] = held + 1
+        return None
+
+    def release(self, host: str) -> None:
+        """A connection of ``host`` closed."""
+        with self._lock:
+            held = self.held.get(host, 0) - 1
+            if held > 0:
+                self.held[host] = held
+            else:
+                self.held.pop(host, None)
+
+
+class _Refuser:
+    """One thread that answers refused connections and closes them without blocking."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._lingering: OrderedDict[socket.socket, float] = OrderedDict()
+        self._incoming: list[tuple[socket.socket, bytes | None]] = []
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="pyroinst-refuser")
+        self._thread.start()
+
+    def refuse(self, sock: socket.socket, reason: str, tls: bool) -> None:
+        """Answer ``sock`` with a CONNECTFAIL saying ``reason`` (TLS: just close) and close it."""
+        message = None
+        if not tls:
+            message = bytes(
+                protocol.SendingMessage(
+                    protocol.MSG_CONNECTFAIL,
+                    0,
+                    0,
+                    serializers.MarshalSerializer.serializer_id,
+                    marshal.dumps(reason),
+                ).data
+            )
+        with self._lock:
+            self._incoming.append((sock, message))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _take(self) -> None:
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        now = time.monotonic()
+        for sock, message in incoming:
+            try:
+                sock.setblocking(False)
+                if message is None:
+                    raise OSError("TLS: closed without an answer")
+                sock.send(message)
+                sock.shutdown(socket.SHUT_WR)
+                self._selector.register(sock, selectors.EVENT_READ)
+            except (OSError, ValueError):
+                sock.close()
+                continue
+            self._lingering[sock] = now + _LINGER
+            if len(self._lingering) > _MAX_LINGERING:
+                self._drop(next(iter(self._lingering)))
+
+    def _drop(self, sock: socket.socket) -> None:
+        self._lingering.pop(sock, None)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(sock)
+        sock.close()
+
+    def _run(self) -> None:
+        while not self._stop:
+            for key, _ in self._selector.select(0.5):
+                sock = key.fileobj
+                if sock is self._wake_r:
+                    with contextlib.suppress(OSError):
+                        self._wake_r.recv(4096)
+                    continue
+                try:
+                    # Read what the client still sends: closing with unread data would
+                    # reset the connection before the client reads the answer.
+                    if sock.recv(4096):  # type: ignore[union-attr]
+                        continue
+                except OSError:
+                    pass
+                self._drop(sock)  # type: ignore[arg-type]
+            self._take()
+            now = time.monotonic()
+            while self._lingering:
+                sock, until = next(iter(self._lingering.items()))
+                if until > now:
+                    break
+                self._drop(sock)
+        for sock in list(self._lingering):
+            self._drop(sock)
+        with self._lock:
+            for sock, _ in self._incoming:
+                sock.close()
+            self._incoming = []
+
+    def close(self) -> None:
+        """Close every refused socket and end the thread."""
+        self._stop = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._thread.join(5.0)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+class _GuardedJob(svr_threads.ClientConnectionJob):
+    """Pyro5's job for one connection: the TLS handshake (with the deadline) in the
+    worker, not the accept loop, and the address's count released at the end."""
+
+    def __init__(self, sock: Any, addr: Any, daemon: Any, admission: Admission, tls: bool) -> None:
+        super().__init__(sock, addr, daemon)
+        self.admission = admission
+        self.tls = tls
+
+    def __call__(self) -> None:
+        host = str(self.caddr[0])
+        try:
+            sock = self.csock.sock
+            sock.settimeout(self.admission.handshake_timeout)
+            if self.tls:
+                try:
+                    sock.do_handshake()
+                except (OSError, ValueError) as exc:
+                    self.admission.timeouts.note(host, f"TLS handshake: {exc}")
+                    self.csock.close()
+                    return
+            super().__call__()
+        finally:
+            self.admission.release(host)
+
+
+class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
+    """Pyro5's thread-pool socket server, accepting as the module docstring says."""
+
+    admission: Admission
+    refuser: _Refuser
+
+    def guard(self, admission: Admission) -> None:
+        """Use ``admission``'s limits from now on (and start the refusing thread)."""
+        self.admission = admission
+        self.refuser = _Refuser()
+
+    def events(self, eventsockets: Any) -> None:
+        """Accept one connection, if one is waiting: admit it to a worker, or refuse it."""
+        assert self.sock in eventsockets
+        with contextlib.suppress(socket.timeout):
+            if not self._selector.select(pyro_config.POLLTIMEOUT):
+                return
+            tls = isinstance(self.sock, ssl.SSLSocket)
+            # The plain accept: an SSL socket's own would run the TLS handshake here,
+            # in the accept loop, for as long as the client cares to take.
+            csock, caddr = socket.socket.accept(self.sock)
+            if self.shutting_down:
+                csock.close()
+                return
+            host = str(caddr[0])
+            pool = self.pool
+            free = pyro_config.THREADPOOL_SIZE - len(pool.busy)
+            reason = self.admission.admit(host, free, pyro_config.THREADPOOL_SIZE)
+            if reason is not None:
+                self.admission.refusals.note(host, reason.split(". ")[0])
+                self.refuser.refuse(csock, reason, tls)
+                return
+            if tls:
+                csock = self.sock.context.wrap_socket(
+                    csock, server_side=True, do_handshake_on_connect=False
+                )
+            job = _GuardedJob(csock, caddr, self.daemon, self.admission, tls)
+            try:
+                pool.process(job)
+            except svr_threads.NoFreeWorkersError:
+                self.admission.release(host)
+                self.refuser.refuse(
+                    csock, "server busy: no free workers; raise threadpool_size", tls
+                )
+
+    def close(self) -> None:
+        """Pyro5's close, and the refusing thread's."""
+        super().close()
+        refuser = getattr(self, "refuser", None)
+        if refuser is not None:
+            refuser.close()
+
+
+class AdmissionDaemon:
+    """Mixin for Pyro5 daemons: accept through ``GuardedThreadpoolServer`` (call
+    ``guard_connections`` before ``requestLoop``), and close connections whose handshake
+    does not complete in time."""
+
+    _pyroinst_admission: Admission | None = None
+
+    def guard_connections(self, max_per_host: int, handshake_timeout: float) -> Admission:
+        """Put the limits in place (the thread-pool server type only, Pyro5's default)."""
+        admission = Admission(max_per_host, handshake_timeout)
+        server = self.transportServer  # type: ignore[attr-defined]
+        if type(server) is svr_threads.SocketServer_Threadpool:
+            server.__class__ = GuardedThreadpoolServer
+            server.guard(admission)
+            self._pyroinst_admission = admission
+        else:
+            log.warning(
+                "server type %r: connection limits and the handshake deadline apply only "
+                "to Pyro5's thread-pool server",
+                pyro_config.SERVERTYPE,
+            )
+        return admission
+
+    def _handshake(self, conn: Any, denied_reason: Any = None) -> Any:
+        admission = self._pyroinst_admission
+        if admission is not None and denied_reason is None and not _readable(conn, admission):
+            host = _host(conn)
+            admission.timeouts.note(host, f"nothing sent in {admission.handshake_timeout:g} s")
+            return False
+        accepted = super()._handshake(conn, denied_reason)  # type: ignore[misc]
+        if accepted and getattr(conn, "_pyroinst_challenge", None) is None:
+            # Handshake complete: from now on Pyro5's own timeout (none by default).
+            with contextlib.suppress(OSError):
+                conn.sock.settimeout(pyro_config.COMMTIMEOUT or None)
+        return accepted
+
+    def _housekeeping(self) -> None:
+        super()._housekeeping()  # type: ignore[misc]
+        admission = self._pyroinst_admission
+        if admission is not None:
+            admission.refusals.flush()
+            admission.timeouts.flush()
+        auth = getattr(self, "_pyroinst_auth", None)
+        if auth is not None:
+            auth.failures.summary.flush()
+
+
+def _host(conn: Any) -> str:
+    try:
+        return str(conn.sock.getpeername()[0])
+    except (OSError, AttributeError, IndexError):
+        return "?"
+
+
+def _readable(conn: Any, admission: Admission) -> bool:
+    """Wait up to the handshake deadline for a connection's first bytes."""
+    sock = conn.sock
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        return bool(selector.select(admission.handshake_timeout))

@@ -1,0 +1,122 @@
+"""The Pyro5 daemons pyroinst serves with, and the settings that guard their connections.
+
+``DeviceDaemon`` serves devices (used by ``InstServer``); ``secure()`` gives it, and the
+name server's daemon, the lab's token protocol (``auth``) and the connection limits
+(``admission``). ``is_live`` tells whether a URI's server still answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import Pyro5.client
+import Pyro5.errors
+import Pyro5.server
+
+from .admission import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    AdmissionDaemon,
+    FailureTracker,
+)
+from .auth import AuthDaemon, ServerAuth
+from .errors import AuthenticationFailed, ConfigurationError
+from .fastwire import FastwireDaemon
+
+__all__ = ["Guarding", "DeviceDaemon", "secure", "is_live", "LIVENESS_TIMEOUT"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds an old registration's owner gets to answer before it counts as dead.
+LIVENESS_TIMEOUT = 2.0
+
+
+@dataclass
+class Guarding:
+    """How a daemon guards its connections (see ``auth`` and ``admission``).
+
+    ``token``: the lab's token (None: every client is taken); ``accept_plain_token``: also
+    take the token sent as plain text by plain Pyro5 scripts; ``handshake_timeout``:
+    seconds a new connection gets to complete its handshake; ``max_connections_per_host``:
+    connections one client address may hold.
+    """
+
+    token: str | None = None
+    accept_plain_token: bool = False
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST
+
+    def __post_init__(self) -> None:
+        try:
+            timeout = float(self.handshake_timeout)
+        except (TypeError, ValueError):
+            timeout = 0.0
+        if not 0 < timeout <= 3600:
+            raise ConfigurationError(
+                f"handshake_timeout={self.handshake_timeout!r} is not usable: give seconds "
+                "between 0 and 3600 (default 5)"
+            )
+        self.handshake_timeout = timeout
+        limit = self.max_connections_per_host
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigurationError(
+                f"max_connections_per_host={limit!r} is not usable: give a whole number of "
+                "at least 1 (default 64)"
+            )
+        self.accept_plain_token = bool(self.accept_plain_token)
+
+
+def secure(daemon: Any, guarding: Guarding) -> None:
+    """Give ``daemon`` (an AuthDaemon and AdmissionDaemon) the token protocol and limits."""
+    daemon._pyroinst_auth = ServerAuth(
+        guarding.token, guarding.accept_plain_token, FailureTracker()
+    )
+    daemon.guard_connections(guarding.max_connections_per_host, guarding.handshake_timeout)
+
+
+class DeviceDaemon(FastwireDaemon, AdmissionDaemon, AuthDaemon, Pyro5.server.Daemon):
+    """Pyro5's daemon with the lab's token protocol and connection limits (``secure``),
+    keeping nothing of a request once it is answered, and closing its clients'
+    connections when it stops (Pyro5 leaves them to the old daemon, which no longer
+    knows any device: clients would get "unknown object" instead of reconnecting)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pyroinst_connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def _handshake(self, conn: Any, denied_reason: Any = None) -> Any:
+        accepted = super()._handshake(conn, denied_reason)
+        if accepted:
+            self._pyroinst_connections.add(conn)
+        return accepted
+
+    def close_connections(self) -> None:
+        """End every client connection: clients see it closed and connect afresh."""
+        for conn in list(self._pyroinst_connections):
+            with contextlib.suppress(OSError, AttributeError):
+                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the worker waiting on it
+
+
+def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
+    """True if a daemon answers at ``uri`` and still serves that object."""
+    proxy = Pyro5.client.Proxy(uri)
+    proxy._pyroTimeout = timeout
+    try:
+        proxy._pyroBind()
+    except AuthenticationFailed as exc:
+        # Refused us (another token): a lab server, alive. Not proven: not a lab server.
+        return getattr(exc, "reason", "") == "refused"
+    except Pyro5.errors.PyroError as exc:
+        text = str(exc)
+        if "rejected" in text and "unknown object" not in text:
+            return True  # a server answered and turned us down (busy, another token): alive
+        # refused, timed out, or another daemon on that port (no such object): stale
+        return False
+    finally:
+        proxy._pyroRelease()
+    return True
