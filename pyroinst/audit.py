@@ -96,7 +96,9 @@ def _outcome(exc: BaseException) -> str:
         return "refused: device busy"
     if isinstance(exc, DeviceClosed):
         return "refused: device closed"
-    return f"error: {type(exc).__name__}"
+    # A driver's own exception travels as RemoteError: name the driver's class.
+    remote = getattr(exc, "remote_type", None)
+    return f"error: {str(remote).rsplit('.', 1)[-1] if remote else type(exc).__name__}"
 
 
 def _peer() -> str | None:

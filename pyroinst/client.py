@@ -200,7 +200,7 @@ class DeviceProxy(Pyro5.client.Proxy):
                     text = str(exc)
                     raise ServerBusy(
                         f"the server of {self._pyroinst_label()} refused the connection: "
-                        f"{text[text.find('server busy'):] if 'server busy' in text else text}",
+                        f"{text[text.find('server busy') :] if 'server busy' in text else text}",
                         device=self._pyroinst_name,
                     ) from None
                 error = exc

@@ -24,6 +24,11 @@
     tls_cert = "/etc/pyroinst/pc2.pem"
     tls_key = "/etc/pyroinst/pc2.key"
     tls_require_client_cert = false      # true: mutual TLS
+    accept_plain_token = false           # true: plain Pyro5 scripts may send the token itself
+    handshake_timeout = 5.0              # seconds a new connection gets to authenticate
+    max_connections_per_host = 64        # connections one client address may hold
+    audit_log = "/var/log/pyroinst/audit.jsonl"   # one JSON line per remote action
+    audit_reads = false                  # true: reads too (status, streams, describe ...)
 
     [devices.dev]
     class = "devices.dummy:DummyDevice"   # module:Class (or module.Class)
@@ -80,6 +85,11 @@ _SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "tls_cert": ((str,), "the path of this PC's certificate"),
     "tls_key": ((str,), "the path of this PC's private key"),
     "tls_require_client_cert": ((bool,), "true or false"),
+    "accept_plain_token": ((bool,), "true or false"),
+    "handshake_timeout": ((int, float), "a number of seconds"),
+    "max_connections_per_host": ((int,), "a whole number of connections"),
+    "audit_log": ((str,), "the path of the audit log file"),
+    "audit_reads": ((bool,), "true or false"),
 }
 _DEVICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "class": ((str,), 'a "module:Class" string'),

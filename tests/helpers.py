@@ -237,3 +237,13 @@ class Relay:
 
         with Pyro5.api.Proxy(uri) as other:
             return other.seen()
+
+
+class Marker:
+    """A driver that leaves a file behind when it is created (to see whether it was)."""
+
+    def __init__(self, path: str) -> None:
+        Path(path).write_text("created")
+
+    def close(self) -> None:
+        """Nothing to close."""

@@ -69,9 +69,7 @@ def make_plain_server(ns):
     servers = []
 
     def make():
-        server = InstServer(
-            ns_host=ns.host, ns_port=ns.port, token=TOKEN, accept_plain_token=True
-        )
+        server = InstServer(ns_host=ns.host, ns_port=ns.port, token=TOKEN, accept_plain_token=True)
         server.add_device(Echo(), "lenient")
         servers.append(server.start())
         server.uri = lambda _name: server._servants["lenient"]._uri

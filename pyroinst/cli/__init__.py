@@ -3,12 +3,14 @@
 Thin commands over the library, by concern: ``app`` (the typer app, global options,
 errors and exit codes), ``servers`` (``ns``, ``serve``), ``devices`` (``list``, ``info``,
 ``call``, ``jobs``, ``job``, ``reserve``, ``release``, ``ping``), ``live`` (``call
---follow``, ``watch``), ``service`` (systemd units) and ``output`` (tables, JSON,
-progress, files). The exit codes are listed in ``pyroinst --help`` and in ``app``.
+--follow``, ``watch``), ``audit`` (an audit log as a table), ``service`` (systemd
+units) and ``output`` (tables, JSON, progress, files). The exit codes are listed in
+``pyroinst --help`` and in ``app``.
 """
 
 from __future__ import annotations
 
+from . import audit as _audit  # noqa: F401 - registers the commands
 from . import devices as _devices  # noqa: F401 - registers the commands
 from . import live as _live  # noqa: F401 - registers the commands
 from . import servers as _servers  # noqa: F401 - registers the commands

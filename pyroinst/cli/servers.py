@@ -13,6 +13,7 @@ import typer
 
 import pyroinst
 from pyroinst import auth
+from pyroinst.admission import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_HOST
 from pyroinst.config import DeviceStartError, LabConfig, LabFileError, demo_lab, load_lab
 from pyroinst.errors import ConfigurationError, PyroinstError
 from pyroinst.nameserver import DEFAULT_NS_HOST, DEFAULT_NS_PORT, EmbeddedNameServer
@@ -38,6 +39,19 @@ def ns_command(
             help="Keep the names in this file (sqlite): back at once after a restart.",
         ),
     ] = None,
+    accept_plain_token: Annotated[
+        bool,
+        typer.Option(
+            "--accept-plain-token",
+            help="Also take the token sent as plain text by plain Pyro5 scripts (weaker).",
+        ),
+    ] = False,
+    handshake_timeout: Annotated[
+        float, typer.Option(help="Seconds a new connection gets to authenticate.")
+    ] = DEFAULT_HANDSHAKE_TIMEOUT,
+    max_connections_per_host: Annotated[
+        int, typer.Option(help="Connections one client address may hold.")
+    ] = DEFAULT_MAX_CONNECTIONS_PER_HOST,
 ) -> None:
     """Run a name server in the foreground (what nameserver.sh does)."""
     setup_logging(logging.INFO)
@@ -45,7 +59,15 @@ def ns_command(
     host, port = host or DEFAULT_NS_HOST, DEFAULT_NS_PORT if port is None else port
     with _Signals() as signals:
         try:
-            ns = EmbeddedNameServer(host, port, token=auth.current_token(), storage=storage)
+            ns = EmbeddedNameServer(
+                host,
+                port,
+                token=auth.current_token(),
+                storage=storage,
+                accept_plain_token=accept_plain_token,
+                handshake_timeout=handshake_timeout,
+                max_connections_per_host=max_connections_per_host,
+            )
             ns.start()
         except ConfigurationError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
@@ -101,6 +123,28 @@ def serve_command(
     ] = None,
     ns_host: Annotated[str | None, typer.Option("--ns-host", help="Name server host.")] = None,
     ns_port: Annotated[int | None, typer.Option("--ns-port", help="Name server port.")] = None,
+    accept_plain_token: Annotated[
+        bool | None,
+        typer.Option(
+            "--accept-plain-token/--no-accept-plain-token",
+            help="Also take the token sent as plain text by plain Pyro5 scripts (weaker).",
+            show_default=False,
+        ),
+    ] = None,
+    audit_log: Annotated[
+        Path | None,
+        typer.Option(help="Append one JSON line per remote action that can change something."),
+    ] = None,
+    audit_reads: Annotated[
+        bool | None,
+        typer.Option("--audit-reads", help="Log reads in the audit log too.", show_default=False),
+    ] = None,
+    handshake_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a new connection gets to authenticate (5).")
+    ] = None,
+    max_connections_per_host: Annotated[
+        int | None, typer.Option(help="Connections one client address may hold (64).")
+    ] = None,
 ) -> None:
     """Serve the devices of a lab file (or --demo) until Ctrl-C or SIGTERM.
 
@@ -119,7 +163,16 @@ def serve_command(
     level = getattr(logging, config.log_level or "INFO")
     setup_logging(level)
     kwargs = dict(config.server)
-    for key, value in (("host", host), ("port", port), ("advertise", advertise)):
+    for key, value in (
+        ("host", host),
+        ("port", port),
+        ("advertise", advertise),
+        ("accept_plain_token", accept_plain_token),
+        ("audit_log", None if audit_log is None else str(audit_log)),
+        ("audit_reads", audit_reads),
+        ("handshake_timeout", handshake_timeout),
+        ("max_connections_per_host", max_connections_per_host),
+    ):
         if value is not None:
             kwargs[key] = value
     nh, np_ = ns_of(ns_host, ns_port)
@@ -127,16 +180,19 @@ def serve_command(
         kwargs["ns_host"] = nh
     if np_ is not None:
         kwargs["ns_port"] = np_
-    try:
-        devices = config.create_devices()
-    except DeviceStartError as exc:
-        raise fail(str(exc), EXIT_FAILED) from None
     if "token_file" not in kwargs and auth.current_token():
         kwargs["token"] = auth.current_token()
     try:
+        # Before the devices: a setting that cannot be used (an audit log that cannot be
+        # written) stops here, with no instrument opened.
         server = InstServer(**kwargs)
     except ConfigurationError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
+    try:
+        devices = config.create_devices()
+    except DeviceStartError as exc:
+        server.stop()
+        raise fail(str(exc), EXIT_FAILED) from None
     if server.token:
         auth.set_token(server.token)  # this process's own name-server calls carry it too
     try:
