@@ -143,5 +143,12 @@ def test_cli_token_file(secured, ns, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "1"
+    wrong_file = tmp_path / "wrong"
+    wrong_file.write_text("not-the-lab-token")
+    result = runner.invoke(
+        app, [*base, "--token-file", str(wrong_file), "call", "dev", "echo", "1"]
+    )
+    assert result.exit_code == 4 and "authentication failed" in result.stderr
+    assert "not-the-lab-token" not in result.output
     result = runner.invoke(app, [*base, "--token-file", str(tmp_path / "none"), "list"])
     assert result.exit_code == 2 and "token file" in result.stderr

@@ -8,14 +8,17 @@ are near where they were, and nothing above WARNING was logged.
 from __future__ import annotations
 
 import random
+import secrets
 import socket
 import struct
 from pathlib import Path
 
 import Pyro5.api
+import pytest
 from Pyro5 import protocol
 
 import pyroinst
+from tests import authwire
 from tests.helpers import clean_env, start_fuzz_target, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,10 +62,44 @@ def valid_connect(serializer_id: int = 4) -> bytes:
     )
 
 
-def cases(rng: random.Random):
+def challenge(nonce: str, extra: dict | None = None) -> bytes:
+    """A CONNECT carrying the token protocol's challenge (msgpack)."""
+    from Pyro5 import serializers
+
+    ser = serializers.serializers_by_id[4]
+    handshake = {"pyroinst_auth": 1, "nonce": nonce, **(extra or {})}
+    return message(protocol.MSG_CONNECT, 4, ser.dumps({"handshake": handshake, "object": "dev"}))
+
+
+def handshake_cases(rng: random.Random, count: int):
+    """Malformed, truncated and replayed handshakes of the token protocol."""
+    replayed = challenge("ab" * 32)
+    for i in range(count):
+        kind = i % 5
+        nonce = secrets.token_hex(32)
+        if kind == 0:  # a nonce of a random length and alphabet
+            alphabet = rng.choice(["0123456789abcdef", "xyz\u00e9\0", "0"])
+            yield challenge("".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 130))))
+        elif kind == 1:  # a valid challenge, truncated
+            data = challenge(nonce)
+            yield data[: rng.randrange(1, len(data))]
+        elif kind == 2:  # the same challenge again and again (a replay)
+            yield replayed
+        elif kind == 3:  # a challenge, then a proof for a server nonce it never got
+            proof = bytes(rng.randrange(256) for _ in range(32))
+            ping = authwire.message(protocol.MSG_PING, b"", {"PIAU": proof}, serializer_id=4)
+            yield challenge(nonce) + ping
+        else:  # a challenge, then a call or garbage instead of the proof
+            tail = rng.choice([b"\x94\xa3dev\xa4echo\x91\x01\x80", bytes(range(40))])
+            yield challenge(nonce, rng.choice([None, {"x": 1}])) + message(
+                protocol.MSG_INVOKE, 4, tail
+            )
+
+
+def cases(rng: random.Random, count: int = CASES):
     connect = valid_connect()
     invoke = message(protocol.MSG_INVOKE, 4, b"\x94\xa3dev\xa4echo\x91\x01\x80")
-    for i in range(CASES):
+    for i in range(count):
         kind = i % 8
         if kind == 0:  # random bytes
             yield bytes(rng.randrange(256) for _ in range(rng.randrange(1, 200)))
@@ -86,8 +123,13 @@ def cases(rng: random.Random):
 
 
 def blast(port: int, payloads) -> None:
-    for payload in payloads:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+    for n, payload in enumerate(payloads):
+        # Each case from its own loopback address: the slow-down for failed
+        # authentications (per address) does not pile up across the cases.
+        source = f"127.2.{n // 250}.{n % 250 + 1}"
+        with socket.create_connection(
+            ("127.0.0.1", port), timeout=2, source_address=(source, 0)
+        ) as sock:
             try:
                 sock.sendall(payload)
                 sock.shutdown(socket.SHUT_WR)
@@ -106,8 +148,12 @@ def status(pid: int, key: str) -> int:
     return 0
 
 
-def test_hostile_bytes():
-    proc, (ns_port, dev_uri) = start_fuzz_target(clean_env())
+@pytest.mark.parametrize("token", [None, "fuzz-lab-token-5d1e"], ids=["open", "token"])
+def test_hostile_bytes(token):
+    env = clean_env() if token is None else clean_env(PYROINST_TOKEN=token)
+    before = pyroinst.current_token()
+    pyroinst.set_token(token)
+    proc, (ns_port, dev_uri) = start_fuzz_target(env)
     try:
         dev_port = int(dev_uri.rsplit(":", 1)[1])
         dev = Pyro5.api.Proxy(dev_uri)
@@ -116,8 +162,11 @@ def test_hostile_bytes():
         threads_before = status(proc.pid, "Threads")
         rss_before = status(proc.pid, "VmRSS")
         rng = random.Random(20261124)
-        blast(dev_port, cases(rng))
-        blast(int(ns_port), cases(rng))
+        count = CASES if token is None else CASES // 2
+        for port in (dev_port, int(ns_port)):
+            blast(port, cases(rng, count))
+            if token is not None:
+                blast(port, handshake_cases(rng, count))
 
         dev = Pyro5.api.Proxy(dev_uri)
         assert dev.echo("still here") == "still here"
@@ -128,6 +177,7 @@ def test_hostile_bytes():
         wait_until(lambda: status(proc.pid, "Threads") <= threads_before + 2, timeout=20)
         assert status(proc.pid, "VmRSS") - rss_before < 50_000  # kB
     finally:
+        pyroinst.set_token(before)
         proc.stdin.close()
         proc.wait(30)
         log = Path(proc.log).read_text()

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,55 @@ from devices.dummy import DummyDevice
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def readme_plain_client() -> str:
+def readme_plain_client(marker: str = "plain-client") -> str:
     text = README.read_text()
-    match = re.search(r"<!-- plain-client -->\s*```python\n(.*?)```", text, re.S)
-    assert match, "README lost its plain-client example"
-    return match.group(1)
+    match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
+    assert match, f"README lost its {marker} example"
+    return textwrap.dedent(match.group(1))
+
+
+def test_plain_client_with_the_token_where_plain_tokens_are_taken():
+    """The README's plain client, with its token lines, against a lab that allows it."""
+    from pyroinst import EmbeddedNameServer, InstServer
+
+    token = "plain-script-token-31337"
+    setup = readme_plain_client("plain-token-client")
+    body = readme_plain_client().replace('dev = Pyro5.api.Proxy("PYRONAME:dev")\n', "")
+    code = (
+        setup
+        + body
+        + (
+            "\nimport sys\n"
+            "assert 'pyroinst' not in sys.modules\n"
+            "assert data.shape == (1000,)\n"
+            "print('PLAIN-TOKEN-OK')\n"
+        )
+    )
+    with EmbeddedNameServer("127.0.0.1", 0, token=token, accept_plain_token=True) as ns:
+        server = InstServer(
+            ns_host=ns.host, ns_port=ns.port, token=token, accept_plain_token=True, heartbeat=0
+        )
+        server.add_device(DummyDevice(idn_delay=0.01), "dev")
+        with server:
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+            env.update(PYRO_NS_HOST=ns.host, PYRO_NS_PORT=str(ns.port), PYROINST_TOKEN=token)
+            proc = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+            )
+            assert proc.returncode == 0, proc.stderr
+            assert "PLAIN-TOKEN-OK" in proc.stdout
+            # Without the setting, the same script is told why it is refused.
+            strict = InstServer(ns_host=ns.host, ns_port=ns.port, token=token, heartbeat=0)
+            strict.add_device(DummyDevice(idn_delay=0.01), "strict")
+            with strict:
+                refused = subprocess.run(
+                    [sys.executable, "-c", code.replace('lookup("dev")', 'lookup("strict")')],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+            assert refused.returncode != 0 and "accept_plain_token" in refused.stderr
 
 
 @pytest.mark.parametrize("serializer", ["serpent", "msgpack", "marshal"])
