@@ -395,7 +395,16 @@ class ServerAuth:
         Answers it with the server's proof, or refuses it (CONNECTFAIL after the failure
         delay, then Pyro5's SecurityError, which ends the connection).
         """
-        msg = self._receive_small(conn)
+        try:
+            msg = self._receive_small(conn)
+        except Pyro5.errors.SecurityError:
+            raise
+        except (Pyro5.errors.CommunicationError, ValueError, OSError) as exc:
+            if isinstance(exc, Pyro5.errors.ConnectionClosedError):
+                raise  # the client went away
+            # Garbage or nothing in time instead of a proof: noted, the connection ends.
+            self.failures.summary.note(challenge.host, f"no proof: {exc}")
+            raise Pyro5.errors.SecurityError(f"no proof from {challenge.where}: {exc}") from None
         proof = (msg.annotations or {}).get(PROOF_ANNOTATION)
         if msg.type != protocol.MSG_PING:
             why = "a call before its proof"

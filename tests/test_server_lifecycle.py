@@ -107,7 +107,7 @@ def test_a_stopped_server_cannot_start_again(ns):
 
 
 def test_removal_wins_over_a_heartbeat_in_flight(ns, monkeypatch):
-    import pyroinst.server as server_module
+    import pyroinst.registration as server_module
 
     server = InstServer(ns_host=ns.host, ns_port=ns.port, heartbeat=0)
     server.add_device(Recorder(), "rec")

@@ -80,7 +80,9 @@ def _unit(description: str, command: list[str], workdir: Path, token_file: Path 
 def server_unit(lab: Path, token_file: Path | None = None) -> str:
     """The unit text for ``pyroinst serve LAB`` (LAB an absolute path)."""
     command = [*pyroinst_executable(), *_global_options(token_file), "serve", str(lab)]
-    return _unit(f"pyroinst device server ({lab.name})", command, lab.parent, token_file)
+    # systemd makes /var/log/pyroinst (%L/pyroinst), the place for an audit_log.
+    extra = ["LogsDirectory=pyroinst"]
+    return _unit(f"pyroinst device server ({lab.name})", command, lab.parent, token_file, extra)
 
 
 def ns_unit(host: str, port: int, storage: str | None, token_file: Path | None = None) -> str:
