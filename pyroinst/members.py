@@ -18,6 +18,7 @@ __all__ = [
     "binding_problems",
     "public_members",
     "describe_device",
+    "parameters_of",
     "signature_of",
     "function_of",
 ]
@@ -132,6 +133,43 @@ def function_of(member: Any) -> Callable[..., Any]:
     return member
 
 
+_KINDS = {
+    inspect.Parameter.POSITIONAL_ONLY: "positional",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional_or_keyword",
+    inspect.Parameter.VAR_POSITIONAL: "var_positional",
+    inspect.Parameter.KEYWORD_ONLY: "keyword",
+    inspect.Parameter.VAR_KEYWORD: "var_keyword",
+}
+
+
+def parameters_of(sig: inspect.Signature | None) -> list[dict[str, Any]]:
+    """A method's parameters as plain data (forms are built from them): ``name``, ``kind``
+    (positional, positional_or_keyword, var_positional, keyword, var_keyword),
+    ``annotation`` (text, "" if none), ``default`` (its repr; None if there is none)."""
+    if sig is None:
+        return []
+    out = []
+    for param in sig.parameters.values():
+        annotation = param.annotation
+        if annotation is inspect.Parameter.empty:
+            text = ""
+        elif isinstance(annotation, type):
+            text = annotation.__name__
+        else:
+            text = str(annotation)
+        out.append(
+            {
+                "name": param.name,
+                "kind": _KINDS[param.kind],
+                "annotation": text,
+                "default": None
+                if param.default is inspect.Parameter.empty
+                else repr(param.default),
+            }
+        )
+    return out
+
+
 def describe_device(
     device: Any,
     name: str,
@@ -164,6 +202,7 @@ def describe_device(
                 "job": member_name in jobs,
                 "concurrent": member_name in concurrent,
                 "monitor": monitor_period(function_of(member)),
+                "parameters": parameters_of(sig),
             }
         )
     return {

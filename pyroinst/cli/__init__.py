@@ -3,9 +3,9 @@
 Thin commands over the library, by concern: ``app`` (the typer app, global options,
 errors and exit codes), ``servers`` (``ns``, ``serve``), ``devices`` (``list``, ``info``,
 ``call``, ``jobs``, ``job``, ``reserve``, ``release``, ``ping``), ``live`` (``call
---follow``, ``watch``), ``audit`` (an audit log as a table), ``service`` (systemd
-units) and ``output`` (tables, JSON, progress, files). The exit codes are listed in
-``pyroinst --help`` and in ``app``.
+--follow``, ``watch``), ``audit`` (an audit log as a table), ``web`` (the dashboard),
+``service`` (systemd units) and ``output`` (tables, JSON, progress, files). The exit
+codes are listed in ``pyroinst --help`` and in ``app``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from . import devices as _devices  # noqa: F401 - registers the commands
 from . import live as _live  # noqa: F401 - registers the commands
 from . import servers as _servers  # noqa: F401 - registers the commands
 from . import service as _service  # noqa: F401 - registers the commands
+from . import web as _web  # noqa: F401 - registers the commands
 from .app import app
 from .devices import parse_call_args
 

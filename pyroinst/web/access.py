@@ -1,0 +1,149 @@
+"""Who may use the web server: the lab's token, as a bearer token or a browser session.
+
+* Without a token (allowed only on a loopback address, see ``check_bind``) everyone on
+  this PC may use it.
+* With one, an API request carries ``Authorization: Bearer <token>``, or the session
+  cookie a browser got by logging in: once through the URL ``pyroinst web`` prints
+  (``/?token=...``, which sets the cookie and redirects to the bare URL, as Jupyter
+  does), or through the login page.
+* The cookie is ``HttpOnly`` and ``SameSite=Strict``; a request that changes something
+  (any method but GET and HEAD) on a cookie must also come from the page's own origin
+  (``Origin``, else ``Sec-Fetch-Site``).
+* The owner that reservations see comes from the ``X-Pyroinst-Owner`` header, else from
+  the name given at login.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = ["Access", "Caller", "AccessRefused", "check_bind", "COOKIE", "OWNER_HEADER"]
+
+COOKIE = "pyroinst_session"
+OWNER_HEADER = "x-pyroinst-owner"
+#: Seconds a browser session lasts without being used.
+SESSION_IDLE = 7 * 24 * 3600.0
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """ConfigurationError if ``host`` is not a loopback address and there is no token."""
+    if token:
+        return
+    try:
+        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        loopback = False
+    if not loopback:
+        raise ConfigurationError(
+            f"pyroinst web on {host} would let anyone who reaches this PC use the lab's "
+            "devices: it needs the lab's token there. Set PYROINST_TOKEN or --token-file "
+            "(or [server] token_file), or serve on 127.0.0.1."
+        )
+
+
+class AccessRefused(Exception):
+    """A request without the right to be served: ``status`` (401 or 403) and why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Caller:
+    """Who makes a request: ``owner`` for reservations (None if unnamed)."""
+
+    owner: str | None
+    session: bool
+
+
+class Access:
+    """The token check and the browser sessions of one web server."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        self._sessions: dict[str, tuple[str | None, float]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> bool:
+        """True when no token is needed."""
+        return self.token is None
+
+    def token_ok(self, given: str | None) -> bool:
+        """True if ``given`` is the lab's token (constant time)."""
+        if self.token is None:
+            return True
+        return given is not None and hmac.compare_digest(
+            given.encode("utf-8"), self.token.encode("utf-8")
+        )
+
+    def login(self, owner: str | None = None) -> str:
+        """A new session id (the cookie's value)."""
+        session = secrets.token_urlsafe(32)
+        with self._lock:
+            self._sessions[session] = (owner or None, time.monotonic())
+        return session
+
+    def logout(self, session: str | None) -> None:
+        """End a session."""
+        with self._lock:
+            self._sessions.pop(session or "", None)
+
+    def _session_owner(self, session: str | None) -> tuple[bool, str | None]:
+        if not session:
+            return False, None
+        now = time.monotonic()
+        with self._lock:
+            entry = self._sessions.get(session)
+            if entry is None or now - entry[1] > SESSION_IDLE:
+                self._sessions.pop(session, None)
+                return False, None
+            self._sessions[session] = (entry[0], now)
+            return True, entry[0]
+
+    def caller(self, method: str, headers: Any, cookies: dict[str, str], origin: str) -> Caller:
+        """Who a request comes from, or AccessRefused. ``origin`` is the server's own
+        ``scheme://host[:port]`` as the request addressed it."""
+        owner = headers.get(OWNER_HEADER) or None
+        has_session, session_owner = self._session_owner(cookies.get(COOKIE))
+        authorization = headers.get("authorization") or ""
+        if authorization:
+            scheme, _, given = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not self.token_ok(given.strip()):
+                raise AccessRefused(
+                    401, "wrong token: send Authorization: Bearer <the lab's token>"
+                )
+            return Caller(owner, False)
+        if has_session:
+            if method.upper() not in _SAFE and not _same_origin(headers, origin):
+                raise AccessRefused(
+                    403,
+                    "a request that changes something must come from this page's own "
+                    "origin (cross-site requests are refused)",
+                )
+            return Caller(owner or session_owner, True)
+        if self.open:
+            return Caller(owner, False)
+        raise AccessRefused(
+            401,
+            "this needs the lab's token: send Authorization: Bearer <token>, or log in "
+            "through the URL pyroinst web printed (or its login page)",
+        )
+
+
+def _same_origin(headers: Any, origin: str) -> bool:
+    sent = headers.get("origin")
+    if sent:
+        return sent.rstrip("/") == origin.rstrip("/")
+    return headers.get("sec-fetch-site") == "same-origin"

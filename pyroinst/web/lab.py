@@ -1,0 +1,112 @@
+"""The web server's side of the lab: proxies per thread, the device list with reservations."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from typing import Any
+
+import Pyro5.client
+
+from ..client import DeviceProxy, connect, list_devices
+
+__all__ = ["Lab"]
+
+#: Seconds a device list (with reservations) is reused by other requests.
+LIST_TTL = 1.0
+#: Seconds a device's description is reused.
+DESCRIBE_TTL = 5.0
+
+
+class Lab:
+    """A client of the lab's name server and devices, shared by the web server's threads.
+
+    Each thread keeps its own proxies (Pyro5 proxies belong to one thread); a request
+    sets the owner its caller presents before it calls.
+    """
+
+    def __init__(self, ns_host: str | None, ns_port: int | None, timeout: float = 30.0) -> None:
+        self.ns_host, self.ns_port = ns_host, ns_port
+        self.timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._listed: tuple[float, list[dict[str, Any]]] | None = None
+        self._described: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="pyroinst-web")
+        self._all: list[DeviceProxy] = []
+
+    def device(self, name: str, owner: str | None = None) -> DeviceProxy:
+        """This thread's proxy of ``name``, presenting ``owner``."""
+        proxies = getattr(self._local, "proxies", None)
+        if proxies is None:
+            proxies = self._local.proxies = {}
+        proxy = proxies.get(name)
+        if proxy is None:
+            proxy = connect(name, self.ns_host, self.ns_port, timeout=self.timeout)
+            proxies[name] = proxy
+            with self._lock:
+                self._all.append(proxy)
+        proxy._pyroinst_owner = owner
+        return proxy
+
+    def open(self, name: str, owner: str | None = None) -> DeviceProxy:
+        """A new proxy of ``name`` (its own connection), presenting ``owner``: for one
+        event stream; the caller releases it."""
+        proxy = connect(name, self.ns_host, self.ns_port, timeout=self.timeout)
+        proxy._pyroinst_owner = owner
+        return proxy
+
+    def forget(self, name: str) -> None:
+        """Drop this thread's proxy of ``name`` (after the device could not be found)."""
+        proxy = getattr(self._local, "proxies", {}).pop(name, None)
+        if proxy is not None:
+            proxy._pyroRelease()
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """``describe()`` of ``name``, reused for DESCRIBE_TTL seconds."""
+        now = time.monotonic()
+        cached = self._described.get(name)
+        if cached is not None and now - cached[0] < DESCRIBE_TTL:
+            return cached[1]
+        description = self.device(name).describe()
+        self._described[name] = (now, description)
+        return description
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every device with ``alive``/``reason`` and its ``reservation`` (None if free or
+        unknown), reused for LIST_TTL seconds."""
+        now = time.monotonic()
+        listed = self._listed
+        if listed is not None and now - listed[0] < LIST_TTL:
+            return listed[1]
+        devices = list_devices(self.ns_host, self.ns_port, alive=True)
+        futures = {self._pool.submit(_reservation, d["uri"]): d for d in devices if d.get("alive")}
+        for device in devices:
+            device["reservation"] = None
+        for future, device in futures.items():
+            device["reservation"] = future.result()
+        self._listed = (time.monotonic(), devices)
+        return devices
+
+    def close(self) -> None:
+        """Release every proxy and the helper threads."""
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            proxies, self._all = self._all, []
+        for proxy in proxies:
+            try:
+                proxy._pyroRelease()
+            except Exception:  # noqa: BLE001 - another thread's proxy: Pyro5 may object
+                pass
+
+
+def _reservation(uri: str) -> dict[str, Any] | None:
+    proxy = Pyro5.client.Proxy(uri)
+    proxy._pyroTimeout = 1.5
+    try:
+        return proxy.reservation()
+    except Exception:  # noqa: BLE001 - a device that does not answer: no reservation shown
+        return None
+    finally:
+        proxy._pyroRelease()
