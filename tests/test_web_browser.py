@@ -1,0 +1,149 @@
+"""The dashboard in a real headless Chromium (Debian's chromium and chromium-driver), one lab
+per module. Screenshots go to ``test-artifacts/`` (or ``PYROINST_TEST_ARTIFACTS``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import pyroinst
+from devices.dummy import DummyDevice
+from pyroinst import EmbeddedNameServer, InstServer
+from pyroinst.web.runner import WebServer
+
+TOKEN = "browser-token-51ad0c"
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = Path(os.environ.get("PYROINST_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+if not (CHROMIUM and DRIVER):
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs chromium and chromium-driver (.ci/run installs them)")
+    pytest.skip(
+        "no chromium/chromedriver: apt-get install chromium chromium-driver",
+        allow_module_level=True,
+    )
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lab():
+    before = pyroinst.current_token()
+    pyroinst.set_token(TOKEN)
+    with EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as ns:
+        server = InstServer(ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0)
+        server.add_device(DummyDevice(idn_delay=0.01), "dev")
+        server.add_device(DummyDevice(idn_delay=0.01), "dev2")
+        with server, WebServer("127.0.0.1", 0, ns.host, ns.port, TOKEN) as web:
+            yield ns, server, web
+    pyroinst.set_token(before)
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    options = webdriver.ChromeOptions()
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(argument)
+    options.binary_location = CHROMIUM
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        _, _, web = lab
+        driver.get(web.login_url)  # logs in, as the link pyroinst web prints does
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver, condition, timeout: float = 20.0):
+    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d))
+
+
+def rows(driver) -> dict[str, str]:
+    return {
+        row.get_attribute("data-name"): row.get_attribute("data-alive")
+        for row in driver.find_elements(By.CSS_SELECTOR, "#devices tbody tr")
+    }
+
+
+def test_login_link_and_the_device_table(lab, browser):
+    _, _, web = lab
+    assert browser.current_url == web.url  # the token is gone from the address bar
+    cookie = next(c for c in browser.get_cookies() if c["name"] == "pyroinst_session")
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
+    table = wait(browser, lambda d: rows(d) if {"dev", "dev2"} <= set(rows(d)) else None)
+    assert table["dev"] == "true" and table["dev2"] == "true"
+
+
+def test_measure_from_the_form_to_a_drawn_plot(lab, browser):
+    _, _, web = lab
+    browser.get(web.url + "#/device/dev")
+    form = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'form[data-method="measure"]'))
+    form.find_element(By.NAME, "time").send_keys("1500")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    link = wait(browser, lambda d: form.find_element(By.CSS_SELECTOR, "pre.result a"))
+    link.click()
+    wait(browser, lambda d: d.find_element(By.ID, "job-state").text == "done")
+    progress = browser.find_element(By.CSS_SELECTOR, "#job-progress .progress")
+    assert progress.get_attribute("data-value") == "100"
+    plot = browser.find_element(By.ID, "plot")
+    assert int(plot.get_attribute("data-drawn")) > 0
+    assert plot.get_attribute("data-kind") == "line"
+    assert plot.find_elements(By.CSS_SELECTOR, "canvas")  # uPlot drew on its canvas
+    downloads = browser.find_elements(By.CSS_SELECTOR, ".downloads a")
+    assert [a.text for a in downloads] == ["result .npy", ".csv"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "job-view.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+
+
+def test_cancel_a_long_job_from_the_device_view(lab, browser):
+    _, _, web = lab
+    browser.get(web.url + "#/device/dev2")
+    form = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'form[data-method="measure"]'))
+    form.find_element(By.NAME, "time").send_keys("60000")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    job_id = wait(browser, lambda d: form.find_element(By.CSS_SELECTOR, "pre.result a")).text
+    row = f'#jobs tr[data-job="{job_id}"]'
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} button.cancel")).click()
+    wait(
+        browser,
+        lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-state") == "cancelled",
+    )
+
+
+def test_a_server_that_goes_away_and_comes_back(lab, browser):
+    ns, _, web = lab
+    browser.get(web.url + "#/")
+    extra = InstServer(ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0)
+    extra.add_device(DummyDevice(idn_delay=0.01), "flaky")
+    extra.start()
+    port = int(extra.location.rsplit(":", 1)[1])
+    wait(browser, lambda d: rows(d).get("flaky") == "true")
+    with pyroinst.locate_ns(ns.host, ns.port) as nsp:
+        uri, metadata = nsp.lookup("flaky", return_metadata=True)
+    extra.stop()
+    with pyroinst.locate_ns(ns.host, ns.port) as nsp:
+        nsp.register("flaky", uri, metadata=metadata)  # as a crashed server leaves it
+    wait(browser, lambda d: rows(d).get("flaky") == "false")
+    reason = browser.find_element(By.CSS_SELECTOR, '#devices tr[data-name="flaky"] td.bad').text
+    assert "connection refused" in reason
+    again = InstServer(port=port, ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0)
+    again.add_device(DummyDevice(idn_delay=0.01), "flaky")
+    with again:
+        wait(browser, lambda d: rows(d).get("flaky") == "true")
+    browser.save_screenshot(str(ARTIFACTS / "device-table.png"))
