@@ -203,7 +203,7 @@ def result(request: Request, name: str, job_id: str, format: str = "json") -> Re
         )
     if status["state"] == "cancelled":
         raise JobCancelled(f"job {job_id} ({status['method']}) was cancelled: no result")
-    return _download(dev.job_result(job_id, 0), fmt, f"{name}-{job_id}")
+    return _download(_lab(request).result(name, job_id, dev), fmt, f"{name}-{job_id}")
 
 
 @router.post("/devices/{name}/jobs/{job_id}/cancel", summary="Cancel a job")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
+import numpy as np
 import Pyro5.client
 
 from ..client import DeviceProxy, connect, list_devices
@@ -17,6 +19,8 @@ __all__ = ["Lab"]
 LIST_TTL = 1.0
 #: Seconds a device's description is reused.
 DESCRIBE_TTL = 5.0
+#: Bytes of finished jobs' results kept for repeated downloads (newest kept).
+RESULT_CACHE_BYTES = 512 << 20
 
 
 class Lab:
@@ -34,6 +38,8 @@ class Lab:
         self._listed: tuple[float, list[dict[str, Any]]] | None = None
         self._described: dict[str, tuple[float, dict[str, Any]]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="pyroinst-web")
+        self._results: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._results_bytes = 0
         self._all: list[DeviceProxy] = []
 
     def device(self, name: str, owner: str | None = None) -> DeviceProxy:
@@ -62,6 +68,27 @@ class Lab:
         proxy = getattr(self._local, "proxies", {}).pop(name, None)
         if proxy is not None:
             proxy._pyroRelease()
+
+    def result(self, name: str, job_id: str, proxy: DeviceProxy) -> Any:
+        """A finished job's result, kept for repeated downloads (``.npy`` then ``.csv``,
+        or several people): results of finished jobs never change. Arrays up to
+        RESULT_CACHE_BYTES in all are kept, the newest first."""
+        key = (name, job_id)
+        with self._lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key]
+        value = proxy.job_result(job_id, 0)
+        size = value.nbytes if isinstance(value, np.ndarray) else 0
+        if 0 < size <= RESULT_CACHE_BYTES:
+            with self._lock:
+                if key not in self._results:
+                    self._results[key] = value
+                    self._results_bytes += size
+                while self._results_bytes > RESULT_CACHE_BYTES:
+                    _, old = self._results.popitem(last=False)
+                    self._results_bytes -= old.nbytes
+        return value
 
     def describe(self, name: str) -> dict[str, Any]:
         """``describe()`` of ``name``, reused for DESCRIBE_TTL seconds."""
