@@ -62,7 +62,9 @@ def main() -> None:
     pyroinst.set_token(TOKEN)
     with EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as ns:
         server = InstServer(ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0)
-        server.add_device(WebBench(), "web", stream_buffer_bytes=1 << 30)
+        from bench.webdev import WebBench as Bench  # its class named by module, not __main__
+
+        server.add_device(Bench(), "web", stream_buffer_bytes=1 << 30)
         with server, WebServer("127.0.0.1", 0, ns.host, ns.port, TOKEN) as web:
             print(f"{web.url} {TOKEN}", flush=True)
             sys.stdin.read()

@@ -303,3 +303,30 @@ def test_name_server_down_at_start_then_back():
         assert down.status_code == 502 and down.json()["error"] == "NameServerNotFound"
         with EmbeddedNameServer("127.0.0.1", port, token=TOKEN):
             wait_until(lambda: httpx.get(url, headers=AUTH, timeout=30).status_code == 200)
+
+
+def test_the_readme_curl_lines(lab, tmp_path):
+    """The README's curl example, as written, against this lab's web server."""
+    import re
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("curl") is None:
+        pytest.skip("no curl here")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- web-curl -->\s*```bash\n(.*?)```", readme, re.S).group(1)
+    _, _, web, _ = lab
+    block = block.replace("localhost:8080", f"127.0.0.1:{web.port}")
+    proc = subprocess.run(
+        ["bash", "-e", "-c", block],
+        cwd=tmp_path,
+        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "PYROINST_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"result":"pyroinst,DummyDevice' in proc.stdout
+    assert "event: end" in proc.stdout and "(2000,)" in proc.stdout

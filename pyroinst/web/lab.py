@@ -19,6 +19,8 @@ __all__ = ["Lab"]
 LIST_TTL = 1.0
 #: Seconds a device's description is reused.
 DESCRIBE_TTL = 5.0
+#: Seconds a request waits for a device's server to answer again before 502.
+RECONNECT = 3.0
 #: Bytes of finished jobs' results kept for repeated downloads (newest kept).
 RESULT_CACHE_BYTES = 512 << 20
 
@@ -49,7 +51,9 @@ class Lab:
             proxies = self._local.proxies = {}
         proxy = proxies.get(name)
         if proxy is None:
-            proxy = connect(name, self.ns_host, self.ns_port, timeout=self.timeout)
+            proxy = connect(
+                name, self.ns_host, self.ns_port, timeout=self.timeout, reconnect_timeout=RECONNECT
+            )
             proxies[name] = proxy
             with self._lock:
                 self._all.append(proxy)
@@ -59,7 +63,9 @@ class Lab:
     def open(self, name: str, owner: str | None = None) -> DeviceProxy:
         """A new proxy of ``name`` (its own connection), presenting ``owner``: for one
         event stream; the caller releases it."""
-        proxy = connect(name, self.ns_host, self.ns_port, timeout=self.timeout)
+        proxy = connect(
+            name, self.ns_host, self.ns_port, timeout=self.timeout, reconnect_timeout=RECONNECT
+        )
         proxy._pyroinst_owner = owner
         return proxy
 
