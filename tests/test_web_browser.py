@@ -29,6 +29,10 @@ if not (CHROMIUM and DRIVER):
     )
 
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -69,7 +73,14 @@ def browser(lab):
 
 
 def wait(driver, condition, timeout: float = 20.0):
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(lambda d: condition(d))
+    """Poll ``condition(driver)`` until it is truthy. The page redraws its tables while we
+    look: an element gone stale is looked up again."""
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.05,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    ).until(lambda d: condition(d))
 
 
 def rows(driver) -> dict[str, str]:
@@ -119,7 +130,8 @@ def test_cancel_a_long_job_from_the_device_view(lab, browser):
     form.find_element(By.CSS_SELECTOR, "button").click()
     job_id = wait(browser, lambda d: form.find_element(By.CSS_SELECTOR, "pre.result a")).text
     row = f'#jobs tr[data-job="{job_id}"]'
-    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} button.cancel")).click()
+    # Clicked inside the wait: the table is redrawn each second under our feet.
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, f"{row} button.cancel").click() or True)
     wait(
         browser,
         lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-state") == "cancelled",
@@ -140,7 +152,8 @@ def test_a_server_that_goes_away_and_comes_back(lab, browser):
     with pyroinst.locate_ns(ns.host, ns.port) as nsp:
         nsp.register("flaky", uri, metadata=metadata)  # as a crashed server leaves it
     wait(browser, lambda d: rows(d).get("flaky") == "false")
-    reason = browser.find_element(By.CSS_SELECTOR, '#devices tr[data-name="flaky"] td.bad').text
+    cell = '#devices tr[data-name="flaky"] td.bad'
+    reason = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, cell).text)
     assert "connection refused" in reason
     again = InstServer(port=port, ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0)
     again.add_device(DummyDevice(idn_delay=0.01), "flaky")
