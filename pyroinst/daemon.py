@@ -24,7 +24,7 @@ from .admission import (
     AdmissionDaemon,
     FailureTracker,
 )
-from .auth import AuthDaemon, ServerAuth
+from .authserver import AuthDaemon, ServerAuth
 from .errors import AuthenticationFailed, ConfigurationError
 from .fastwire import FastwireDaemon
 

@@ -40,7 +40,8 @@ from .admission import (
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
     AdmissionDaemon,
 )
-from .auth import AuthDaemon, require_client_side, resolve_token
+from .auth import require_client_side, resolve_token
+from .authserver import AuthDaemon
 from .daemon import Guarding, secure
 from .errors import ConfigurationError
 

@@ -34,7 +34,7 @@ from .audit import AuditLog
 from .auth import require_client_side, resolve_token
 from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS
 from .daemon import DeviceDaemon, Guarding, secure
-from .device import DeviceServant, make_servant
+from .device import DeviceServant
 from .errors import (
     ConfigurationError,
     DeviceDefinitionError,
@@ -42,6 +42,7 @@ from .errors import (
     PyroinstError,
 )
 from .fastwire import WIRE_MAX
+from .forwarders import make_servant
 from .nameserver import EmbeddedNameServer
 from .naming import ns_address
 from .registration import Registration, is_loopback

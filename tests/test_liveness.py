@@ -98,7 +98,7 @@ def test_list_devices_alive_option(ns, lab):
 def test_wrong_token_reads_authentication_failed(ns, monkeypatch):
     from pyroinst import InstServer
     from pyroinst.admission import FailureTracker
-    from pyroinst.auth import ServerAuth
+    from pyroinst.authserver import ServerAuth
     from tests.helpers import Echo
 
     server = InstServer(ns_host=ns.host, ns_port=ns.port, heartbeat=0)
