@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -14,6 +15,8 @@ import Pyro5.client
 from ..client import DeviceProxy, connect, list_devices
 
 __all__ = ["Lab"]
+
+log = logging.getLogger(__name__)
 
 #: Seconds a device list (with reservations) is reused by other requests.
 LIST_TTL = 1.0
@@ -129,9 +132,10 @@ class Lab:
             proxies, self._all = self._all, []
         for proxy in proxies:
             try:
+                proxy._pyroClaimOwnership()  # each belonged to a worker thread
                 proxy._pyroRelease()
-            except Exception:  # noqa: BLE001 - another thread's proxy: Pyro5 may object
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing down: the rest still goes
+                log.debug("releasing a proxy of %s: %s", proxy._pyroUri, exc)
 
 
 def _reservation(uri: str) -> dict[str, Any] | None:
