@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -247,3 +248,31 @@ class Marker:
 
     def close(self) -> None:
         """Nothing to close."""
+
+
+@contextlib.contextmanager
+def lab_token(token: str | None):
+    """This process proves ``token`` inside; the token it had, after (cached proxies dropped)."""
+    before = pyroinst.current_token()
+    pyroinst.set_token(token)
+    try:
+        yield
+    finally:
+        pyroinst.set_token(before)
+        pyroinst.client.release_cached_proxies()
+
+
+@contextlib.contextmanager
+def web_lab(token: str, devices: dict[str, Any], **options: Any):
+    """A name server and a device server with ``token`` serving ``devices`` (name -> driver,
+    or (driver, add_device keywords)), and ``pyroinst web`` in front: (ns, server, web)."""
+    from pyroinst import EmbeddedNameServer, InstServer
+    from pyroinst.web.runner import WebServer
+
+    with lab_token(token), EmbeddedNameServer("127.0.0.1", 0, token=token) as ns:
+        server = InstServer(ns_host=ns.host, ns_port=ns.port, token=token, heartbeat=0, **options)
+        for name, device in devices.items():
+            driver, keywords = device if isinstance(device, tuple) else (device, {})
+            server.add_device(driver, name, **keywords)
+        with server, WebServer("127.0.0.1", 0, ns.host, ns.port, token) as web:
+            yield ns, server, web

@@ -16,7 +16,7 @@ import pyroinst
 from pyroinst import EmbeddedNameServer, InstServer
 from pyroinst.admission import FailureTracker
 from tests.authwire import RawClient
-from tests.helpers import Echo, wait_until
+from tests.helpers import Echo, lab_token, wait_until
 
 TOKEN = "limits-token-0123456789abcdef"
 FLOOD = 300
@@ -24,18 +24,13 @@ FLOOD = 300
 
 @pytest.fixture(autouse=True)
 def _token():
-    before = pyroinst.current_token()
-    pyroinst.set_token(TOKEN)
-    yield
-    pyroinst.set_token(before)
-    pyroinst.client.release_cached_proxies()
+    with lab_token(TOKEN):
+        yield
 
 
 @pytest.fixture(scope="module")
 def lab():
-    before = pyroinst.current_token()
-    pyroinst.set_token(TOKEN)
-    with EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as ns:
+    with lab_token(TOKEN), EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as ns:
         server = InstServer(
             ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0, handshake_timeout=1.0
         )
@@ -46,7 +41,6 @@ def lab():
         tight.add_device(Echo(), "tight")
         with server, tight:
             yield ns, server, tight
-    pyroinst.set_token(before)
 
 
 def where(server: InstServer) -> tuple[str, int]:

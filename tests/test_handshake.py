@@ -24,7 +24,7 @@ from tests.authwire import (
     message,
     parse,
 )
-from tests.helpers import Echo
+from tests.helpers import Echo, lab_token
 
 TOKEN = "hAndshake-t0ken-for-the-lab-2026"
 OTHER = "another-lab-entirely"
@@ -32,11 +32,8 @@ OTHER = "another-lab-entirely"
 
 @pytest.fixture(autouse=True)
 def _token():
-    before = pyroinst.current_token()
-    pyroinst.set_token(TOKEN)
-    yield
-    pyroinst.set_token(before)
-    pyroinst.client.release_cached_proxies()
+    with lab_token(TOKEN):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 import pyroinst
 from devices.dummy import DummyDevice
-from pyroinst import EmbeddedNameServer, InstServer
+from pyroinst import EmbeddedNameServer
 from pyroinst.cli import app
 from pyroinst.web.runner import WebServer
-from tests.helpers import Echo, wait_until
+from tests.helpers import Echo, wait_until, web_lab
 
 TOKEN = "web-api-token-7f3a9c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,17 +25,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture(scope="module")
 def lab():
-    before = pyroinst.current_token()
-    pyroinst.set_token(TOKEN)
-    with EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as ns:
-        server = InstServer(ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0)
-        server.add_device(DummyDevice(idn_delay=0.01), "dev")
-        server.add_device(DummyDevice(idn_delay=0.01), "dev2")
-        server.add_device(Echo(), "echo", lock_timeout=0.2)
-        with server, WebServer("127.0.0.1", 0, ns.host, ns.port, TOKEN) as web:
-            with httpx.Client(base_url=web.url.rstrip("/"), headers=AUTH, timeout=30) as client:
-                yield ns, server, web, client
-    pyroinst.set_token(before)
+    devices = {
+        "dev": DummyDevice(idn_delay=0.01),
+        "dev2": DummyDevice(idn_delay=0.01),
+        "echo": (Echo(), {"lock_timeout": 0.2}),
+    }
+    with web_lab(TOKEN, devices) as (ns, server, web):
+        with httpx.Client(base_url=web.url.rstrip("/"), headers=AUTH, timeout=30) as client:
+            yield ns, server, web, client
 
 
 def events(response: httpx.Response, stop: str = "end", limit: float = 30.0):

@@ -11,8 +11,8 @@ import pytest
 
 import pyroinst
 from devices.dummy import DummyDevice
-from pyroinst import EmbeddedNameServer, InstServer
-from pyroinst.web.runner import WebServer
+from pyroinst import InstServer
+from tests.helpers import web_lab
 
 TOKEN = "browser-token-51ad0c"
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,15 +40,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 @pytest.fixture(scope="module")
 def lab():
-    before = pyroinst.current_token()
-    pyroinst.set_token(TOKEN)
-    with EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as ns:
-        server = InstServer(ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0)
-        server.add_device(DummyDevice(idn_delay=0.01), "dev")
-        server.add_device(DummyDevice(idn_delay=0.01), "dev2")
-        with server, WebServer("127.0.0.1", 0, ns.host, ns.port, TOKEN) as web:
-            yield ns, server, web
-    pyroinst.set_token(before)
+    devices = {"dev": DummyDevice(idn_delay=0.01), "dev2": DummyDevice(idn_delay=0.01)}
+    with web_lab(TOKEN, devices) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

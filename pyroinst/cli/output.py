@@ -16,6 +16,7 @@ import typer
 
 import pyroinst
 from pyroinst.errors import JobCancelled
+from pyroinst.summaries import array_summary
 
 from .app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, echo, fail, guard
 
@@ -61,14 +62,6 @@ def jsonable(value: Any, out: Path | None = None) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     return str(value)
-
-
-def array_summary(a: np.ndarray) -> dict[str, Any]:
-    summary: dict[str, Any] = {"dtype": str(a.dtype), "shape": list(a.shape)}
-    if a.size and (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        real = a.real if np.iscomplexobj(a) else a
-        summary.update(min=float(np.min(real)), max=float(np.max(real)), mean=float(np.mean(real)))
-    return summary
 
 
 def describe_value(value: Any) -> str:

@@ -64,7 +64,6 @@ class Caller:
     """Who makes a request: ``owner`` for reservations (None if unnamed)."""
 
     owner: str | None
-    session: bool
 
 
 class Access:
@@ -124,7 +123,7 @@ class Access:
                 raise AccessRefused(
                     401, "wrong token: send Authorization: Bearer <the lab's token>"
                 )
-            return Caller(owner, False)
+            return Caller(owner)
         if has_session:
             if method.upper() not in _SAFE and not _same_origin(headers, origin):
                 raise AccessRefused(
@@ -132,9 +131,9 @@ class Access:
                     "a request that changes something must come from this page's own "
                     "origin (cross-site requests are refused)",
                 )
-            return Caller(owner or session_owner, True)
+            return Caller(owner or session_owner)
         if self.open:
-            return Caller(owner, False)
+            return Caller(owner)
         raise AccessRefused(
             401,
             "this needs the lab's token: send Authorization: Bearer <token>, or log in "

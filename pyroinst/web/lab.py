@@ -72,12 +72,6 @@ class Lab:
         proxy._pyroinst_owner = owner
         return proxy
 
-    def forget(self, name: str) -> None:
-        """Drop this thread's proxy of ``name`` (after the device could not be found)."""
-        proxy = getattr(self._local, "proxies", {}).pop(name, None)
-        if proxy is not None:
-            proxy._pyroRelease()
-
     def result(self, name: str, job_id: str, proxy: DeviceProxy) -> Any:
         """A finished job's result, kept for repeated downloads (``.npy`` then ``.csv``,
         or several people): results of finished jobs never change. Arrays up to

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..handles import JobHandle
+from ..summaries import array_summary
 
 __all__ = ["to_json", "summary", "npy_chunks", "npy_length", "to_csv", "as_array"]
 
@@ -71,15 +72,10 @@ def summary(value: Any) -> Any:
     """What an event says of a value: small values as they are, arrays as ``{dtype, shape,
     min, max, mean}`` (numeric ones; with ``data`` when they are tiny)."""
     if isinstance(value, np.ndarray):
-        out: dict[str, Any] = {"dtype": str(value.dtype), "shape": list(value.shape)}
-        if value.size and value.dtype.kind in "biuf":
-            finite = value[np.isfinite(value)] if value.dtype.kind == "f" else value
-            if finite.size:
-                out.update(
-                    min=_number(float(finite.min())),
-                    max=_number(float(finite.max())),
-                    mean=_number(float(finite.mean())),
-                )
+        out = array_summary(value, finite_only=True)
+        for key in ("min", "max", "mean"):
+            if key in out:
+                out[key] = _number(out[key])
         if value.size <= INLINE_EVENT:
             out["data"] = _clean(value.tolist())
         return out
