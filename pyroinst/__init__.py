@@ -15,6 +15,7 @@ import os as _os
 from Pyro5 import config as _pyro_config
 
 from . import auth as _auth
+from . import daemon as _daemon
 from . import errors as _errors
 from . import serialization as _serialization
 from . import tls as _tls
@@ -41,6 +42,7 @@ from .errors import (
     JobError,
     JobNotFound,
     JobTimeout,
+    MessageRefused,
     MessageTooLarge,
     MonitorError,
     NameInUse,
@@ -103,6 +105,7 @@ __all__ = [
     "JobNotFound",
     "JobTimeout",
     "MessageTooLarge",
+    "MessageRefused",
     "NameInUse",
     "NameServerNotFound",
     "NotSerializableError",
@@ -112,6 +115,7 @@ __all__ = [
 
 _serialization.install()
 _auth.install()
+_daemon.install()
 _tls.configure_from_environment()
 _errors.register_with_pyro()
 if _os.environ.get("PYROINST_NS_HOST"):

@@ -29,17 +29,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import marshal
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
 from Pyro5 import config as pyro_config
-from Pyro5 import protocol, serializers, svr_threads
+from Pyro5 import protocol, svr_threads
+
+from . import preproof
+from .auth import _connect_fail
+from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES, Handshaker
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -66,7 +70,8 @@ FORGET = 600.0
 #: Seconds between two warnings about the same address and kind of event.
 LOG_EVERY = 60.0
 #: Seconds a refused socket is kept to read what its client still sends (then closed).
-_LINGER = 2.0
+_LINGER = 1.0
+_HEADER_SIZE = protocol._header_size
 _MAX_LINGERING = 1024
 
 
@@ -218,13 +223,30 @@ class Admission:
                 self.held.pop(host, None)
 
 
+class _Refused:
+    """A refused connection: its reason, and what its client sent so far."""
+
+    __slots__ = ("reason", "header", "answered", "until")
+
+    def __init__(self, reason: str, until: float) -> None:
+        self.reason = reason
+        self.header = b""
+        self.answered = False
+        self.until = until
+
+
 class _Refuser:
-    """One thread that answers refused connections and closes them without blocking."""
+    """One thread that answers refused connections and closes them without blocking.
+
+    It waits (at most ``_LINGER`` seconds) for the client's ``CONNECT`` header, so that the
+    ``CONNECTFAIL`` goes out in the serializer the client speaks (a pyroinst client takes
+    a handshake answer only in its own), then reads what the client still sends and closes.
+    """
 
     def __init__(self) -> None:
         self._selector = selectors.DefaultSelector()
-        self._lingering: OrderedDict[socket.socket, float] = OrderedDict()
-        self._incoming: list[tuple[socket.socket, bytes | None]] = []
+        self._lingering: OrderedDict[socket.socket, _Refused] = OrderedDict()
+        self._incoming: list[tuple[socket.socket, str | None]] = []
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -235,19 +257,8 @@ class _Refuser:
 
     def refuse(self, sock: socket.socket, reason: str, tls: bool) -> None:
         """Answer ``sock`` with a CONNECTFAIL saying ``reason`` (TLS: just close) and close it."""
-        message = None
-        if not tls:
-            message = bytes(
-                protocol.SendingMessage(
-                    protocol.MSG_CONNECTFAIL,
-                    0,
-                    0,
-                    serializers.MarshalSerializer.serializer_id,
-                    marshal.dumps(reason),
-                ).data
-            )
         with self._lock:
-            self._incoming.append((sock, message))
+            self._incoming.append((sock, None if tls else reason))
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
@@ -255,20 +266,32 @@ class _Refuser:
         with self._lock:
             incoming, self._incoming = self._incoming, []
         now = time.monotonic()
-        for sock, message in incoming:
+        for sock, reason in incoming:
+            if reason is None:
+                sock.close()  # TLS: closed without an answer
+                continue
             try:
                 sock.setblocking(False)
-                if message is None:
-                    raise OSError("TLS: closed without an answer")
-                sock.send(message)
-                sock.shutdown(socket.SHUT_WR)
                 self._selector.register(sock, selectors.EVENT_READ)
             except (OSError, ValueError):
                 sock.close()
                 continue
-            self._lingering[sock] = now + _LINGER
+            self._lingering[sock] = _Refused(reason, now + _LINGER)
             if len(self._lingering) > _MAX_LINGERING:
                 self._drop(next(iter(self._lingering)))
+
+    def _answer(self, sock: socket.socket, refused: _Refused) -> None:
+        refused.answered = True
+        header = refused.header
+        seq, serializer_id = 0, preproof.JSON
+        if len(header) >= _HEADER_SIZE and header.startswith(b"PYRO"):
+            fields = struct.unpack(protocol._header_format, header[:_HEADER_SIZE])
+            seq = fields[5]
+            if fields[3] in preproof.NAMES:
+                serializer_id = fields[3]
+        with contextlib.suppress(OSError, ValueError):
+            sock.send(_connect_fail(seq, serializer_id, refused.reason))
+            sock.shutdown(socket.SHUT_WR)
 
     def _drop(self, sock: socket.socket) -> None:
         self._lingering.pop(sock, None)
@@ -278,26 +301,40 @@ class _Refuser:
 
     def _run(self) -> None:
         while not self._stop:
-            for key, _ in self._selector.select(0.5):
+            for key, _ in self._selector.select(0.25):
                 sock = key.fileobj
                 if sock is self._wake_r:
                     with contextlib.suppress(OSError):
                         self._wake_r.recv(4096)
                     continue
+                refused = self._lingering.get(sock)  # type: ignore[call-overload]
+                if refused is None:
+                    continue
                 try:
-                    # Read what the client still sends: closing with unread data would
-                    # reset the connection before the client reads the answer.
-                    if sock.recv(4096):  # type: ignore[union-attr]
-                        continue
+                    # Read what the client sends: closing with unread data would reset
+                    # the connection before the client reads the answer.
+                    data = sock.recv(4096)  # type: ignore[union-attr]
                 except OSError:
-                    pass
+                    data = b""
+                if data:
+                    if not refused.answered:
+                        refused.header += data[: _HEADER_SIZE - len(refused.header)]
+                        if len(refused.header) >= _HEADER_SIZE:
+                            self._answer(sock, refused)  # type: ignore[arg-type]
+                    continue
+                if not refused.answered:
+                    self._answer(sock, refused)  # type: ignore[arg-type]
                 self._drop(sock)  # type: ignore[arg-type]
             self._take()
             now = time.monotonic()
-            while self._lingering:
-                sock, until = next(iter(self._lingering.items()))
-                if until > now:
-                    break
+            for sock, refused in list(self._lingering.items()):
+                if refused.until > now:
+                    continue
+                if not refused.answered:
+                    # Nothing (or no complete header) in time: answer as json, close soon.
+                    self._answer(sock, refused)
+                    refused.until = now + _LINGER
+                    continue
                 self._drop(sock)
         for sock in list(self._lingering):
             self._drop(sock)
@@ -317,45 +354,26 @@ class _Refuser:
         self._wake_w.close()
 
 
-class _GuardedJob(svr_threads.ClientConnectionJob):
-    """Pyro5's job for one connection: the TLS handshake (with the deadline) in the
-    worker, not the accept loop, and the address's count released at the end."""
-
-    def __init__(self, sock: Any, addr: Any, daemon: Any, admission: Admission, tls: bool) -> None:
-        super().__init__(sock, addr, daemon)
-        self.admission = admission
-        self.tls = tls
-
-    def __call__(self) -> None:
-        host = str(self.caddr[0])
-        try:
-            sock = self.csock.sock
-            sock.settimeout(self.admission.handshake_timeout)
-            if self.tls:
-                try:
-                    sock.do_handshake()
-                except (OSError, ValueError) as exc:
-                    self.admission.timeouts.note(host, f"TLS handshake: {exc}")
-                    self.csock.close()
-                    return
-            super().__call__()
-        finally:
-            self.admission.release(host)
-
-
 class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
-    """Pyro5's thread-pool socket server, accepting as the module docstring says."""
+    """Pyro5's thread-pool socket server, accepting as the module docstring says: a new
+    connection goes to the handshake thread (``pyroinst.handshakes``), and only a
+    connection whose handshake is complete gets a worker."""
 
     admission: Admission
     refuser: _Refuser
+    handshaker: Handshaker
 
-    def guard(self, admission: Admission) -> None:
-        """Use ``admission``'s limits from now on (and start the refusing thread)."""
+    def guard(self, admission: Admission, max_pending: int) -> None:
+        """Use ``admission``'s limits from now on (and start the refusing and handshake
+        threads)."""
         self.admission = admission
         self.refuser = _Refuser()
+        context = self.sock.context if isinstance(self.sock, ssl.SSLSocket) else None
+        self.handshaker = Handshaker(self.daemon, self, admission, context, max_pending)
 
     def events(self, eventsockets: Any) -> None:
-        """Accept one connection, if one is waiting: admit it to a worker, or refuse it."""
+        """Accept one connection, if one is waiting: admit it to the handshake thread, or
+        refuse it."""
         assert self.sock in eventsockets
         with contextlib.suppress(socket.timeout):
             if not self._selector.select(pyro_config.POLLTIMEOUT):
@@ -371,25 +389,19 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
             pool = self.pool
             free = pyro_config.THREADPOOL_SIZE - len(pool.busy)
             reason = self.admission.admit(host, free, pyro_config.THREADPOOL_SIZE)
-            if reason is not None:
-                self.admission.refusals.note(host, reason.split(". ")[0])
-                self.refuser.refuse(csock, reason, tls)
-                return
-            if tls:
-                csock = self.sock.context.wrap_socket(
-                    csock, server_side=True, do_handshake_on_connect=False
-                )
-            job = _GuardedJob(csock, caddr, self.daemon, self.admission, tls)
-            try:
-                pool.process(job)
-            except svr_threads.NoFreeWorkersError:
+            if reason is None:
+                reason = self.handshaker.offer(csock, caddr)
+                if reason is None:
+                    return
                 self.admission.release(host)
-                self.refuser.refuse(
-                    csock, "server busy: no free workers; raise threadpool_size", tls
-                )
+            self.admission.refusals.note(host, reason.split(". ")[0])
+            self.refuser.refuse(csock, reason, tls)
 
     def close(self) -> None:
-        """Pyro5's close, and the refusing thread's."""
+        """Pyro5's close, and the refusing and handshake threads'."""
+        handshaker = getattr(self, "handshaker", None)
+        if handshaker is not None:
+            handshaker.close()
         super().close()
         refuser = getattr(self, "refuser", None)
         if refuser is not None:
@@ -398,18 +410,24 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
 
 class AdmissionDaemon:
     """Mixin for Pyro5 daemons: accept through ``GuardedThreadpoolServer`` (call
-    ``guard_connections`` before ``requestLoop``), and close connections whose handshake
-    does not complete in time."""
+    ``guard_connections`` before ``requestLoop``)."""
 
     _pyroinst_admission: Admission | None = None
+    #: Oneway calls run in the connection's worker (see ``pyroinst.daemon.install``).
+    _pyroinst_inline_oneway = True
 
-    def guard_connections(self, max_per_host: int, handshake_timeout: float) -> Admission:
+    def guard_connections(
+        self,
+        max_per_host: int,
+        handshake_timeout: float,
+        max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES,
+    ) -> Admission:
         """Put the limits in place (the thread-pool server type only, Pyro5's default)."""
         admission = Admission(max_per_host, handshake_timeout)
         server = self.transportServer  # type: ignore[attr-defined]
         if type(server) is svr_threads.SocketServer_Threadpool:
             server.__class__ = GuardedThreadpoolServer
-            server.guard(admission)
+            server.guard(admission, max_pending_handshakes)
             self._pyroinst_admission = admission
         else:
             log.warning(
@@ -418,19 +436,6 @@ class AdmissionDaemon:
                 pyro_config.SERVERTYPE,
             )
         return admission
-
-    def _handshake(self, conn: Any, denied_reason: Any = None) -> Any:
-        admission = self._pyroinst_admission
-        if admission is not None and denied_reason is None and not _readable(conn, admission):
-            host = _host(conn)
-            admission.timeouts.note(host, f"nothing sent in {admission.handshake_timeout:g} s")
-            return False
-        accepted = super()._handshake(conn, denied_reason)  # type: ignore[misc]
-        if accepted and getattr(conn, "_pyroinst_challenge", None) is None:
-            # Handshake complete: from now on Pyro5's own timeout (none by default).
-            with contextlib.suppress(OSError):
-                conn.sock.settimeout(pyro_config.COMMTIMEOUT or None)
-        return accepted
 
     def _housekeeping(self) -> None:
         super()._housekeeping()  # type: ignore[misc]
@@ -441,20 +446,3 @@ class AdmissionDaemon:
         auth = getattr(self, "_pyroinst_auth", None)
         if auth is not None:
             auth.failures.summary.flush()
-
-
-def _host(conn: Any) -> str:
-    try:
-        return str(conn.sock.getpeername()[0])
-    except (OSError, AttributeError, IndexError):
-        return "?"
-
-
-def _readable(conn: Any, admission: Admission) -> bool:
-    """Wait up to the handshake deadline for a connection's first bytes."""
-    sock = conn.sock
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
-        return True
-    with selectors.DefaultSelector() as selector:
-        selector.register(sock, selectors.EVENT_READ)
-        return bool(selector.select(admission.handshake_timeout))

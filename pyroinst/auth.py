@@ -192,7 +192,7 @@ def _loads(serializer_id: int, data: Any) -> Any:
 def _connect_fail(seq: int, serializer_id: int, reason: str) -> bytes:
     serializer = serializers.serializers_by_id.get(serializer_id)
     if serializer is None:
-        serializer = serializers.serializers_by_id[serializers.MarshalSerializer.serializer_id]
+        serializer = serializers.serializers_by_id[serializers.JsonSerializer.serializer_id]
     message = protocol.SendingMessage(
         protocol.MSG_CONNECTFAIL, 0, seq, serializer.serializer_id, serializer.dumps(reason)
     )

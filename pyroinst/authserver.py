@@ -11,7 +11,6 @@ import hmac
 import logging
 import secrets
 import threading
-import time
 from collections import OrderedDict
 from typing import Any
 
@@ -114,16 +113,16 @@ class ServerAuth:
 
     def _refuse(self, conn: Any, why: str, message: str) -> None:
         host, _ = _peer(conn)
-        delay = self.failures.failed(host, why)
-        if delay > 0:
-            time.sleep(delay)
+        # The handshake thread sends the refusal after this delay (a timer, not a sleep).
+        conn._pyroinst_delay = self.failures.failed(host, why)
         raise AuthenticationFailed(message)
 
     def finish(self, conn: Any, challenge: _Challenge) -> None:
         """Receive a connection's first message after the handshake: the client's proof.
 
-        Answers it with the server's proof, or refuses it (CONNECTFAIL after the failure
-        delay, then Pyro5's SecurityError, which ends the connection).
+        Answers it with the server's proof, or refuses it (a CONNECTFAIL, which the
+        handshake thread sends after the failure delay it finds in ``_pyroinst_delay``,
+        then Pyro5's SecurityError, which ends the connection).
         """
         try:
             msg = self._receive_small(conn)
@@ -145,7 +144,6 @@ class ServerAuth:
         else:
             del conn._pyroinst_challenge
             conn._pyroinst_proven = True
-            conn.sock.settimeout(pyro_config.COMMTIMEOUT or None)
             self.failures.succeeded(challenge.host)
             reply = protocol.SendingMessage(
                 protocol.MSG_PING,
@@ -157,9 +155,7 @@ class ServerAuth:
             )
             conn.send(reply.data)
             return
-        delay = self.failures.failed(challenge.host, why)
-        if delay > 0:
-            time.sleep(delay)
+        conn._pyroinst_delay = self.failures.failed(challenge.host, why)
         conn.send(_connect_fail(msg.seq, msg.serializer_id, _NEEDS_TOKEN))
         raise Pyro5.errors.SecurityError(f"{why} from {challenge.where}")
 

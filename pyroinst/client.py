@@ -25,6 +25,7 @@ from .errors import (
     ConnectionLost,
     DeviceNotFound,
     DeviceUnreachable,
+    MessageRefused,
     NameServerNotFound,
     ServerBusy,
 )
@@ -39,6 +40,7 @@ from .naming import (
     locate_ns,
     lookup,
     ns_address,
+    refuse_marshal,
 )
 from .streams import Stream
 
@@ -176,12 +178,15 @@ class DeviceProxy(Pyro5.client.Proxy):
                 return
             log.info("connection to %s was closed by the server; reconnecting", self._pyroUri)
             self._pyroRelease()
+        refuse_marshal(self._pyroSerializer)
         deadline = time.monotonic() + self._pyroinst_reconnect
         delay = 0.05
         while True:
             try:
                 self._pyroBind()
                 return
+            except MessageRefused as exc:
+                raise MessageRefused(f"{self._pyroinst_label()}: {exc}") from None
             except AuthenticationFailed as exc:
                 raise AuthenticationFailed(
                     f"{self._pyroinst_label()}: {exc}",

@@ -27,6 +27,8 @@
     accept_plain_token = false           # true: plain Pyro5 scripts may send the token itself
     handshake_timeout = 5.0              # seconds a new connection gets to authenticate
     max_connections_per_host = 64        # connections one client address may hold
+    max_pending_handshakes = 256         # connections in their handshake at once
+    max_queued_jobs = 1000               # jobs one device may have waiting
     audit_log = "/var/log/pyroinst/audit.jsonl"   # one JSON line per remote action
     audit_reads = false                  # true: reads too (status, streams, describe ...)
 
@@ -38,6 +40,7 @@
     lock_timeout = 5.0        # overrides the server's
     stream_buffer_items = 1000           # override the server's, for this device
     stream_buffer_bytes = 67108864
+    max_queued_jobs = 100                # overrides the server's, for this device
 
 Every error is a ``LabFileError`` naming the file and, where it can, the table and key
 (or line, for TOML syntax), raised before any device is created or registered. Classes
@@ -88,6 +91,8 @@ _SERVER_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "accept_plain_token": ((bool,), "true or false"),
     "handshake_timeout": ((int, float), "a number of seconds"),
     "max_connections_per_host": ((int,), "a whole number of connections"),
+    "max_pending_handshakes": ((int,), "a whole number of connections"),
+    "max_queued_jobs": ((int,), "a whole number of jobs"),
     "audit_log": ((str,), "the path of the audit log file"),
     "audit_reads": ((bool,), "true or false"),
 }
@@ -99,6 +104,7 @@ _DEVICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "lock_timeout": ((int, float), "a number of seconds"),
     "stream_buffer_items": ((int,), "a whole number of items"),
     "stream_buffer_bytes": ((int,), "a whole number of bytes"),
+    "max_queued_jobs": ((int,), "a whole number of jobs"),
 }
 
 
@@ -122,6 +128,7 @@ class DeviceSpec:
     lock_timeout: float | None = None
     stream_buffer_items: int | None = None
     stream_buffer_bytes: int | None = None
+    max_queued_jobs: int | None = None
     cls: type | None = None
 
     def create(self) -> Any:
@@ -272,6 +279,7 @@ def parse_lab(data: dict[str, Any], path: Path | None = None) -> LabConfig:
                 lock_timeout=table.get("lock_timeout"),
                 stream_buffer_items=table.get("stream_buffer_items"),
                 stream_buffer_bytes=table.get("stream_buffer_bytes"),
+                max_queued_jobs=table.get("max_queued_jobs"),
             )
         )
     return LabConfig(path, server, log_level.upper() if log_level else None, specs, tls)

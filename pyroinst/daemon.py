@@ -3,6 +3,14 @@
 ``DeviceDaemon`` serves devices (used by ``InstServer``); ``secure()`` gives it, and the
 name server's daemon, the lab's token protocol (``auth``) and the connection limits
 (``admission``). ``is_live`` tells whether a URI's server still answers.
+
+Oneway calls: Pyro5 runs every call flagged ONEWAY in a new thread of its own, so a
+client can make a server start thousands of threads. On pyroinst's daemons (``install``)
+a oneway call runs in the worker of the connection it came on, in order with that
+connection's other calls: the client still does not wait for it, and the server never
+runs more threads than its ``threadpool_size``. A oneway call of a long method delays
+the next call on the same proxy; run long methods as jobs. Other daemons in the process
+keep Pyro5's behaviour.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +27,7 @@ import Pyro5.client
 import Pyro5.errors
 import Pyro5.server
 
+from . import compat
 from .admission import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -27,6 +37,7 @@ from .admission import (
 from .authserver import AuthDaemon, ServerAuth
 from .errors import AuthenticationFailed, ConfigurationError
 from .fastwire import FastwireDaemon
+from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
 
 __all__ = ["Guarding", "DeviceDaemon", "secure", "is_live", "LIVENESS_TIMEOUT"]
 
@@ -43,13 +54,15 @@ class Guarding:
     ``token``: the lab's token (None: every client is taken); ``accept_plain_token``: also
     take the token sent as plain text by plain Pyro5 scripts; ``handshake_timeout``:
     seconds a new connection gets to complete its handshake; ``max_connections_per_host``:
-    connections one client address may hold.
+    connections one client address may hold; ``max_pending_handshakes``: connections that
+    may be in their handshake at once (see ``pyroinst.handshakes``).
     """
 
     token: str | None = None
     accept_plain_token: bool = False
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST
+    max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES
 
     def __post_init__(self) -> None:
         try:
@@ -68,6 +81,12 @@ class Guarding:
                 f"max_connections_per_host={limit!r} is not usable: give a whole number of "
                 "at least 1 (default 64)"
             )
+        pending = self.max_pending_handshakes
+        if isinstance(pending, bool) or not isinstance(pending, int) or pending < 1:
+            raise ConfigurationError(
+                f"max_pending_handshakes={pending!r} is not usable: give a whole number of "
+                "at least 1 (default 256)"
+            )
         self.accept_plain_token = bool(self.accept_plain_token)
 
 
@@ -76,7 +95,36 @@ def secure(daemon: Any, guarding: Guarding) -> None:
     daemon._pyroinst_auth = ServerAuth(
         guarding.token, guarding.accept_plain_token, FailureTracker()
     )
-    daemon.guard_connections(guarding.max_connections_per_host, guarding.handshake_timeout)
+    daemon.guard_connections(
+        guarding.max_connections_per_host,
+        guarding.handshake_timeout,
+        guarding.max_pending_handshakes,
+    )
+
+
+def _start_oneway(self: Any) -> None:
+    """``start`` of Pyro5's oneway call thread: in the calling worker for pyroinst's
+    daemons, a thread of its own for every other daemon (Pyro5's way)."""
+    if getattr(self.pyro_daemon, "_pyroinst_inline_oneway", False):
+        self._methodcall()
+    else:
+        threading.Thread.start(self)
+
+
+_installed = False
+
+
+def install() -> None:
+    """Bound oneway calls on pyroinst's daemons (see the module docstring); idempotent.
+
+    Only with a tested Pyro5 version: ``_OnewayCallThread`` is a Pyro5 internal. Its
+    ``start`` is replaced in place (the class refers to itself by name in ``super()``).
+    """
+    global _installed
+    if _installed or not compat.pyro5_tested():
+        return
+    Pyro5.server._OnewayCallThread.start = _start_oneway  # type: ignore[attr-defined]
+    _installed = True
 
 
 class DeviceDaemon(FastwireDaemon, AdmissionDaemon, AuthDaemon, Pyro5.server.Daemon):

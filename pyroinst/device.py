@@ -36,12 +36,7 @@ from .errors import (
     SignatureError,
 )
 from .handles import JobHandle
-from .jobs import (
-    DeviceLock,
-    DeviceWorker,
-    Job,
-    transportable,
-)
+from .jobs import Job, transportable
 from .members import (
     HIDDEN_NAMES,
     RESERVED_NAMES,
@@ -49,9 +44,10 @@ from .members import (
     describe_device,
     signature_of,
 )
-from .reservations import Reservable
+from .reservations import Reservable, caller
 from .retention import JobStore
 from .serialization import sendable
+from .workers import DEFAULT_MAX_QUEUED_JOBS, DeviceLock, DeviceWorker
 
 __all__ = ["RESERVED_NAMES", "DeviceServant", "describe_device"]
 
@@ -80,13 +76,16 @@ class DeviceServant(Reservable):
         store: JobStore,
         lock_timeout: float | None,
         stream_bounds: tuple[int, int] = (DEFAULT_ITEMS, DEFAULT_BYTES),
+        max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
     ) -> None:
         self._device = device
         self._name = name
         self._store = store
         self._lock_timeout = lock_timeout
         self._lock = DeviceLock(name)
-        self._worker = DeviceWorker(name, self._lock, store)
+        self._worker = DeviceWorker(
+            name, self._lock, store, max_queued_jobs, admit=self._reservation_admits
+        )
         self._stream_bounds = stream_bounds
         self._channels = Channels(device, name, self._lock, stream_bounds)
         for monitored, period in self._pyroinst_monitors:
@@ -211,6 +210,7 @@ class DeviceServant(Reservable):
             job_id=self._store.new_id(),
             stream_items=self._stream_bounds[0],
             stream_bytes=self._stream_bounds[1],
+            owner=caller(),
         )
         self._worker.submit(job)
         log.debug("job %s (%s.%s) queued", job.id, self._name, method)

@@ -21,6 +21,9 @@ The tree::
     ├── NotSerializableError    a value cannot be sent (also TypeError)
     ├── SignatureError          arguments that do not fit the method (also TypeError)
     ├── MessageTooLarge         a response larger than Pyro5's MAX_MESSAGE_SIZE
+    ├── MessageRefused          (also Pyro5 ProtocolError) a message refused unread: marshal,
+    │                           compressed or oversized before the proof, a handshake
+    │                           answer in another serializer
     ├── RemoteError             a driver raised an exception class the client cannot import
     ├── JobError
     │   ├── JobNotFound         (also LookupError) unknown or expired job id
@@ -63,6 +66,7 @@ __all__ = [
     "NotSerializableError",
     "SignatureError",
     "MessageTooLarge",
+    "MessageRefused",
     "RemoteError",
     "JobError",
     "JobNotFound",
@@ -157,6 +161,12 @@ class SignatureError(PyroinstError, TypeError):
 
 class MessageTooLarge(PyroinstError):
     """A response would exceed Pyro5's ``MAX_MESSAGE_SIZE``; it is not sent."""
+
+
+class MessageRefused(PyroinstError, Pyro5.errors.ProtocolError):
+    """A peer's message was refused without decoding it: the marshal serializer, a
+    compressed or oversized handshake, a handshake answer in another serializer than the
+    request's (see ``pyroinst.preproof``). The message says which and from where."""
 
 
 class RemoteError(PyroinstError):

@@ -57,10 +57,11 @@ import numpy as np
 import Pyro5.client
 import Pyro5.errors
 from Pyro5 import config as pyro_config
-from Pyro5 import protocol, socketutil
+from Pyro5 import protocol, serializers, socketutil
 from Pyro5.callcontext import current_context
 
-from . import compat
+from . import compat, preproof
+from .errors import MessageRefused
 
 __all__ = [
     "install",
@@ -128,8 +129,9 @@ class SendingMessage(protocol.SendingMessage):
         self.seq = seq
         self.serializer_id = serializer_id
         flags &= ~protocol.FLAGS_COMPRESSED
-        if (msgtype == protocol.MSG_CONNECT and getattr(_tls, "connecting", False)) or (
-            msgtype == protocol.MSG_CONNECTOK and getattr(_tls, "handshaking", False)
+        if _fast and (
+            (msgtype == protocol.MSG_CONNECT and getattr(_tls, "connecting", False))
+            or (msgtype == protocol.MSG_CONNECTOK and getattr(_tls, "handshaking", False))
         ):
             # A pyroinst proxy's or daemon's handshake: say that annotated arrays are
             # understood (other messages, other daemons' handshakes: as Pyro5 makes them).
@@ -340,12 +342,46 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
         # Before its handshake a client is nobody: it gets no large buffer.
         log.warning("refused a handshake of %d bytes from %s", size, _peer(connection))
         raise Pyro5.errors.ProtocolError(f"handshake of {size} bytes refused")
+    if msg.serializer_id == preproof.MARSHAL and getattr(connection, "_pyroinst_strict", False):
+        _refuse_marshal(connection, msg)
+    answer_to = None
+    if msg.type in (protocol.MSG_CONNECTOK, protocol.MSG_CONNECTFAIL):
+        answer_to = getattr(_tls, "connect_serializer", None)
+        if answer_to is not None:
+            _check_answer_header(connection, msg, answer_to)
     sock = getattr(connection, "sock", None)
     if size >= INLINE_MAX and sock is not None:
         payload = _receive_big(sock, size)
     else:
         payload = connection.recv(size)
-    msg.add_payload(payload)
+    if msg.flags & protocol.FLAGS_COMPRESSED:
+        # Pyro5 would inflate without limit: a few KB can become gigabytes.
+        msg.flags &= ~protocol.FLAGS_COMPRESSED
+        msg.add_payload(payload)
+        limit = pyro_config.MAX_MESSAGE_SIZE if answer_to is None else preproof.ANSWER_MAX
+        try:
+            msg.data = preproof.inflate(msg.data, limit)
+        except MessageRefused as exc:
+            log.warning("refused a message from %s: %s", _peer(connection), exc)
+            if answer_to is not None:
+                raise MessageRefused(
+                    f"refused the handshake answer of the server at {_peer(connection)}: {exc}"
+                ) from None
+            # A server's worker: the connection ends (Pyro5 logs SecurityError quietly).
+            raise Pyro5.errors.SecurityError(f"{exc} from {_peer(connection)}") from None
+        msg.data_size = len(msg.data)
+    else:
+        msg.add_payload(payload)
+    if answer_to is not None and answer_to != preproof.MARSHAL:
+        # (A proxy that chose marshal itself gets Pyro5's behaviour: pyroinst's own never do.)
+        try:
+            preproof.bounded_loads(
+                msg.serializer_id, msg.data, preproof.ANSWER_MAX, preproof.ANSWER_ITEMS
+            )
+        except MessageRefused as exc:
+            raise MessageRefused(
+                f"refused the handshake answer of the server at {_peer(connection)}: {exc}"
+            ) from None
     annotations = msg.annotations
     if msg.type in (protocol.MSG_INVOKE, protocol.MSG_RESULT):
         _take_arrays(annotations)
@@ -356,6 +392,41 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
             connection._pyroinst_server_fast = True  # client side: the server does
         del annotations[FLAG]
     return msg
+
+
+def _refuse_marshal(connection: Any, msg: protocol.ReceivingMessage) -> None:
+    """A marshal message on a pyroinst daemon's connection: answered, never decoded, and
+    the connection ends."""
+    log.warning("refused a marshal message from %s: marshal is never decoded", _peer(connection))
+    try:
+        connection.send(preproof.marshal_refusal(msg))
+    except Pyro5.errors.CommunicationError:
+        pass
+    raise Pyro5.errors.SecurityError(preproof.MARSHAL_REFUSED)
+
+
+def _check_answer_header(connection: Any, msg: protocol.ReceivingMessage, sent: int) -> None:
+    """Client side: refuse a handshake answer unread unless it is in the serializer the
+    handshake was sent in and of a bounded size (compressed, it inflates to ANSWER_MAX at
+    most: Pyro5 daemons compress their answers when its COMPRESSION is on)."""
+    where = _peer(connection)
+    problem = None
+    if msg.serializer_id != sent:
+        got = preproof.NAMES.get(msg.serializer_id, f"serializer {msg.serializer_id}")
+        problem = (
+            f"it is encoded in {got}, not in {preproof.NAMES.get(sent, sent)} as the request was"
+        )
+        if msg.serializer_id == preproof.MARSHAL:
+            problem += " (marshal is never decoded: crafted marshal data crashes Python)"
+    elif msg.data_size + msg.annotations_size > preproof.ANSWER_MAX:
+        size = msg.data_size + msg.annotations_size
+        problem = f"it is {size} bytes (at most {preproof.ANSWER_MAX})"
+    if problem is not None:
+        log.warning("refused the handshake answer of %s: %s", where, problem)
+        raise MessageRefused(
+            f"refused the handshake answer of the server at {where} unread: {problem}. It is "
+            "not a pyroinst or Pyro5 server, or not one to trust."
+        )
 
 
 def _take_arrays(annotations: dict[str, Any]) -> None:
@@ -458,7 +529,7 @@ def annotate(a: np.ndarray, outgoing: str) -> dict[str, Any] | None:
 
     ``outgoing`` is ``"request"`` (client side) or ``"response"`` (server side).
     """
-    if a.nbytes < INLINE_MAX or not _installed:
+    if a.nbytes < INLINE_MAX or not _fast:
         return None
     if outgoing == "request":
         if not _server_is_fast():
@@ -486,6 +557,8 @@ def annotated_array(annotations: dict[str, Any], key: str, dtype: str, shape: li
 
 # -- installing ----------------------------------------------------------------------------------
 _installed = False
+#: The fast array path is announced and used (not with PYROINST_FASTWIRE=0).
+_fast = False
 _original_invoke = Pyro5.client.Proxy._pyroInvoke
 # Name-mangled: Proxy.__pyroCreateConnection, which every connect goes through.
 _original_create = Pyro5.client.Proxy._Proxy__pyroCreateConnection  # type: ignore[attr-defined]
@@ -494,11 +567,16 @@ _original_create = Pyro5.client.Proxy._Proxy__pyroCreateConnection  # type: igno
 def _create_connection(self, *args: Any, **kwargs: Any) -> Any:
     # Nested: a PYRONAME proxy's connect first connects to the name server.
     previous = getattr(_tls, "connecting", False)
+    previous_serializer = getattr(_tls, "connect_serializer", None)
     _tls.connecting = True
     try:
+        # PYRONAME: the name server's own connect (nested) sets its own while it runs.
+        serializer = serializers.serializers.get(self._pyroSerializer or pyro_config.SERIALIZER)
+        _tls.connect_serializer = None if serializer is None else serializer.serializer_id
         return _original_create(self, *args, **kwargs)
     finally:
         _tls.connecting = previous
+        _tls.connect_serializer = previous_serializer
 
 
 def drop_request_annotations() -> None:
@@ -530,18 +608,26 @@ def set_calling_proxy(proxy: Any) -> Any:
 
 def enabled() -> bool:
     """True when the fast path is in Pyro5 (see ``compat`` for when it is not)."""
-    return _installed
+    return _fast
 
 
 def install() -> None:
-    """Put the fast message path into Pyro5 (idempotent).
+    """Put pyroinst's message path into Pyro5 (idempotent).
 
-    Only with a tested Pyro5 version and unless PYROINST_FASTWIRE=0 (see ``compat``);
-    otherwise Pyro5 is left as it is, and arrays travel inline in the payload.
+    Only with a tested Pyro5 version (see ``compat``); otherwise Pyro5 is left as it is,
+    and arrays travel inline in the payload. With PYROINST_FASTWIRE=0 the message path
+    (and its checks, ``pyroinst.preproof``) is in, but the fast array path is neither
+    announced nor used.
     """
-    global _installed
-    if _installed or not compat.fastwire_wanted():
+    global _installed, _fast
+    if _installed:
         return
+    wanted = compat.fastwire_wanted()
+    if not compat.pyro5_tested():
+        return
+    # The message path (and with it the checks of pyroinst.preproof) goes in with every
+    # tested Pyro5; PYROINST_FASTWIRE=0 only keeps the fast array path from being announced.
+    _fast = wanted
     protocol.SendingMessage = SendingMessage
     protocol.recv_stub = recv_stub
     socketutil.send_data = send_data
@@ -561,7 +647,7 @@ class FastwireDaemon:
 
     def _handshake(self, conn: Any, denied_reason: Any = None) -> Any:
         previous = getattr(_tls, "handshaking", False)
-        _tls.handshaking = _installed
+        _tls.handshaking = _fast
         try:
             return super()._handshake(conn, denied_reason)  # type: ignore[misc]
         finally:

@@ -23,6 +23,7 @@ from .errors import DeviceDefinitionError
 from .jobs import is_concurrent, is_job
 from .members import function_of, public_members
 from .retention import JobStore
+from .workers import DEFAULT_MAX_QUEUED_JOBS
 
 __all__ = ["make_servant"]
 
@@ -125,6 +126,7 @@ def make_servant(
     jobs: Iterable[str] | None = None,
     lock_timeout: float | None = None,
     stream_bounds: tuple[int, int] = (DEFAULT_ITEMS, DEFAULT_BYTES),
+    max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
 ) -> DeviceServant:
     """The exposed servant for ``device`` (DeviceDefinitionError if it cannot be served)."""
     cls = type(device)
@@ -173,4 +175,4 @@ def make_servant(
             namespace["__doc__"] = cls.__doc__
             servant_cls = type(f"{cls.__name__}Servant", (DeviceServant,), namespace)
             _servant_classes[key] = servant_cls
-    return servant_cls(device, name, store, lock_timeout, stream_bounds)
+    return servant_cls(device, name, store, lock_timeout, stream_bounds, max_queued_jobs)

@@ -15,7 +15,6 @@ mark the function, and outside a job ``current_job()`` returns a stand-in whose
 
 from __future__ import annotations
 
-import collections
 import copy
 import logging
 import threading
@@ -27,24 +26,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, StreamBuffer, result_nbytes
 from .errors import (
-    DeviceBusy,
     JobCancelled,
     JobTimeout,
-    PyroinstError,
     RemoteError,
     builtin_base,
 )
 
 if TYPE_CHECKING:
-    from .retention import JobStore
+    from .workers import DeviceLock
 
 __all__ = [
     "job",
     "concurrent",
     "current_job",
     "Job",
-    "DeviceLock",
-    "DeviceWorker",
     "QUEUED",
     "RUNNING",
     "DONE",
@@ -189,8 +184,11 @@ class Job:
         job_id: str | None = None,
         stream_items: int = DEFAULT_ITEMS,
         stream_bytes: int = DEFAULT_BYTES,
+        owner: str | None = None,
     ) -> None:
         self.id = job_id or uuid.uuid4().hex[:16]
+        #: The owner name the client that started the job presented (reservations).
+        self.owner = owner
         self._stream_bounds = (stream_items, stream_bytes)
         self._stream: StreamBuffer | None = None
         self._stream_lock = threading.Lock()
@@ -301,6 +299,8 @@ class Job:
                 f"{self.state} after {timeout:g} s",
                 job_id=self.id,
             )
+        if self.state == CANCELLED and self._exception is not None:
+            raise copy.copy(self._exception)  # cancelled for a reason (DeviceReserved)
         if self.state == CANCELLED:
             raise JobCancelled(
                 f"job {self.id} ({self.method}) on device '{self.device}' was cancelled",
@@ -360,6 +360,13 @@ class Job:
         self._exception = sendable
         self._finish(FAILED)
 
+    def refuse(self, exc: BaseException, state: str = CANCELLED) -> None:
+        """End a job that has not started: ``exc`` is what its result raises (a job
+        cancelled by a reservation, one whose thread could not start)."""
+        self.error = f"{type(exc).__name__}: {exc}"
+        self._exception = transportable(exc)
+        self._finish(state)
+
     def _finish(self, state: str) -> None:
         self.state = state
         self.finished = time.time()
@@ -376,170 +383,3 @@ class Job:
         self.args = ()
         self.kwargs = {}
         self._done.set()
-
-
-class DeviceLock:
-    """The per-device lock shared by jobs and plain calls; knows who holds it."""
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self._lock = threading.Lock()
-        self.holder: str | None = None
-        self.since = 0.0
-        #: Callers waiting for the lock now.
-        self.waiting = 0
-        self._count = threading.Lock()
-
-    def acquire(self, holder: str, timeout: float | None = None) -> bool:
-        """Take the lock for ``holder`` (a job id or method name); False if not free in time."""
-        lock = self._lock
-        # Uncontended, the non-blocking try is the whole cost of a plain call's locking.
-        if not lock.acquire(False):
-            with self._count:
-                self.waiting += 1
-            try:
-                got = lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
-            finally:
-                with self._count:
-                    self.waiting -= 1
-            if not got:
-                return False
-        self.holder = holder
-        self.since = time.monotonic()
-        return True
-
-    def describe_holder(self) -> str:
-        """Who holds the lock, for messages."""
-        holder = self.holder
-        if holder is None:
-            return "another call"
-        return (
-            holder
-            if holder.startswith(("job ", "property ", "shutdown", "monitor "))
-            else f"call {holder}()"
-        )
-
-    def release(self) -> None:
-        """Give the lock back."""
-        self.holder = None
-        self._lock.release()
-
-    def busy_error(self, caller: str, timeout: float) -> DeviceBusy:
-        """The DeviceBusy to raise for ``caller`` after waiting ``timeout`` seconds."""
-        holder = self.describe_holder()
-        held = time.monotonic() - self.since if self.holder else 0.0
-        return DeviceBusy(
-            f"device '{self.device}' is busy with {holder} (running for {held:.1f} s); "
-            f"{caller} waited {timeout:g} s (lock_timeout). Start it as a job "
-            f"(it will queue), wait for the job, or raise lock_timeout.",
-            device=self.device,
-            holder=holder,
-        )
-
-
-class DeviceWorker:
-    """Runs one device's jobs one at a time, in the order they were submitted."""
-
-    def __init__(self, device: str, lock: DeviceLock, store: JobStore) -> None:
-        self.device = device
-        self.lock = lock
-        self.store = store
-        self._queue: collections.deque[Job] = collections.deque()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-        self._extra: set[threading.Thread] = set()
-        self._current: Job | None = None
-
-    def submit(self, job: Job) -> None:
-        """Queue ``job`` (or, for a concurrent job, start it at once in its own thread)."""
-        if self._stopping:
-            raise PyroinstError(f"device '{self.device}' is shutting down; no new jobs")
-        self.store.add(job)
-        if job.concurrent:
-            thread = threading.Thread(
-                target=self._run_one,
-                args=(job, None),
-                daemon=True,
-                name=f"pyroinst-job-{self.device}-{job.id}",
-            )
-            self._extra.add(thread)
-            thread.start()
-            return
-        with self._cond:
-            self._queue.append(job)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, daemon=True, name=f"pyroinst-worker-{self.device}"
-                )
-                self._thread.start()
-            self._cond.notify()
-
-    def cancel(self, job: Job) -> bool:
-        """Cancel ``job``: a queued one never runs, a running one is asked to stop."""
-        if not job.request_cancel():
-            return False
-        with self._cond:
-            if job in self._queue:
-                self._queue.remove(job)
-                job._finish(CANCELLED)
-                self.store.finished(job)
-        return True
-
-    def _run_one(self, job: Job, lock: DeviceLock | None) -> None:
-        try:
-            job.run(lock)
-        finally:
-            self.store.finished(job)
-            self._extra.discard(threading.current_thread())
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if not self._queue:
-                    return
-                job = self._current = self._queue.popleft()
-            try:
-                job.run(self.lock)
-                self.store.finished(job)
-            finally:
-                # Waiting for the next job must not keep this one (and its result) alive.
-                self._current = job = None  # type: ignore[assignment]
-
-    def waiting_for(self, job: Job) -> str | None:
-        """What a queued ``job`` waits for, in words (None if it is not waiting)."""
-        if job.state != QUEUED or job.done:
-            return None
-        with self._cond:
-            queue = list(self._queue)
-            current = self._current
-        if job is current or job.concurrent:
-            return f"the device, busy with {self.lock.describe_holder()}"
-        if job not in queue:
-            return None
-        ahead = queue.index(job)
-        running = f"job {current.id} ({current.method})" if current is not None else "starting"
-        if ahead:
-            return f"{ahead} queued job{'s' if ahead > 1 else ''} ahead, then {running}"
-        return running
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Cancel queued and running jobs and wait for the worker; True if it ended in time."""
-        with self._cond:
-            self._stopping = True
-            pending = list(self._queue)
-        for job in pending:
-            self.cancel(job)
-        for job in self.store.jobs_of(self.device):
-            job.request_cancel()
-        with self._cond:
-            self._cond.notify_all()
-        deadline = time.monotonic() + timeout
-        ok = True
-        for thread in [self._thread, *list(self._extra)]:
-            if thread is not None:
-                thread.join(max(0.0, deadline - time.monotonic()))
-                ok = ok and not thread.is_alive()
-        return ok

@@ -44,6 +44,7 @@ from .auth import require_client_side, resolve_token
 from .authserver import AuthDaemon
 from .daemon import Guarding, secure
 from .errors import ConfigurationError
+from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
 
 __all__ = [
     "EmbeddedNameServer",
@@ -254,7 +255,8 @@ class EmbeddedNameServer:
     (see ``_enable_autoclean``). With a token (argument, token file, or PYROINST_TOKEN)
     it refuses clients without it: they can neither look up, list, register nor remove.
     With ``storage`` (a file path) the names survive a restart (see the module docstring).
-    ``accept_plain_token``, ``handshake_timeout``, ``max_connections_per_host`` (or all of
+    ``accept_plain_token``, ``handshake_timeout``, ``max_connections_per_host``,
+    ``max_pending_handshakes`` (or all of
     them, and the token, as ``guarding``, a ``pyroinst.daemon.Guarding``) as for
     InstServer.
     """
@@ -271,6 +273,7 @@ class EmbeddedNameServer:
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST,
         guarding: Guarding | None = None,
+        max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES,
     ) -> None:
         self._requested = (host, port)
         self.storage = None if storage is None else check_storage(storage)
@@ -281,6 +284,7 @@ class EmbeddedNameServer:
                 accept_plain_token,
                 handshake_timeout,
                 max_connections_per_host,
+                max_pending_handshakes,
             )
         require_client_side(guarding.token)
         self.guarding = guarding

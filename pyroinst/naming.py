@@ -66,6 +66,16 @@ def describe_ns_address(host: str | None, port: int | None) -> str:
     return f"{host}:{port or pyro_config.NS_PORT}"
 
 
+def refuse_marshal(serializer: str | None = None) -> None:
+    """ConfigurationError if pyroinst would speak marshal (its servers refuse it)."""
+    if (serializer or pyro_config.SERIALIZER) == "marshal":
+        raise ConfigurationError(
+            "the marshal serializer is refused by pyroinst servers (decoding marshal from "
+            "the network is unsafe): unset PYRO_SERIALIZER, or choose msgpack, serpent or "
+            "json"
+        )
+
+
 def locate_ns(
     ns_host: str | None = None,
     ns_port: int | None = None,
@@ -78,6 +88,7 @@ def locate_ns(
     """
     host, port = ns_address(ns_host, ns_port)
     require_client_side(token or current_token())
+    refuse_marshal()
     try:
         if host is None:
             ns = Pyro5.core.locate_ns(port=port)
@@ -107,6 +118,16 @@ def locate_ns(
             f"no name server answered at {where}: {exc}. Start one with `pyroinst ns` "
             "(or ./nameserver.sh, or a server that embeds one), or point to it with "
             "--ns-host/--ns-port or PYROINST_NS_HOST/PYROINST_NS_PORT.",
+            address=where,
+        ) from None
+    except OSError as exc:
+        # Pyro5's broadcast lookup sends UDP: with no route for it (a PC with only
+        # loopback, a namespace, a firewall) sendto raises instead of timing out.
+        where = describe_ns_address(host, port)
+        raise NameServerNotFound(
+            f"could not look for a name server at {where}: {exc.strerror or exc} (no "
+            "network route for a broadcast). Give its address: --ns-host/--ns-port or "
+            "PYROINST_NS_HOST/PYROINST_NS_PORT.",
             address=where,
         ) from None
     return ns

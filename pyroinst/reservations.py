@@ -3,6 +3,13 @@
 ``Reservable`` is the part of every served device that keeps the reservation (owner and
 lease end) and checks callers against it. A caller names itself with the request
 annotation ``PIOW`` (a pyroinst proxy that reserved does so by itself).
+
+A granted reservation owns the device from that moment: jobs that other owners queued
+before the grant are cancelled when it is granted, each with DeviceReserved as its
+outcome (``job.result()`` raises it; its status says ``cancelled``), and a queued job
+never starts while someone else holds the device. A job already running when the
+reservation is granted runs to its end (stopping hardware mid-operation is the owner's
+decision: ``job_cancel`` stays open to the job's own client until the grant).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ class Reservable:
     _name: str
     _reservation: tuple[str, float] | None = None
     _reservation_lock: threading.Lock
+    _worker: Any
 
     @expose
     def reserve(self, owner: str, lease_s: float = 60.0) -> dict[str, Any]:
@@ -50,6 +58,20 @@ class Reservable:
                 raise self._reserved_error(current, "reserve()")
             self._reservation = (owner, time.time() + lease_s)
             log.info("device '%s' reserved by %r for %g s", self._name, owner, lease_s)
+            if current is None:
+                granted = self._reservation
+                refused = self._worker.refuse_queued(
+                    lambda job: job.owner == owner,
+                    lambda job: self._reserved_error(granted, f"job {job.id} ({job.method})"),
+                )
+                if refused:
+                    log.info(
+                        "device '%s': %d queued job(s) of other owners cancelled by the "
+                        "reservation of %r",
+                        self._name,
+                        refused,
+                        owner,
+                    )
             return self.reservation()  # type: ignore[return-value]
 
     @expose
@@ -80,6 +102,16 @@ class Reservable:
             log.info("reservation of '%s' by %r expired", self._name, current[0])
             self._reservation = current = None
         return current
+
+    def _reservation_admits(self, job: Any) -> BaseException | None:
+        """The worker's check before a job starts: DeviceReserved if another owner holds
+        the device (None: it may run)."""
+        if self._reservation is None:
+            return None
+        current = self._current_reservation()
+        if current is not None and job.owner != current[0]:
+            return self._reserved_error(current, f"job {job.id} ({job.method})")
+        return None
 
     def _check_reservation(self, what: str) -> None:
         current = self._current_reservation()

@@ -43,10 +43,12 @@ from .errors import (
 )
 from .fastwire import WIRE_MAX
 from .forwarders import make_servant
+from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
 from .nameserver import EmbeddedNameServer
 from .naming import ns_address
 from .registration import Registration, is_loopback
 from .retention import JobStore
+from .workers import DEFAULT_MAX_QUEUED_JOBS
 
 __all__ = ["InstServer"]
 
@@ -66,6 +68,15 @@ def _stream_bounds(items: Any, nbytes: Any) -> tuple[int, int]:
             "numbers of at least 1 (defaults: 10000 items, 268435456 bytes)"
         )
     return bounds
+
+
+def _queued_bound(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"max_queued_jobs={value!r} is not usable: give a whole number of at least 1 "
+            f"(default {DEFAULT_MAX_QUEUED_JOBS})"
+        )
+    return value
 
 
 class InstServer(Registration):
@@ -89,6 +100,10 @@ class InstServer(Registration):
     plain Pyro5 scripts (weaker: see ``pyroinst.auth``); ``handshake_timeout``: seconds a
     new connection gets to complete its handshake; ``max_connections_per_host``:
     connections one client address may hold (see ``pyroinst.admission``);
+    ``max_pending_handshakes``: connections that may be in their handshake at once (see
+    ``pyroinst.handshakes``); ``max_queued_jobs``: jobs one device may have waiting (and
+    running concurrently) before ``job_start`` raises DeviceBusy (per device in
+    ``add_device``);
     ``audit_log``: a file that gets one JSON line per remote action that can change
     something, ``audit_reads`` adding the reads (see ``pyroinst.audit``).
 
@@ -127,6 +142,8 @@ class InstServer(Registration):
         max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST,
         audit_log: str | os.PathLike[str] | None = None,
         audit_reads: bool = False,
+        max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES,
+        max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
     ) -> None:
         self.host = host
         self.port = port
@@ -139,8 +156,13 @@ class InstServer(Registration):
         self.token = resolve_token(token, token_file)
         require_client_side(self.token)
         self.guarding = Guarding(
-            self.token, accept_plain_token, handshake_timeout, max_connections_per_host
+            self.token,
+            accept_plain_token,
+            handshake_timeout,
+            max_connections_per_host,
+            max_pending_handshakes,
         )
+        self.max_queued_jobs = _queued_bound(max_queued_jobs)
         if max_message_size is not None and not 0 < int(max_message_size) <= WIRE_MAX:
             raise ConfigurationError(
                 f"max_message_size={max_message_size} is not usable: a Pyro5 message holds "
@@ -176,12 +198,13 @@ class InstServer(Registration):
         lock_timeout: float | None = None,
         stream_buffer_items: int | None = None,
         stream_buffer_bytes: int | None = None,
+        max_queued_jobs: int | None = None,
     ) -> str | None:
         """Serve the driver instance ``device`` under ``name``.
 
         ``jobs`` names methods to run as jobs besides those marked ``@pyroinst.job``;
-        ``lock_timeout``, ``stream_buffer_items`` and ``stream_buffer_bytes`` override
-        the server's for this device. Returns the device's URI
+        ``lock_timeout``, ``stream_buffer_items``, ``stream_buffer_bytes`` and
+        ``max_queued_jobs`` override the server's for this device. Returns the device's URI
         once the server runs (None before ``start()``). Raises NameInUse for a name
         already added here (or held by another live server), DeviceDefinitionError for a
         device that cannot be served (a reserved method name, an unknown job name).
@@ -213,6 +236,7 @@ class InstServer(Registration):
                     self.stream_bounds[0] if stream_buffer_items is None else stream_buffer_items,
                     self.stream_bounds[1] if stream_buffer_bytes is None else stream_buffer_bytes,
                 ),
+                _queued_bound(self.max_queued_jobs if max_queued_jobs is None else max_queued_jobs),
             )
             servant._audit = self.audit
             self._servants[name] = servant

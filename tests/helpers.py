@@ -42,8 +42,9 @@ def run_python(
     )
 
 
-def start_fuzz_target(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
-    """Start tests.fuzz_target (a name server and a device server); its READY fields.
+def start_fuzz_target(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, list[str]]:
+    """Start tests.fuzz_target (a name server and a device server; ``args`` are its
+    options); its READY fields.
 
     Its log goes to a file (``proc.log``, a path), not a pipe: a pipe nobody reads
     would fill up and stop the server mid-test.
@@ -51,7 +52,7 @@ def start_fuzz_target(env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]
     fd, log_path = tempfile.mkstemp(suffix=".log")
     with os.fdopen(fd, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fuzz_target"],
+            [sys.executable, "-m", "tests.fuzz_target", *args],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -121,6 +122,10 @@ class Echo:
     def store(self, value: Any) -> None:
         """Keep ``value`` (for oneway calls: the test reads ``stored``)."""
         self.stored = value
+
+    def last_stored(self) -> Any:
+        """What ``store`` kept last."""
+        return self.stored
 
     def seen(self) -> dict[str, Any]:
         """What this call brought besides its arguments: annotations and array keys."""

@@ -1,8 +1,9 @@
 """Hostile bytes at a device daemon and at the name server (loopback, bounded).
 
-Random bytes, truncated and corrupted Pyro5 messages, huge length headers and unknown
-serializer ids; afterwards both servers answer correctly, their thread count and memory
-are near where they were, and nothing above WARNING was logged.
+Random bytes, truncated and corrupted Pyro5 messages, huge length headers, unknown
+serializer ids, and handshakes in marshal (the crash and freeze blobs), compressed,
+oversized, deeply nested or wide; afterwards both servers answer correctly, their thread
+count and memory are near where they were, and nothing above WARNING was logged.
 """
 
 from __future__ import annotations
@@ -122,6 +123,63 @@ def cases(rng: random.Random, count: int = CASES):
             yield connect + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 120)))
 
 
+BLOBS = Path(__file__).resolve().parent / "blobs"
+
+
+def preproof_cases(rng: random.Random, count: int):
+    """What a stranger sends before any proof: marshal (the crash and freeze blobs, random
+    marshal), compressed, oversized and deeply nested or wide handshakes."""
+    import zlib
+
+    import msgpack
+    from Pyro5 import serializers
+
+    marshal_id = serializers.MarshalSerializer.serializer_id
+    json_id = serializers.JsonSerializer.serializer_id
+    serpent_id = serializers.SerpentSerializer.serializer_id
+    blobs = [(BLOBS / name).read_bytes() for name in ("marshal_crash.bin", "marshal_freeze.bin")]
+    zeros = zlib.compress(bytes(4 << 20), 9)  # 4 MiB of zeros in about 4 KB
+    for i in range(count):
+        kind = i % 8
+        depth = rng.randrange(20, 5000)
+        if kind == 0:
+            yield message(protocol.MSG_CONNECT, marshal_id, blobs[i % 2])
+        elif kind == 1:  # random marshal bytes
+            yield message(
+                protocol.MSG_CONNECT,
+                marshal_id,
+                bytes(rng.randrange(256) for _ in range(rng.randrange(1, 300))),
+            )
+        elif kind == 2:  # compressed: a bomb, or random bytes flagged compressed
+            body = zeros if rng.random() < 0.5 else rng.randbytes(rng.randrange(1, 2000))
+            yield message(protocol.MSG_CONNECT, rng.choice([1, 3, 4]), body, flags=1)
+        elif kind == 3:  # oversized, within CONNECT_MAX
+            body = msgpack.packb(
+                {"handshake": "x" * rng.randrange(17_000, 60_000), "object": "dev"}
+            )
+            yield message(protocol.MSG_CONNECT, 4, body)
+        elif kind == 4:  # deeply nested msgpack
+            yield message(protocol.MSG_CONNECT, 4, b"\x91" * depth + b"\xc0")
+        elif kind == 5:  # deeply nested json or serpent
+            text = "[" * depth + "]" * depth
+            yield message(protocol.MSG_CONNECT, rng.choice([json_id, serpent_id]), text.encode())
+        elif kind == 6:  # wide: thousands of elements in a few KB
+            text = (
+                "["
+                + ",".join("0" * rng.randrange(1, 3) for _ in range(rng.randrange(500, 4000)))
+                + "]"
+            )
+            yield message(protocol.MSG_CONNECT, rng.choice([json_id, serpent_id]), text.encode())
+        else:  # class markers in a valid-looking handshake
+            body = msgpack.packb(
+                {
+                    "handshake": {"__class__": "Pyro5.core.URI", "state": ["PYRO", "x"]},
+                    "object": "dev",
+                }
+            )
+            yield message(protocol.MSG_CONNECT, 4, body)
+
+
 def blast(port: int, payloads) -> None:
     for n, payload in enumerate(payloads):
         # Each case from its own loopback address: the slow-down for failed
@@ -165,6 +223,7 @@ def test_hostile_bytes(token):
         count = CASES if token is None else CASES // 2
         for port in (dev_port, int(ns_port)):
             blast(port, cases(rng, count))
+            blast(port, preproof_cases(rng, count // 4))
             if token is not None:
                 blast(port, handshake_cases(rng, count))
 

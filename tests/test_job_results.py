@@ -34,7 +34,7 @@ def test_result_larger_than_the_budget_is_kept_alone(ns, make_server, caplog):
     other._pyroRelease()
 
 
-@pytest.mark.parametrize("serializer", ["serpent", "msgpack", "marshal", "json"])
+@pytest.mark.parametrize("serializer", ["serpent", "msgpack", "json"])
 def test_failed_job_carries_its_own_traceback(ns, make_server, serializer):
     make_server({"echo": Echo()})
     dev = pyroinst.connect("echo", ns.host, ns.port)

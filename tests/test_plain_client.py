@@ -67,7 +67,20 @@ def test_plain_client_with_the_token_where_plain_tokens_are_taken():
             assert refused.returncode != 0 and "accept_plain_token" in refused.stderr
 
 
-@pytest.mark.parametrize("serializer", ["serpent", "msgpack", "marshal"])
+def test_plain_client_with_marshal_is_told_why(ns, make_server):
+    make_server({"dev": DummyDevice(idn_delay=0.01)})
+    code = "import Pyro5.api\nPyro5.api.Proxy('PYRONAME:dev').idn()\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    env.update(PYRO_NS_HOST=ns.host, PYRO_NS_PORT=str(ns.port), PYRO_SERIALIZER="marshal")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode != 0
+    assert "refuses the marshal serializer" in proc.stderr
+    assert "use msgpack" in proc.stderr
+
+
+@pytest.mark.parametrize("serializer", ["serpent", "msgpack"])
 def test_plain_client_runs_readme_lines(ns, make_server, serializer):
     make_server({"dev": DummyDevice(idn_delay=0.01)})
     code = readme_plain_client() + (

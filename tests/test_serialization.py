@@ -8,7 +8,10 @@ import pytest
 import pyroinst
 from pyroinst.serialization import MARKER, from_wire, to_wire
 
-SERIALIZERS = ["serpent", "msgpack", "marshal", "json"]
+# Through a server: marshal is refused by pyroinst's servers (see test_marshal_is_refused).
+SERIALIZERS = ["serpent", "msgpack", "json"]
+#: The serializers themselves (no server) keep handling every value, marshal included.
+ALL_SERIALIZERS = [*SERIALIZERS, "marshal"]
 
 _big = np.arange(24, dtype=np.float64).reshape(4, 6)
 ARRAYS = {
@@ -120,7 +123,7 @@ def _serializer(name):
     return Pyro5.serializers.serializers[name]
 
 
-@pytest.mark.parametrize("serializer", SERIALIZERS)
+@pytest.mark.parametrize("serializer", ALL_SERIALIZERS)
 def test_circular_structure_raises_pyro5_value_error(serializer):
     import Pyro5.client
 
@@ -140,11 +143,31 @@ def test_circular_structure_through_a_server_leaves_it_serving(echo, serializer)
     echo._pyroSerializer = serializer
     data: list = [1]
     data.append(data)
-    # marshal can write a structure that contains itself; the server then fails to send
-    # it back, as Pyro5 alone does. The others refuse it before sending, as Pyro5 does.
-    with pytest.raises(RecursionError if serializer == "marshal" else ValueError):
+    # Refused before sending, as Pyro5 does.
+    with pytest.raises(ValueError):
         echo.echo(data)
     assert echo.echo([1, np.arange(3)])[0] == 1
+
+
+def test_marshal_is_refused_with_a_clear_error(echo):
+    import Pyro5.errors
+
+    echo._pyroSerializer = "marshal"
+    with pytest.raises(Pyro5.errors.CommunicationError, match="refuses the marshal serializer"):
+        echo.echo(1)
+    echo._pyroSerializer = "msgpack"
+    assert echo.echo(2) == 2  # the server still serves
+
+
+def test_a_pyroinst_client_does_not_use_marshal(ns, make_server, monkeypatch):
+    from Pyro5 import config
+
+    from tests.helpers import Echo
+
+    make_server({"dev": Echo()})
+    monkeypatch.setattr(config, "SERIALIZER", "marshal")
+    with pytest.raises(pyroinst.ConfigurationError, match="marshal"):
+        pyroinst.connect("dev", ns.host, ns.port).echo(1)
 
 
 def test_serpent_call_arguments_keep_list_or_tuple():

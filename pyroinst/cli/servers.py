@@ -16,6 +16,7 @@ from pyroinst import auth
 from pyroinst.admission import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_HOST
 from pyroinst.config import DeviceStartError, LabConfig, LabFileError, demo_lab, load_lab
 from pyroinst.errors import ConfigurationError, PyroinstError
+from pyroinst.handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
 from pyroinst.nameserver import DEFAULT_NS_HOST, DEFAULT_NS_PORT, EmbeddedNameServer
 from pyroinst.server import InstServer
 
@@ -52,6 +53,9 @@ def ns_command(
     max_connections_per_host: Annotated[
         int, typer.Option(help="Connections one client address may hold.")
     ] = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    max_pending_handshakes: Annotated[
+        int, typer.Option(help="Connections that may be in their handshake at once.")
+    ] = DEFAULT_MAX_PENDING_HANDSHAKES,
 ) -> None:
     """Run a name server in the foreground (what nameserver.sh does)."""
     setup_logging(logging.INFO)
@@ -67,6 +71,7 @@ def ns_command(
                 accept_plain_token=accept_plain_token,
                 handshake_timeout=handshake_timeout,
                 max_connections_per_host=max_connections_per_host,
+                max_pending_handshakes=max_pending_handshakes,
             )
             ns.start()
         except ConfigurationError as exc:
@@ -145,6 +150,12 @@ def serve_command(
     max_connections_per_host: Annotated[
         int | None, typer.Option(help="Connections one client address may hold (64).")
     ] = None,
+    max_pending_handshakes: Annotated[
+        int | None, typer.Option(help="Connections that may be in their handshake at once (256).")
+    ] = None,
+    max_queued_jobs: Annotated[
+        int | None, typer.Option(help="Jobs one device may have waiting (1000).")
+    ] = None,
 ) -> None:
     """Serve the devices of a lab file (or --demo) until Ctrl-C or SIGTERM.
 
@@ -172,6 +183,8 @@ def serve_command(
         ("audit_reads", audit_reads),
         ("handshake_timeout", handshake_timeout),
         ("max_connections_per_host", max_connections_per_host),
+        ("max_pending_handshakes", max_pending_handshakes),
+        ("max_queued_jobs", max_queued_jobs),
     ):
         if value is not None:
             kwargs[key] = value
@@ -204,6 +217,7 @@ def serve_command(
                 lock_timeout=spec.lock_timeout,
                 stream_buffer_items=spec.stream_buffer_items,
                 stream_buffer_bytes=spec.stream_buffer_bytes,
+                max_queued_jobs=spec.max_queued_jobs,
             )
         # Blocks until Ctrl-C or SIGTERM; stopping removes the names and closes the devices,
         # also when starting fails.
