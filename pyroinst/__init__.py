@@ -25,6 +25,7 @@ from .client import DeviceProxy, JobHandle, connect, list_devices, locate_ns
 from .device import RESERVED_NAMES
 from .errors import (
     AuthenticationFailed,
+    CallTimeout,
     ChannelNotFound,
     ConfigurationError,
     ConnectionLost,
@@ -90,6 +91,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLost",
     "DeviceUnreachable",
+    "CallTimeout",
     "ServerBusy",
     "DeviceConnectionError",
     "DeviceError",

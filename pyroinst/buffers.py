@@ -9,7 +9,14 @@ dropped before it read them. Memory therefore depends on the buffer's bounds onl
 on the number of readers or on a reader that stopped reading.
 
 Cursors are item numbers: the first item ever published is 0. Cursor -1 means "the next
-item published" (whatever the buffer holds now is skipped).
+item published" (whatever the buffer holds now is skipped). A cursor beyond the end means
+"from that item on": the read waits until it is published (items before it are skipped).
+
+What a buffer counts against ``max_bytes`` is the memory its items keep alive, not their
+size on the wire: an array that is a view of a larger one (``frame[::4, ::4]``) keeps
+the whole base array, so the base counts; items that share one base (frames of a
+driver's buffer pool) count it once, for as long as any of them is kept
+(``memory_parts``). Job results are counted the same way (``result_nbytes``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ __all__ = [
     "MAX_BATCH",
     "check_read",
     "result_nbytes",
+    "memory_parts",
 ]
 
 #: Items a buffer keeps by default (stream_buffer_items).
@@ -49,8 +57,58 @@ MAX_BATCH_BYTES = 8 * 2**20
 _SMALL = frozenset({int, float, bool, type(None), complex})
 
 
+def _owner(a: np.ndarray) -> tuple[Any, int]:
+    """The object whose memory the array ``a`` keeps alive, and its size in bytes."""
+    owner: Any = a
+    while isinstance(owner, np.ndarray) and owner.base is not None:
+        owner = owner.base
+    if isinstance(owner, np.ndarray):
+        return owner, int(owner.nbytes)
+    try:
+        return owner, max(int(a.nbytes), memoryview(owner).nbytes)
+    except TypeError:  # a base without a buffer of its own (mmap and the like: as seen)
+        return owner, int(a.nbytes)
+
+
+def memory_parts(value: Any) -> tuple[int, list[tuple[int, Any, int]]]:
+    """The memory a value keeps alive: ``(bytes of its own, arrays' owners)``, each owner
+    as ``(id, owner, bytes)`` (one entry per owner, however many arrays share it)."""
+    t = type(value)
+    if t in _SMALL:
+        return 32, []
+    if t is np.ndarray:
+        if value.base is None:
+            return 0, [(id(value), value, int(value.nbytes))]
+        owner, size = _owner(value)
+        return 0, [(id(owner), owner, size)]
+    own = 0
+    owners: dict[int, tuple[int, Any, int]] = {}
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, np.ndarray):
+            owner, size = _owner(item)
+            owners.setdefault(id(owner), (id(owner), owner, size))
+        elif depth < 32 and isinstance(item, dict):
+            own += sys.getsizeof(item)
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif depth < 32 and isinstance(item, list | tuple | set | frozenset):
+            own += sys.getsizeof(item)
+            stack.extend((v, depth + 1) for v in item)
+        else:
+            own += result_nbytes(item)
+    return own, list(owners.values())
+
+
+def held_nbytes(value: Any) -> int:
+    """The memory a value keeps alive (views count their base array, shared bases once)."""
+    own, owners = memory_parts(value)
+    return own + sum(size for _, _, size in owners)
+
+
 def result_nbytes(value: Any) -> int:
-    """Approximate memory held by a value (a job result, a published item)."""
+    """Approximate size of a value on the wire (a published item's batch share)."""
     t = type(value)
     if t in _SMALL:
         return 32
@@ -97,7 +155,10 @@ class StreamBuffer:
     def __init__(self, max_items: int = DEFAULT_ITEMS, max_bytes: int = DEFAULT_BYTES) -> None:
         self.max_items = max(1, int(max_items))
         self.max_bytes = max(1, int(max_bytes))
-        self._items: collections.deque[tuple[Any, int]] = collections.deque()
+        # (value, size on the wire, own bytes, ids of the array owners it holds)
+        self._items: collections.deque[tuple[Any, int, int, tuple[int, ...]]] = collections.deque()
+        # id -> [owner, items holding it, bytes]: memory shared by items counts once.
+        self._owners: dict[int, list[Any]] = {}
         self._first = 0  # item number of the oldest item kept
         self._bytes = 0
         self._closed = False
@@ -122,18 +183,36 @@ class StreamBuffer:
     def publish(self, value: Any, nbytes: int | None = None) -> int:
         """Append ``value`` (never blocks, never copies); its item number."""
         size = result_nbytes(value) if nbytes is None else nbytes
+        own, parts = memory_parts(value)
         with self._lock:  # the condition's own lock: entered in C, not through Condition
             items = self._items
-            items.append((value, size))
-            self._bytes += size
+            owners = self._owners
+            keys = []
+            held = own
+            for key, owner, part in parts:
+                entry = owners.get(key)
+                if entry is None:
+                    owners[key] = [owner, 1, part]
+                    held += part
+                else:
+                    entry[1] += 1
+                keys.append(key)
+            items.append((value, size, own, tuple(keys)))
+            self._bytes += held
             number = self._first + len(items) - 1
             if len(items) > self.max_items or self._bytes > self.max_bytes:
                 # The newest item always stays, even when it alone is over the byte bound.
                 while len(items) > 1 and (
                     len(items) > self.max_items or self._bytes > self.max_bytes
                 ):
-                    _, dropped = items.popleft()
-                    self._bytes -= dropped
+                    _, _, dropped_own, dropped_keys = items.popleft()
+                    self._bytes -= dropped_own
+                    for key in dropped_keys:
+                        entry = owners[key]
+                        entry[1] -= 1
+                        if not entry[1]:
+                            self._bytes -= entry[2]
+                            del owners[key]
                     self._first += 1
             self.published += 1
             self.last_time = time.time()
@@ -160,8 +239,8 @@ class StreamBuffer:
                 cursor = self._first + len(self._items)
             while True:
                 end = self._first + len(self._items)
-                if cursor > end:
-                    cursor = end  # from a future (or another run's) cursor: the present
+                # A cursor beyond the end waits for its item (another run's cursor: the
+                # reader sees the new run in the answer and starts again).
                 if cursor < end or self._closed:
                     break
                 remaining = deadline - time.monotonic()
@@ -178,7 +257,9 @@ class StreamBuffer:
             offset = start - self._first
             items = []
             size = 0
-            for value, nbytes in itertools.islice(self._items, offset, offset + stop - start):
+            for value, nbytes, _, _ in itertools.islice(
+                self._items, offset, offset + max(0, stop - start)
+            ):
                 if items and size + nbytes > MAX_BATCH_BYTES:
                     break  # the rest comes with the next read
                 items.append(value)

@@ -2,16 +2,30 @@
 
 The name server is found as ``pyroinst.naming`` says (arguments, else
 ``PYROINST_NS_HOST``/``PYROINST_NS_PORT``, else Pyro5's configuration and broadcast).
+
+Every wait is bounded. A proxy from ``connect()`` waits at most ``timeout`` seconds for a
+reply (default ``PYROINST_TIMEOUT``, else ``CALL_TIMEOUT``, 30 s) and connecting takes at
+most ``CONNECT_TIMEOUT`` (5 s) an attempt, within the same budget. When a call gets no
+reply in time the proxy asks the server once more with a short ping: a server that still
+answers means the call is just slow (``CallTimeout``); one that does not is a frozen or
+gone PC (``DeviceUnreachable``, naming its address). Job handles and streams wait in
+slices on the server and bound each slice the same way. A plain
+``Pyro5.api.Proxy("PYRONAME:dev")`` keeps Pyro5's default (no timeout); give it one with
+``proxy._pyroTimeout = 30``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import os
 import select
 import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import Pyro5.client
@@ -22,6 +36,8 @@ from Pyro5.callcontext import current_context
 from . import fastwire
 from .errors import (
     AuthenticationFailed,
+    CallTimeout,
+    ConfigurationError,
     ConnectionLost,
     DeviceNotFound,
     DeviceUnreachable,
@@ -30,7 +46,7 @@ from .errors import (
     ServerBusy,
 )
 from .handles import OWNER_ANNOTATION, JobHandle
-from .liveness import DEFAULT_TIMEOUT, MIN_CHECK, check_servers, server_key
+from .liveness import DEFAULT_TIMEOUT, MIN_CHECK, check_one, check_servers, server_key
 from .naming import (
     CLASS_TAG,
     DEVICE_TAG,
@@ -66,6 +82,64 @@ log = logging.getLogger(__name__)
 
 #: Seconds a DeviceProxy keeps trying to reach its device (re-resolving its name).
 RECONNECT_TIMEOUT = 10.0
+#: Seconds a call waits for its reply by default (``PYROINST_TIMEOUT`` overrides).
+CALL_TIMEOUT = 30.0
+#: Seconds one attempt to connect (TCP, TLS, handshake, proof) may take.
+CONNECT_TIMEOUT = 5.0
+#: Seconds a reply may take beyond a wait the server was asked to make.
+SLACK = 0.5
+#: Seconds the ping after a timed-out call gets (is the server there at all?).
+PING_TIMEOUT = 1.0
+
+
+_override: list[float | None] = []
+
+
+def set_default_timeout(seconds: float | None) -> None:
+    """Make ``seconds`` the call timeout of this process's new proxies and of job handles'
+    calls (None: back to PYROINST_TIMEOUT, else CALL_TIMEOUT; inf or 0: no limit)."""
+    _override[:] = [] if seconds is None else [_timeout_arg(seconds)]
+
+
+@contextlib.contextmanager
+def default_timeout_set(seconds: float | None) -> Iterator[None]:
+    """``set_default_timeout(seconds)`` inside the block (None: nothing changes), the
+    previous default after it."""
+    previous = list(_override)
+    if seconds is not None:
+        set_default_timeout(seconds)
+    try:
+        yield
+    finally:
+        _override[:] = previous
+
+
+def default_timeout() -> float | None:
+    """The call timeout of new proxies: what ``set_default_timeout`` set, else
+    ``PYROINST_TIMEOUT`` (seconds; ``inf`` or ``0``: none), else CALL_TIMEOUT.
+    ConfigurationError for a value that is not a number."""
+    if _override:
+        return _override[0]
+    text = os.environ.get("PYROINST_TIMEOUT", "").strip()
+    if not text:
+        return CALL_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"PYROINST_TIMEOUT={text!r} is not a number of seconds (inf or 0: no limit)"
+        ) from None
+    return None if value <= 0 or math.isinf(value) else value
+
+
+def _timeout_arg(timeout: float | None) -> float | None:
+    """A ``timeout`` argument as a proxy timeout: None is the default, inf or 0 none."""
+    if timeout is None:
+        return default_timeout()
+    timeout = float(timeout)
+    if math.isnan(timeout):
+        raise ConfigurationError("timeout must be a number of seconds, not NaN")
+    return None if timeout <= 0 or math.isinf(timeout) else timeout
 
 
 def connect(
@@ -81,22 +155,26 @@ def connect(
     ``owner`` names this client for reservations (``reserve(owner, ...)`` sets it too).
 
     The proxy uses the serializer pyroinst configured (msgpack, unless PYRO_SERIALIZER
-    says otherwise) and ``timeout`` seconds per call (None: wait as long as the device
-    takes). It survives a restart of the device's server: see DeviceProxy.
-    DeviceNotFound names the device, the name server and the devices it knows.
+    says otherwise) and waits at most ``timeout`` seconds for a call's reply (None: the
+    default, ``PYROINST_TIMEOUT`` else 30 s; ``math.inf``: as long as the device takes);
+    run long measurements as jobs. It survives a restart of the device's server: see
+    DeviceProxy. DeviceNotFound names the device, the name server and the devices it knows.
     """
+    seconds = _timeout_arg(timeout)
     proxy = DeviceProxy(
         lookup(name, ns_host, ns_port), name, ns_host, ns_port, reconnect_timeout, owner
     )
-    proxy._pyroTimeout = timeout
+    proxy._pyroTimeout = seconds
     return proxy
 
 
 def _socket_closed(sock: Any) -> bool:
     """True if the peer has closed this idle connection (no reply is pending on it)."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
+        # poll, not select: select() refuses socket numbers of 1024 and more.
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        if not poller.poll(0):
             return False
         if isinstance(sock, ssl.SSLSocket):
             return _tls_closed(sock)
@@ -154,6 +232,9 @@ class DeviceProxy(Pyro5.client.Proxy):
         # Who this client is, for reservations; set by reserve() or given by the caller.
         self._pyroinst_owner = owner
         self._pyroinst_peer_max: int | None = None
+        # True while a call is a wait the server was asked to make (job_wait, a stream
+        # read): no reply in time then means the server stopped answering, without a ping.
+        self._pyroinst_waiting = False
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_pyroinst_"):
@@ -168,23 +249,38 @@ class DeviceProxy(Pyro5.client.Proxy):
 
     def __getattr__(self, name: str) -> Any:
         if not name.startswith("_") and not self._pyroMethods and not self._pyroAttrs:
-            self._pyroinst_connect()  # the first call connects here, with the retries
+            # The first call connects here (it needs the metadata), with the retries,
+            # within the call's timeout.
+            timeout = self._pyroTimeout
+            self._pyroinst_connect(None if timeout is None else time.monotonic() + timeout)
         return super().__getattr__(name)
 
-    def _pyroinst_connect(self) -> None:
+    def _pyroinst_connect(self, deadline: float | None = None) -> bool:
+        """Connect if not connected (True if it did): each attempt within CONNECT_TIMEOUT,
+        all of them within ``reconnect_timeout`` and ``deadline`` (a monotonic time)."""
         conn = self._pyroConnection
         if conn is not None:
             if not _socket_closed(conn.sock):
-                return
+                return False
             log.info("connection to %s was closed by the server; reconnecting", self._pyroUri)
             self._pyroRelease()
         refuse_marshal(self._pyroSerializer)
-        deadline = time.monotonic() + self._pyroinst_reconnect
+        began = time.monotonic()
+        until = began + self._pyroinst_reconnect
+        if deadline is not None:
+            until = min(until, deadline)
+        call_timeout = self._pyroTimeout
         delay = 0.05
         while True:
+            attempt = max(0.05, min(CONNECT_TIMEOUT, until - time.monotonic()))
             try:
-                self._pyroBind()
-                return
+                # The call's own timeout goes back on the connection once it is made.
+                self._pyroTimeout = attempt
+                try:
+                    self._pyroBind()
+                finally:
+                    self._pyroTimeout = call_timeout
+                return True
             except MessageRefused as exc:
                 raise MessageRefused(f"{self._pyroinst_label()}: {exc}") from None
             except AuthenticationFailed as exc:
@@ -208,7 +304,13 @@ class DeviceProxy(Pyro5.client.Proxy):
                         f"{text[text.find('server busy') :] if 'server busy' in text else text}",
                         device=self._pyroinst_name,
                     ) from None
-                error = exc
+                error: Exception = exc
+                if isinstance(exc, Pyro5.errors.TimeoutError):
+                    error = Pyro5.errors.TimeoutError(
+                        f"no answer to the connection's handshake within {attempt:.3g} s"
+                    )
+            if time.monotonic() >= until:
+                break
             if self._pyroinst_name is not None:
                 try:
                     uri = lookup(self._pyroinst_name, *self._pyroinst_ns)
@@ -217,16 +319,52 @@ class DeviceProxy(Pyro5.client.Proxy):
                         self._pyroUri = Pyro5.core.URI(uri)
                 except (DeviceNotFound, NameServerNotFound) as exc:
                     error = exc
-            if time.monotonic() >= deadline:
-                raise DeviceUnreachable(
-                    f"{self._pyroinst_label()} did not answer for "
-                    f"{self._pyroinst_reconnect:g} s ({str(error).rstrip('.')}). Is its "
-                    "server running? "
-                    "(`pyroinst list` shows which devices answer)",
-                    device=self._pyroinst_name,
-                ) from None
+            if time.monotonic() + delay >= until:
+                break
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+        raise DeviceUnreachable(
+            f"the server of {self._pyroinst_label()} stopped answering: it did not answer "
+            f"for {time.monotonic() - began:.1f} s ({str(error).rstrip('.')}). Is its PC or "
+            "server frozen or stopped? (`pyroinst list` shows which devices answer)",
+            device=self._pyroinst_name,
+            address=self._pyroinst_address(),
+        ) from None
+
+    def _pyroinst_address(self) -> str:
+        uri = self._pyroUri
+        host = getattr(uri, "host", None)
+        return f"{host}:{uri.port}" if host else str(uri)
+
+    def _pyroinst_no_reply(self, methodname: str, waited: float) -> Exception:
+        """The error for a call that got no reply within ``waited`` seconds: is the server
+        there at all (one short ping)?"""
+        where = f"{self._pyroinst_label()}"
+        if self._pyroinst_waiting:
+            return DeviceUnreachable(
+                f"the server of {where} stopped answering: no reply to {methodname}() "
+                f"within {waited:.3g} s, the wait it was asked to make and more. Is its PC "
+                "or server frozen or stopped?",
+                device=self._pyroinst_name,
+                address=self._pyroinst_address(),
+            )
+        alive, reason = check_one(str(self._pyroUri), PING_TIMEOUT)
+        if alive:
+            return CallTimeout(
+                f"{methodname}() of {where} got no reply within {waited:.3g} s, though its "
+                "server still answers: the call is still running there, or the device is "
+                "slow. Raise the timeout (connect(timeout=), PYROINST_TIMEOUT, --timeout), "
+                "or run it as a job. The call was not re-sent.",
+                device=self._pyroinst_name,
+                address=self._pyroinst_address(),
+            )
+        return DeviceUnreachable(
+            f"the server of {where} stopped answering: no reply to {methodname}() within "
+            f"{waited:.3g} s, and none to a ping ({reason}). Is its PC or server frozen or "
+            "stopped? The call was not re-sent; it may or may not have run.",
+            device=self._pyroinst_name,
+            address=self._pyroinst_address(),
+        )
 
     def watch(self, channel: str, start: int | str = "latest", max_items: int = 1000) -> Stream:
         """An iterator of ``(timestamp, value)`` items of the device channel ``channel``.
@@ -254,8 +392,14 @@ class DeviceProxy(Pyro5.client.Proxy):
         return str(self._pyroUri)
 
     def _pyroInvoke(self, methodname, vargs, kwargs, flags=0, objectId=None):  # noqa: N802, N803
-        if objectId is None:  # not a call to the daemon itself (metadata)
-            self._pyroinst_connect()
+        timeout = self._pyroTimeout
+        began = time.monotonic()
+        if objectId is None and self._pyroinst_connect(
+            None if timeout is None else began + timeout
+        ):
+            if timeout is not None:
+                # Connecting took part of this call's time: the rest is what it may wait.
+                self._pyroConnection.timeout = max(0.01, began + timeout - time.monotonic())
         owner = self._pyroinst_owner
         if methodname == "reserve" and objectId is None:
             owner = str(vargs[0] if vargs else (kwargs or {}).get("owner", owner))
@@ -268,6 +412,9 @@ class DeviceProxy(Pyro5.client.Proxy):
         previous = fastwire.set_calling_proxy(self)
         try:
             result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
+        except Pyro5.errors.TimeoutError:
+            # Pyro5 closed the connection: a late reply cannot be mistaken for the next one.
+            raise self._pyroinst_no_reply(methodname, time.monotonic() - began) from None
         except Pyro5.errors.ConnectionClosedError as exc:
             raise ConnectionLost(
                 f"the connection to {self._pyroinst_label()} broke during {methodname}(): "
@@ -276,6 +423,9 @@ class DeviceProxy(Pyro5.client.Proxy):
                 device=self._pyroinst_name,
             ) from None
         finally:
+            conn = self._pyroConnection
+            if conn is not None and conn.timeout != timeout:
+                conn.timeout = timeout
             fastwire.set_calling_proxy(previous)
             fastwire.expect_peer_limit(None, "")
             if owner:
@@ -363,7 +513,8 @@ def cached_proxy(
     """The calling thread's proxy for ``uri`` (created on first use, then reused).
 
     With ``name``, the proxy finds the device again through the name server (found as
-    ``ns_address()`` says) if its server restarts.
+    ``ns_address()`` says) if its server restarts. Its calls wait at most the default
+    timeout (``default_timeout()``).
     """
     cache: dict[str, Pyro5.client.Proxy] | None = getattr(_local, "proxies", None)
     if cache is None:
@@ -371,6 +522,7 @@ def cached_proxy(
     proxy = cache.get(uri)
     if proxy is None:
         proxy = cache[uri] = DeviceProxy(uri, name, *ns)
+        proxy._pyroTimeout = default_timeout()
     return proxy
 
 

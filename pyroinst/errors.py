@@ -5,6 +5,8 @@ The tree::
     PyroinstError
     ├── DeviceNotFound          (also LookupError) no such device in the name server
     ├── DeviceUnreachable       (also ConnectionError) its server does not answer
+    ├── CallTimeout             (also TimeoutError) no reply in time from a server that
+    │                           still answers (a slow call: raise the timeout, or a job)
     ├── ConnectionLost          (also ConnectionError) the connection broke during a call
     ├── ServerBusy              the server refused a connection: limits (threadpool_size,
     │                           max_connections_per_host) reached
@@ -52,6 +54,7 @@ __all__ = [
     "PyroinstError",
     "DeviceNotFound",
     "DeviceUnreachable",
+    "CallTimeout",
     "ConnectionLost",
     "ServerBusy",
     "AuthenticationFailed",
@@ -101,6 +104,12 @@ class DeviceNotFound(PyroinstError, LookupError):
 
 class DeviceUnreachable(PyroinstError, builtins.ConnectionError):
     """The device is registered, but its server did not answer (within the retry time)."""
+
+
+class CallTimeout(PyroinstError, builtins.TimeoutError):
+    """A call got no reply within the proxy's timeout, though its server still answers a
+    ping: the call is still running there, or the device is slow. Attributes: ``device``,
+    ``address``. The call was not re-sent."""
 
 
 class ConnectionLost(PyroinstError, builtins.ConnectionError):

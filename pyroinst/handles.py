@@ -9,6 +9,11 @@ handle is the plain dict ``{"__pyroinst__": "JobHandle", "id": ..., "device": ..
 A handle talks to its device through the calling thread's cached proxy (see
 ``pyroinst.client.cached_proxy``): a thousand handles share one connection per thread.
 That module is imported only when a handle is used, which happens on the client side.
+
+Every wait is bounded: ``wait`` and ``result`` ask the server to wait in slices of at most
+``WAIT_SLICE`` seconds, and each slice's reply must come within the slice plus ``SLACK``;
+a server that stops answering raises DeviceUnreachable (naming its address) within
+``timeout`` + ``SLACK`` seconds, and ``timeout=None`` waits for the job, not for a frozen PC.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ OWNER_ANNOTATION = "PIOW"
 HANDLE_KIND = "JobHandle"
 #: Longest single ``job_wait`` call a handle makes; longer waits are made of several.
 WAIT_SLICE = 10.0
+#: Seconds a reply may take beyond the wait the server was asked to make.
+SLACK = 0.5
 
 
 class JobHandle:
@@ -59,11 +66,27 @@ class JobHandle:
         self.owner = owner
 
     def _proxy(self) -> DeviceProxy:
-        from .client import cached_proxy  # client side only: see the module docstring
+        from .client import cached_proxy, default_timeout  # client side: see the docstring
 
         proxy = cached_proxy(self.uri, self.device, self.ns)
         proxy._pyroinst_owner = self.owner
+        timeout = default_timeout()
+        if proxy._pyroTimeout != timeout:
+            proxy._pyroTimeout = timeout
         return proxy
+
+    def _waiting(self, member: str, seconds: float) -> Any:
+        """``member(id, seconds)``, a wait on the server whose reply is due within
+        ``seconds`` + SLACK (else DeviceUnreachable: the server stopped answering)."""
+        proxy = self._proxy()
+        timeout = proxy._pyroTimeout
+        proxy._pyroTimeout = seconds + SLACK
+        proxy._pyroinst_waiting = True
+        try:
+            return getattr(proxy, member)(self.id, seconds)
+        finally:
+            proxy._pyroinst_waiting = False
+            proxy._pyroTimeout = timeout
 
     def status(self) -> dict[str, Any]:
         """The job's status dict: id, method, state, progress, message, times, error."""
@@ -82,7 +105,7 @@ class JobHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
-            if self._proxy().job_wait(self.id, max(0.0, min(WAIT_SLICE, remaining))):
+            if self._waiting("job_wait", max(0.0, min(WAIT_SLICE, remaining))):
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
@@ -99,7 +122,7 @@ class JobHandle:
         while True:
             remaining = WAIT_SLICE if deadline is None else deadline - time.monotonic()
             try:
-                return self._proxy().job_result(self.id, max(0.0, min(WAIT_SLICE, remaining)))
+                return self._waiting("job_result", max(0.0, min(WAIT_SLICE, remaining)))
             except JobTimeout as exc:
                 if getattr(exc, "job_id", None) != self.id:
                     raise  # the job's own error, not the wait running out

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, StreamBuffer, result_nbytes
+from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, StreamBuffer, held_nbytes
 from .errors import (
     JobCancelled,
     JobTimeout,
@@ -207,7 +207,9 @@ class Job:
         self.finished: float | None = None
         self.error: str | None = None
         self.traceback: str | None = None
+        #: Memory the result keeps alive, and the stream's items (kept with the job).
         self.result_bytes = 0
+        self.stream_bytes = 0
         self._result: Any = None
         self._exception: BaseException | None = None
         self._cancel = threading.Event()
@@ -337,7 +339,7 @@ class Job:
                 self._fail(exc)
             else:
                 self._result = result
-                self.result_bytes = result_nbytes(result)
+                self.result_bytes = held_nbytes(result)
                 self._finish(DONE)
         finally:
             _local.job = None
@@ -360,6 +362,11 @@ class Job:
         self._exception = sendable
         self._finish(FAILED)
 
+    @property
+    def held_bytes(self) -> int:
+        """Memory the finished job keeps: its result and its stream's items."""
+        return self.result_bytes + self.stream_bytes
+
     def refuse(self, exc: BaseException, state: str = CANCELLED) -> None:
         """End a job that has not started: ``exc`` is what its result raises (a job
         cancelled by a reservation, one whose thread could not start)."""
@@ -378,7 +385,7 @@ class Job:
             stream = self._stream
         if stream is not None:
             stream.close()
-            self.result_bytes += stream.nbytes
+            self.stream_bytes = stream.nbytes
         self.func = None  # type: ignore[assignment]
         self.args = ()
         self.kwargs = {}

@@ -23,7 +23,7 @@ from typing import Any
 import Pyro5.client
 import Pyro5.errors
 
-__all__ = ["check_servers", "server_key", "DEFAULT_TIMEOUT", "MIN_CHECK", "OK"]
+__all__ = ["check_servers", "check_one", "server_key", "DEFAULT_TIMEOUT", "MIN_CHECK", "OK"]
 
 #: Seconds the whole check may take (``pyroinst list --timeout``).
 DEFAULT_TIMEOUT = 1.5
@@ -57,6 +57,11 @@ def _reason(exc: BaseException, timeout: float) -> str:
     if "no free workers" in text:
         return "server busy (no free connection)"
     return text or type(exc).__name__
+
+
+def check_one(uri: str, timeout: float) -> tuple[bool, str]:
+    """(alive, reason) of the server of ``uri``, asked once on a new connection."""
+    return _check(uri, timeout)
 
 
 def _check(uri: str, timeout: float) -> tuple[bool, str]:

@@ -64,7 +64,7 @@ class JobStore:
         with self._lock:
             if job.id in self._jobs and job.id not in self._finished:
                 self._finished[job.id] = job
-                self._finished_bytes += job.result_bytes
+                self._finished_bytes += job.held_bytes
             self._evict_locked()
 
     def get(self, job_id: str, device: str) -> Job:
@@ -101,13 +101,15 @@ class JobStore:
             return
         self._oversized_warned = job.id
         log.warning(
-            "job %s (%s.%s) has a result of %d bytes, more than max_result_bytes (%d): it is "
-            "kept alone, and goes when a newer job finishes or after max_job_age (%g s). "
-            "Raise max_result_bytes to keep more.",
+            "job %s (%s.%s) keeps %d bytes (its result %d, the items its stream still holds "
+            "%d), more than max_result_bytes (%d): it is kept alone, and goes when a newer "
+            "job finishes or after max_job_age (%g s). Raise max_result_bytes to keep more.",
             job.id,
             job.device,
             job.method,
+            job.held_bytes,
             job.result_bytes,
+            job.stream_bytes,
             self.max_result_bytes,
             self.max_age,
         )
@@ -143,7 +145,7 @@ class JobStore:
                 break
             del self._finished[job_id]
             del self._jobs[job_id]
-            self._finished_bytes -= job.result_bytes
+            self._finished_bytes -= job.held_bytes
             self._expired[job_id] = reason
             if len(self._expired) > 100_000:
                 self._expired.popitem(last=False)

@@ -260,8 +260,12 @@ def ns_of(host: str | None, port: int | None) -> tuple[str | None, int | None]:
 # -- servers ------------------------------------------------------------------------------
 
 
-def connect(name: str) -> Any:
-    return pyroinst.connect(name, ns_host=state.ns_host, ns_port=state.ns_port, owner=state.owner)
+def connect(name: str, timeout: float | None = None) -> Any:
+    """A proxy of ``name`` whose calls wait at most ``timeout`` seconds (None: the default,
+    PYROINST_TIMEOUT else 30 s)."""
+    return pyroinst.connect(
+        name, ns_host=state.ns_host, ns_port=state.ns_port, owner=state.owner, timeout=timeout
+    )
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

@@ -213,7 +213,13 @@ def call_command(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="Start a job, print only its id, exit.")
     ] = False,
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for a job.")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds to wait: for a plain call's reply, for a job to finish "
+            "(default for a call: PYROINST_TIMEOUT, else 30)."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write an array result (.npy, .csv, .txt).")
     ] = None,
@@ -245,8 +251,28 @@ def call_command(
         if not follow_stream:
             raise fail("--out-dir writes the items of --follow: add --follow", EXIT_USAGE)
         check_out_dir(out_dir)
+    # The job handle's calls (status, cancel) wait no longer than the command's timeout.
+    with pyroinst.client.default_timeout_set(timeout):
+        _call(
+            device, method, pos, kw, no_wait, timeout, out, detach, follow_stream, out_dir, as_json
+        )
+
+
+def _call(
+    device: str,
+    method: str,
+    pos: list[Any],
+    kw: dict[str, Any],
+    no_wait: bool,
+    timeout: float | None,
+    out: Path | None,
+    detach: bool,
+    follow_stream: bool,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
     try:
-        dev = connect(device)
+        dev = connect(device, timeout)
         methods = {m["name"]: m for m in dev.describe()["methods"]}
         if method not in methods:
             raise fail(

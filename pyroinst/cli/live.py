@@ -43,24 +43,28 @@ def follow_items(
     ``out_dir``), until the job ends; returns its final status."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with job.stream() as stream:
-        for value in stream:
-            n = stream.number
-            path = None
-            if out_dir is not None and isinstance(value, np.ndarray):
-                path = out_dir / f"{n:06d}.npy"
-                np.save(path, value)
-            if as_json:
-                echo(json.dumps({"item": n, "value": jsonable(value, path)}, default=str))
-            else:
-                echo(f"item {n}: {describe_value(value)}")
-            if interrupts.hit:
-                break
+        # One read at a time (each returns within about a second, items or not), so
+        # Ctrl-C and --timeout are noticed while no item comes.
+        while not interrupts.hit:
             if deadline is not None and time.monotonic() >= deadline:
                 raise fail(
                     f"job {job.id} still running after {timeout:g} s (left running; follow "
                     f"it with `pyroinst job {job.device} {job.id} --wait`)",
                     EXIT_FAILED,
                 )
+            items = stream.read()
+            if items is None:
+                break
+            first = stream.number - len(items) + 1
+            for n, value in enumerate(items, first):
+                path = None
+                if out_dir is not None and isinstance(value, np.ndarray):
+                    path = out_dir / f"{n:06d}.npy"
+                    np.save(path, value)
+                if as_json:
+                    echo(json.dumps({"item": n, "value": jsonable(value, path)}, default=str))
+                else:
+                    echo(f"item {n}: {describe_value(value)}")
     if interrupts.hit:
         raise interrupted(job, detach)
     if stream.dropped:
@@ -73,6 +77,9 @@ def watch_command(
     device: str,
     channel: str,
     count: Annotated[int | None, typer.Option(help="Stop after this many items.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (exit 0).")
+    ] = None,
     start: Annotated[
         str, typer.Option(help='"latest" (new items only) or an item number (0: the oldest kept).')
     ] = "latest",
@@ -91,25 +98,35 @@ def watch_command(
                 f'--start must be "latest" or an item number, got {start!r}', EXIT_USAGE
             ) from None
     seen = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         with Interrupts() as interrupts, connect(device).watch(channel, first) as stream:
-            for when, value in stream:
-                if as_json:
-                    echo(
-                        json.dumps(
-                            {"item": stream.number, "time": when, "value": jsonable(value)},
-                            default=str,
-                        )
-                    )
-                else:
-                    stamp = (
-                        time.strftime("%H:%M:%S", time.localtime(when))
-                        + f".{int(when % 1 * 1000):03d}"
-                    )
-                    echo(f"{stamp}  {describe_value(value)}")
-                seen += 1
-                if interrupts.hit or (count is not None and seen >= count):
+            # One read at a time (each within about a second), so Ctrl-C and --timeout
+            # are noticed while the channel is quiet.
+            while not interrupts.hit and (count is None or seen < count):
+                if deadline is not None and time.monotonic() >= deadline:
                     break
+                items = stream.read()
+                if items is None:
+                    break
+                first_number = stream.number - len(items) + 1
+                for number, (when, value) in enumerate(items, first_number):
+                    if as_json:
+                        echo(
+                            json.dumps(
+                                {"item": number, "time": when, "value": jsonable(value)},
+                                default=str,
+                            )
+                        )
+                    else:
+                        stamp = (
+                            time.strftime("%H:%M:%S", time.localtime(when))
+                            + f".{int(when % 1 * 1000):03d}"
+                        )
+                        echo(f"{stamp}  {describe_value(value)}")
+                    seen += 1
+                    if count is not None and seen >= count:
+                        break
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001
