@@ -43,6 +43,7 @@ from .errors import (
     DeviceUnreachable,
     MessageRefused,
     NameServerNotFound,
+    NotSerializableError,
     ServerBusy,
 )
 from .handles import OWNER_ANNOTATION, JobHandle
@@ -415,6 +416,14 @@ class DeviceProxy(Pyro5.client.Proxy):
         except Pyro5.errors.TimeoutError:
             # Pyro5 closed the connection: a late reply cannot be mistaken for the next one.
             raise self._pyroinst_no_reply(methodname, time.monotonic() - began) from None
+        except Pyro5.errors.SerializeError as exc:
+            # The server answered; its answer could not be decoded here. Not "unreachable".
+            raise NotSerializableError(
+                f"the reply of {methodname}() from {self._pyroinst_label()} could not be "
+                f"decoded: {exc}",
+                method=methodname,
+                device=self._pyroinst_name,
+            ) from None
         except Pyro5.errors.ConnectionClosedError as exc:
             raise ConnectionLost(
                 f"the connection to {self._pyroinst_label()} broke during {methodname}(): "

@@ -93,7 +93,7 @@ class DeviceServant(Reservable):
         self._uri = ""
         self._closed = False
         self._reservation: tuple[str, float] | None = None
-        self._reservation_lock = threading.Lock()
+        self._reservation_lock = threading.RLock()  # _current_reservation nests
 
     # -- calling the driver ----------------------------------------------------------------
     def _bound(self, method: str) -> Callable[..., Any]:
@@ -354,14 +354,19 @@ class DeviceServant(Reservable):
         """Served from now on: monitors run, ``pyroinst.publish`` reaches the channels."""
         self._channels.start()
 
-    def _shutdown(self, timeout: float) -> None:
-        """Stop the worker (cancelling jobs), then close the driver under its lock (once)."""
-        if self._closed:
-            return
-        self._closed = True
+    def _retire(self, timeout: float) -> None:
+        """No longer served: the monitors stop and the worker stops (cancelling jobs); the
+        driver stays open (``remove_device(close=False)`` hands it back to its owner)."""
         self._channels.stop(timeout)
         if not self._worker.stop(timeout):
             log.warning("device '%s': a job did not stop within %g s", self._name, timeout)
+
+    def _shutdown(self, timeout: float) -> None:
+        """Retire, then close the driver under its lock (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._retire(timeout)
         close = getattr(self._device, "close", None)
         if not callable(close):
             return

@@ -97,6 +97,15 @@ def _make_property(name: str, prop: property) -> property:
             )
 
         fset.__name__ = name
+    else:
+
+        def fset(self: DeviceServant, value: Any) -> None:
+            # Without a setter Pyro5 would say "unexposed or unknown remote attribute".
+            raise AttributeError(
+                f"property {name!r} of device '{self._name}' is read-only: it can be read, not set"
+            )
+
+        fset.__name__ = name
     return expose(property(fget, fset, doc=prop.__doc__))
 
 

@@ -35,7 +35,7 @@ class Reservable:
 
     _name: str
     _reservation: tuple[str, float] | None = None
-    _reservation_lock: threading.Lock
+    _reservation_lock: threading.RLock
     _worker: Any
 
     @expose
@@ -99,8 +99,15 @@ class Reservable:
     def _current_reservation(self) -> tuple[str, float] | None:
         current = self._reservation
         if current is not None and time.time() >= current[1]:
+            # Cleared under the lock, and only if it is still the one found expired: a
+            # reserve() that just granted a new lease must not be wiped by this check.
+            with self._reservation_lock:
+                if self._reservation is current:
+                    self._reservation = None
             log.info("reservation of '%s' by %r expired", self._name, current[0])
-            self._reservation = current = None
+            current = self._reservation
+            if current is not None and time.time() >= current[1]:
+                return None
         return current
 
     def _reservation_admits(self, job: Any) -> BaseException | None:

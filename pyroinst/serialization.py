@@ -16,6 +16,12 @@ marked dicts back into objects while decoding, at any depth.
 "encoding": "base64"}``, as they do under serpent itself; ``serpent.tobytes`` reads all forms.
 Complex numbers under json travel as ``{"__pyroinst__": "complex", "real": .., "imag": ..}``.
 
+A dict with a ``"__class__"`` key (a QCoDeS snapshot, say) is data, not one of Pyro5's
+class dicts: it travels as a ``"dict"`` marker (below), so the receiver gets the dict
+instead of Pyro5's "unsupported serialized class". An exception's arguments and
+attributes go through the same conversion (a driver's ``ValueError("too high",
+np.float32(12.5))`` arrives with ``12.5``).
+
 Dict keys: int, float, bool, None, str, bytes and tuple keys (of those) round-trip under
 every serializer, at any depth. A dict whose keys the serializer cannot carry as they are
 (json: anything but str; msgpack: anything but str and bytes, as Pyro5 decodes msgpack with
@@ -30,6 +36,7 @@ string (unit included); their numpy scalars as ``{"__pyroinst__": "npscalar", "d
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import decimal
 import logging
@@ -117,8 +124,8 @@ def _native_key(key: Any, keys: frozenset[type]) -> bool:
 def _dict_to_wire(
     obj: dict, strict: bool, array: Callable[[np.ndarray], Any], keys: frozenset[type] | None
 ) -> dict:
-    native = True
-    if keys is not None:
+    native = "__class__" not in obj  # Pyro5 would take the dict for a class: escape it
+    if native and keys is not None:
         for k in obj:
             tk = type(k)
             if tk not in keys or (tk is tuple and not _native_key(k, keys)):
@@ -177,6 +184,8 @@ def to_wire(
         return to_wire(obj.item(), strict, array, keys)
     if isinstance(obj, JobHandle):
         return obj.to_wire()
+    if isinstance(obj, BaseException):
+        return _exception_to_wire(obj, strict, array, keys)
     # Subclasses (IntEnum, OrderedDict, namedtuple...) as their plain base types.
     if isinstance(obj, bool):
         return bool(obj)
@@ -202,6 +211,27 @@ def to_wire(
             value_type=f"{t.__module__}.{t.__qualname__}",
         )
     return obj
+
+
+def _exception_to_wire(
+    exc: BaseException,
+    strict: bool,
+    array: Callable[[np.ndarray], Any],
+    keys: frozenset[type] | None,
+) -> BaseException:
+    """``exc`` itself, or a copy whose arguments and attributes are wire values (Pyro5
+    sends an exception's args and vars as they are: numpy values would break it)."""
+    state = vars(exc)
+    if _all_atoms(exc.args) and all(
+        type(v) in _ATOMS or k.startswith("_pyro") for k, v in state.items()
+    ):
+        return exc
+    converted = copy.copy(exc)
+    converted.args = tuple(to_wire(a, strict, array, keys) for a in exc.args)
+    for key, value in state.items():
+        if not key.startswith("_pyro") and type(value) not in _ATOMS:
+            setattr(converted, key, to_wire(value, strict, array, keys))
+    return converted
 
 
 def _key_from_wire(key: Any) -> Any:

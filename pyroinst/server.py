@@ -249,12 +249,16 @@ class InstServer(Registration):
                 raise
 
     def remove_device(self, name: str, close: bool = True) -> None:
-        """Stop serving ``name``: name removed, jobs cancelled, device closed (by default)."""
+        """Stop serving ``name``: name removed, its monitors stopped, jobs cancelled, and
+        the device closed (unless ``close=False``: then it is the caller's again, and may be
+        added again, here or to another server)."""
         with self._lock:
             servant = self._servants.pop(name)
             self._unpublish(name, servant)
         if close:
             servant._shutdown(self.shutdown_timeout)
+        else:
+            servant._retire(self.shutdown_timeout)
 
     @property
     def devices(self) -> dict[str, Any]:

@@ -11,9 +11,10 @@ the device's proxy goes on being used), with the lab's token, TLS and fast array
 * A job's stream ends once the job has finished and every kept item was delivered. A job
   from before its server restarted ends the iteration with ``JobNotFound``.
 * A channel never ends until ``close()``. When the device's server restarts, the stream
-  connects again and goes on from the newest item; what was published meanwhile is
-  unknown, so ``gaps`` counts such restarts instead of adding to ``dropped``. A channel
-  that exists only once something was published on it is waited for after a restart.
+  connects again and reads the new run's items from its first one still kept; what the
+  old run published while the reader was away is unknown, so ``gaps`` counts such
+  restarts instead of adding to ``dropped``. A channel that exists only once something
+  was published on it is waited for after a restart.
 * Every read is bounded: the server waits at most ``POLL`` seconds, and its reply is due
   within ``POLL`` + ``SLACK``. A server that stops answering (a frozen PC) is retried
   until the device proxy's ``reconnect_timeout`` has passed since the last answer; then
@@ -190,7 +191,7 @@ class Stream:
         run = answer.get("run")
         if self._run is not None and run is not None and run != self._run and self._pairs:
             self._run = run
-            self._restarted("its server restarted")
+            self._restarted()
             return
         self._run = run
         if answer["dropped"]:
@@ -208,12 +209,15 @@ class Stream:
         self._first_number = self.cursor - len(self._batch)
         self._done = bool(answer["done"])
 
-    def _restarted(self, why: str) -> None:
+    def _restarted(self) -> None:
+        # Everything the new run published is new to this reader: read it from its first
+        # item (what it published before this reader came back is read if still kept).
         self.gaps += 1
-        self._batch, self._index = [], 0
-        self._pin_latest()  # the newest from now on; what was missed is unknown
+        self._batch, self._index, self.cursor = [], 0, 0
         log.warning(
-            "%s: %s; going on from the newest item (items meanwhile unknown)", self._label, why
+            "%s: its server restarted; reading its new run from the start (what was "
+            "published while it was away is unknown)",
+            self._label,
         )
 
     def close(self) -> None:

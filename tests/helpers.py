@@ -218,6 +218,79 @@ class Echo:
         self.closed = True
 
 
+class Beating:
+    """A driver with a fast monitor that counts its beats."""
+
+    def __init__(self) -> None:
+        self.beats = 0
+        self.closed = False
+
+    @pyroinst.monitor(period=0.02)
+    def beat(self) -> int:
+        """Count a beat."""
+        self.beats += 1
+        return self.beats
+
+    def close(self) -> None:
+        """Mark closed."""
+        self.closed = True
+
+
+class Publisher:
+    """A driver whose channels exist only once something was published on them, and
+    whose job publishes some items, waits at a gate, then publishes more."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def announce(self, channel: str, value: Any) -> None:
+        """Publish ``value`` on ``channel`` (made by this first publish)."""
+        pyroinst.publish(self, channel, value)
+
+    @pyroinst.concurrent
+    def open_gate(self) -> None:
+        """Let a waiting ``emit`` go on."""
+        self.gate.set()
+
+    @pyroinst.job
+    def emit(self, before: int, after: int) -> int:
+        """Publish 0..before-1, wait for the gate, publish before..before+after-1."""
+        ctx = pyroinst.current_job()
+        for i in range(before):
+            ctx.publish(i)
+        while not self.gate.is_set():
+            ctx.sleep(0.01)
+        for i in range(before, before + after):
+            ctx.publish(i)
+        return before + after
+
+    @pyroinst.job
+    def pool_frames(self, frames: int, pool: int, size: int) -> int:
+        """Publish ``frames`` frames that are views of a pool of ``pool`` frames."""
+        ring = np.zeros((pool, size), dtype=np.uint8)
+        ctx = pyroinst.current_job()
+        for i in range(frames):
+            ctx.publish(ring[i % pool])
+        return frames
+
+    def snapshot(self) -> dict[str, Any]:
+        """A QCoDeS-like snapshot: dicts with "__class__" keys."""
+        return {
+            "__class__": "qcodes.instrument_drivers.mock.DummyInstrument",
+            "name": "dac",
+            "parameters": {"ch1": {"__class__": "qcodes.parameters.Parameter", "value": 0.5}},
+        }
+
+    def out_of_range(self) -> None:
+        """Raise a built-in exception carrying a numpy scalar."""
+        raise ValueError("out of range", np.float32(12.5))
+
+    @property
+    def voltage(self) -> float:
+        """A read-only property."""
+        return 1.5
+
+
 class Clashing:
     """A driver whose method collides with a reserved name."""
 
