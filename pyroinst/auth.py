@@ -59,7 +59,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import Pyro5.api
 import Pyro5.client
+import Pyro5.core
 import Pyro5.errors
 from Pyro5 import protocol, serializers
 
@@ -139,6 +141,20 @@ def outside_lab(proxy: Any) -> Any:
     """Connect ``proxy`` like plain Pyro5 (no challenge): for servers outside the lab."""
     proxy.__dict__[_OUTSIDE] = True
     return proxy
+
+
+def token_problem(who: str, token: str | None = None) -> str:
+    """Why ``who`` (e.g. "the name server at lab-ns:9090") refused this client: no token
+    here, or a token that is not the one it has."""
+    if not (token or _token):
+        return (
+            f"authentication failed: {who} needs the lab's token, and this client has none: "
+            "set PYROINST_TOKEN, or give --token-file (a lab file's token_file)"
+        )
+    return (
+        f"authentication failed: {who} refused this client's token: the token in use here "
+        "(PYROINST_TOKEN or the token file) is not the one it has (a wrong or old token?)"
+    )
 
 
 # -- the proofs --------------------------------------------------------------------------------
@@ -240,8 +256,13 @@ def _prove_to_server(connection: Any, connect_ok: Any, key: bytes, client_nonce:
     reply = _original_recv(connection, [protocol.MSG_PING, protocol.MSG_CONNECTFAIL])
     if reply.type == protocol.MSG_CONNECTFAIL:
         reason = _loads(reply.serializer_id, reply.data)
+        if isinstance(reason, str) and reason.startswith("server busy"):
+            from .errors import ServerBusy
+
+            raise ServerBusy(f"the server at {where} refused the connection: {reason}")
+        # (Its own words are for clients without a token: this one proved one.)
         raise AuthenticationFailed(
-            f"the server at {where} refused the connection: {reason}",
+            token_problem(f"the server at {where}", _proving_token()),
             address=where,
             reason="refused",
         )
@@ -295,6 +316,32 @@ def _refuse_late_proof(conn: Any, msg: Any) -> None:
     raise error
 
 
+def _proving_token() -> str | None:
+    return getattr(_tls, "token", None)
+
+
+def _locate_ns(*args: Any, **kwargs: Any) -> Any:
+    """Pyro5's locate_ns, except that a name server refusing this client's token is
+    AuthenticationFailed saying so, not NamingError "Failed to locate the nameserver"."""
+    try:
+        return _original_locate_ns(*args, **kwargs)
+    except Pyro5.errors.NamingError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, AuthenticationFailed):
+            raise AuthenticationFailed(
+                f"the name server: {cause}",
+                address=getattr(cause, "address", None),
+                reason=getattr(cause, "reason", "refused"),
+            ) from None
+        if isinstance(cause, Pyro5.errors.CommunicationError) and "authentication failed" in str(
+            cause
+        ):
+            raise AuthenticationFailed(
+                f"{token_problem('the name server')} ({cause})", reason="refused"
+            ) from None
+        raise
+
+
 def _create_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
     if self._pyroConnection is not None:
         return _original_create(self, *args, **kwargs)
@@ -304,17 +351,21 @@ def _create_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
     client_nonce = secrets.token_bytes(NONCE_BYTES)
     self._pyroHandshake = {"pyroinst_auth": VERSION, "nonce": client_nonce.hex()}
     previous = getattr(_tls, "pending", None)
+    previous_token = getattr(_tls, "token", None)
     _tls.pending = (lab_key(token), client_nonce)
+    _tls.token = token
     try:
         return _original_create(self, *args, **kwargs)
     finally:
         # A nested connect (a PYRONAME lookup) restores what it found.
         _tls.pending = previous
+        _tls.token = previous_token
         self._pyroHandshake = _DEFAULT_HANDSHAKE
 
 
 # -- installing --------------------------------------------------------------------------------
 _installed = False
+_original_locate_ns: Any = Pyro5.core.locate_ns
 _original_recv: Any = protocol.recv_stub
 # Name-mangled: Proxy.__pyroCreateConnection, which every connect goes through.
 _original_create: Any = Pyro5.client.Proxy._Proxy__pyroCreateConnection  # type: ignore[attr-defined]
@@ -342,9 +393,12 @@ def install() -> None:
     Only with a tested Pyro5 version: the client's half lives in Pyro5 internals. Call it
     after ``fastwire.install()``; it wraps what that put in.
     """
-    global _installed, _original_recv, _original_create
+    global _installed, _original_recv, _original_create, _original_locate_ns
     if _installed or not compat.pyro5_tested():
         return
+    _original_locate_ns = Pyro5.core.locate_ns
+    Pyro5.core.locate_ns = _locate_ns  # what PYRONAME: resolution calls
+    Pyro5.api.locate_ns = _locate_ns
     _original_recv = protocol.recv_stub
     _original_create = Pyro5.client.Proxy._Proxy__pyroCreateConnection  # type: ignore[attr-defined]
     protocol.recv_stub = recv_stub

@@ -34,6 +34,7 @@ import Pyro5.errors
 from Pyro5.callcontext import current_context
 
 from . import fastwire
+from .auth import token_problem
 from .errors import (
     AuthenticationFailed,
     CallTimeout,
@@ -293,8 +294,7 @@ class DeviceProxy(Pyro5.client.Proxy):
             except Pyro5.errors.CommunicationError as exc:
                 if "authentication failed" in str(exc):
                     raise AuthenticationFailed(
-                        f"{self._pyroinst_label()} refused the connection: authentication "
-                        "failed (set the lab's token: PYROINST_TOKEN or --token-file)",
+                        token_problem(f"the server of {self._pyroinst_label()}"),
                         device=self._pyroinst_name,
                         reason="refused",
                     ) from None

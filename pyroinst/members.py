@@ -133,6 +133,17 @@ def function_of(member: Any) -> Callable[..., Any]:
     return member
 
 
+def _return_annotation(func: Any) -> str:
+    """The text of a getter's return annotation ("" if none or unreadable)."""
+    try:
+        annotation = inspect.signature(func).return_annotation
+    except (TypeError, ValueError):
+        return ""
+    if annotation is inspect.Signature.empty:
+        return ""
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+
+
 _KINDS = {
     inspect.Parameter.POSITIONAL_ONLY: "positional",
     inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional_or_keyword",
@@ -187,6 +198,7 @@ def describe_device(
                     "name": member_name,
                     "doc": inspect.cleandoc(member.__doc__ or ""),
                     "writable": member.fset is not None,
+                    "annotation": _return_annotation(member.fget),
                 }
             )
             continue

@@ -15,7 +15,7 @@ import Pyro5.core
 import Pyro5.errors
 from Pyro5 import config as pyro_config
 
-from .auth import current_token, require_client_side, use_token
+from .auth import current_token, require_client_side, token_problem, use_token
 from .errors import AuthenticationFailed, ConfigurationError, DeviceNotFound, NameServerNotFound
 
 __all__ = [
@@ -110,9 +110,9 @@ def locate_ns(
         where = describe_ns_address(host, port)
         if "authentication failed" in str(exc):
             raise AuthenticationFailed(
-                f"the name server at {where} refused the connection: authentication failed "
-                "(set the lab's token: PYROINST_TOKEN or --token-file)",
+                token_problem(f"the name server at {where}", token),
                 address=where,
+                reason="refused",
             ) from None
         raise NameServerNotFound(
             f"no name server answered at {where}: {exc}. Start one with `pyroinst ns` "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import signal
@@ -324,3 +325,114 @@ def test_12_writing_a_read_only_property_says_so(ns, make_server):
     with pytest.raises(AttributeError, match="'voltage' of device 'pub' is read-only"):
         dev.voltage = 2.0
     dev._pyroRelease()
+
+
+# -- command line ---------------------------------------------------------------------------
+@pytest.fixture
+def cli_lab(ns, make_server):
+    from typer.testing import CliRunner
+
+    from devices.dummy import DummyDevice
+    from pyroinst.cli import app
+
+    server = make_server({"dev": DummyDevice(idn_delay=0.01), "echo": Echo()})
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, ["--ns-host", ns.host, "--ns-port", str(ns.port), *args])
+
+    invoke.server = server  # type: ignore[attr-defined]
+    return invoke
+
+
+def test_13_arguments_are_converted_by_the_annotations(cli_lab):
+    for word in ("abc", "2.5"):
+        result = cli_lab("call", "dev", "measure", word)
+        assert result.exit_code == 2, result.output
+        assert f"time={word!r} is not a whole number" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert cli_lab.server._servants["dev"]._store.jobs_of("dev") == []  # nothing ran
+    result = cli_lab("call", "dev", "measure", "1e2", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["result"]["shape"] == [100]  # 1e2 is the whole number 100
+
+
+def test_14_job_waits_like_call_and_names_a_finished_job(cli_lab):
+    started = cli_lab("call", "echo", "hold", "30", "--no-wait")
+    job_id = started.stdout.strip()
+    result = cli_lab("job", "echo", job_id, "--wait", "--timeout", "1")
+    assert result.exit_code == 1 and "still running after 1 s" in result.stderr
+    assert cli_lab("job", "echo", job_id, "--cancel").exit_code == 0
+    result = cli_lab("job", "echo", job_id, "--wait")
+    assert "had already cancelled" in result.stderr
+    assert "started" not in result.stderr
+
+
+def test_15_get_and_set_properties(cli_lab):
+    result = cli_lab("get", "echo", "temperature")
+    assert result.exit_code == 0 and result.stdout.strip() == "21.5"
+    result = cli_lab("set", "echo", "temperature", "30", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["result"] == 30.0
+    assert cli_lab("get", "echo", "temperature").stdout.strip() == "30.0"
+    result = cli_lab("get", "echo", "nope")
+    assert result.exit_code == 3 and "temperature" in result.stderr
+    result = cli_lab("set", "echo", "temperature", "hot")
+    assert result.exit_code == 2 and "not a number" in result.stderr
+
+
+def test_16_out_dir_needs_its_parent(cli_lab, tmp_path):
+    missing = tmp_path / "nonexist" / "d"
+    result = cli_lab("call", "dev", "measure", "100", "--follow", "--out-dir", str(missing))
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert not missing.parent.exists()
+
+
+def test_17_auth_errors_name_the_server_and_the_problem(monkeypatch):
+    from typer.testing import CliRunner
+
+    from pyroinst import EmbeddedNameServer
+    from pyroinst.cli import app
+
+    token = "review-lab-token-4e9a1c"
+    with EmbeddedNameServer("127.0.0.1", 0, token=token) as ns:
+        base = ["--ns-host", ns.host, "--ns-port", str(ns.port)]
+        before = pyroinst.current_token()
+        try:
+            pyroinst.set_token(None)
+            result = CliRunner().invoke(app, [*base, "list"])
+            assert result.exit_code == 4, result.output
+            assert f"the name server at {ns.host}:{ns.port}" in result.stderr
+            assert "this client has none" in result.stderr
+            assert "unreachable" not in result.stderr
+            with pytest.raises(pyroinst.AuthenticationFailed, match="this client has none"):
+                Pyro5.api.Proxy(f"PYRONAME:dev@{ns.host}:{ns.port}")._pyroBind()
+            pyroinst.set_token("not-the-lab-token-9f8e7d")
+            result = CliRunner().invoke(app, [*base, "list"])
+            assert result.exit_code == 4, result.output
+            assert "refused this client's token" in result.stderr
+            assert "needs the lab's token" not in result.stderr
+        finally:
+            pyroinst.set_token(before)
+
+
+def test_18_the_demo_names_the_interpreter_that_runs_it(ns, make_server, capsys):
+    from pyroinst.cli.servers import _print_serving
+
+    server = make_server({"dev": Echo()})
+    _print_serving(server)
+    out = capsys.readouterr().out
+    assert f"{sys.executable} -c" in out
+    assert f"pyroinst --ns-host {ns.host} --ns-port {ns.port} info dev" in out
+
+
+def test_19_a_name_server_unit_on_every_interface_without_a_token_warns():
+    from typer.testing import CliRunner
+
+    from pyroinst.cli import app
+
+    result = CliRunner().invoke(app, ["service", "--ns"])
+    assert result.exit_code == 0
+    assert "without a token" in result.stderr and "--token-file" in result.stderr
+    result = CliRunner().invoke(app, ["service", "--ns", "--host", "127.0.0.1"])
+    assert result.exit_code == 0 and "without a token" not in result.stderr

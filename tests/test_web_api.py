@@ -109,12 +109,18 @@ def test_calls_and_their_errors(lab):
         (client.get("/api/no/such/route"), 404, "NotFound"),
         (client.get("/api/devices/dev/idn"), 405, "MethodNotAllowed"),
         (client.get("/api/devices/dev/jobs/0000000000000000"), 404, "JobNotFound"),
+        # By the annotation (measure(time: int)), as the command line converts them.
+        (client.post("/api/devices/dev/measure", json={"args": ["abc"]}), 400, "SignatureError"),
+        (client.post("/api/devices/dev/measure", json={"args": [2.5]}), 400, "SignatureError"),
     ]
     for response, status, error in cases:
         body = response.json()
         assert (response.status_code, body["error"]) == (status, error), body
         assert "Traceback" not in body["message"]
     assert "measure(time: int)" in cases[2][0].json()["message"]  # the signature says why
+    assert "time='abc' is not a whole number" in cases[-2][0].json()["message"]
+    assert not [j for j in client.get("/api/devices/dev/jobs").json() if j["method"] == "measure"]
+    assert client.post("/api/devices/dev/measure", json={"args": ["5"]}).status_code == 202
     assert client.post("/api/devices/dev/idn").status_code == 200  # still serving
 
 

@@ -120,12 +120,11 @@ def exit_code(exc: BaseException) -> int:
 
 def error_message(exc: BaseException) -> str:
     """The one-line message for an exception that ends a command."""
+    if isinstance(exc, PyroinstError):
+        # Before CommunicationError: AuthenticationFailed is both, and says which server.
+        return str(exc)
     if isinstance(exc, Pyro5.errors.CommunicationError):
         return f"device server unreachable: {exc}"
-    if isinstance(exc, pyroinst.RemoteError):
-        return str(exc)
-    if isinstance(exc, PyroinstError):
-        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

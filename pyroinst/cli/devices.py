@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 import re
@@ -16,6 +15,7 @@ from typer.core import TyperCommand
 
 import pyroinst
 from pyroinst import naming
+from pyroinst.arguments import convert_arguments, convert_value, literal
 from pyroinst.errors import (
     DeviceNotFound,
     DeviceUnreachable,
@@ -154,24 +154,24 @@ def info_command(
         echo(f"  {j['id']}  {j['method']:12} {j['state']:8} {j['progress']:.0%}")
 
 
-def parse_call_args(items: list[str]) -> tuple[list[Any], dict[str, Any]]:
-    """CLI words to call arguments: Python literals, else strings; ``KEY=VALUE`` is a keyword."""
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
+def split_call_words(items: list[str]) -> tuple[list[str], dict[str, str]]:
+    """CLI words as they were typed: positional ones, and ``KEY=VALUE`` keywords."""
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if sep and re.fullmatch(r"[A-Za-z_]\w*", key):
-            kwargs[key] = _literal(value)
+            kwargs[key] = value
         else:
-            args.append(_literal(item))
+            args.append(item)
     return args, kwargs
 
 
-def _literal(text: str) -> Any:
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return text
+def parse_call_args(items: list[str]) -> tuple[list[Any], dict[str, Any]]:
+    """CLI words to call arguments without a method to fit them to: Python literals, else
+    strings; ``KEY=VALUE`` is a keyword. (``call`` converts by the method's annotations.)"""
+    args, kwargs = split_call_words(items)
+    return [literal(a) for a in args], {k: literal(v) for k, v in kwargs.items()}
 
 
 _NEGATIVE_NUMBER = re.compile(r"-(\d[\d_]*\.?\d*|\.\d+)([eE][-+]?\d+)?j?|-inf|-nan")
@@ -244,7 +244,7 @@ def call_command(
     A method that returns None prints nothing.
     """
     setup_logging(logging.WARNING)
-    pos, kw = parse_call_args(args or [])
+    pos, kw = split_call_words(args or [])
     if out is not None:
         check_out(out)  # before anything runs on the device
     if out_dir is not None:
@@ -280,6 +280,8 @@ def _call(
                 f"{', '.join(sorted(methods))}",
                 EXIT_NOT_FOUND,
             )
+        # By the method's annotations, before anything runs: "abc" for an int is refused.
+        pos, kw = convert_arguments(methods[method], pos, kw, text=True, where=f"{device}.{method}")
         if no_wait:
             job = (
                 getattr(dev, method)(*pos, **kw)
@@ -308,6 +310,69 @@ def _call(
     emit_result(
         result, out, as_json, {"device": device, "method": method, "job": None}, f"{method}()"
     )
+
+
+def _property(dev: Any, device: str, prop: str) -> dict[str, Any]:
+    found = {p["name"]: p for p in dev.describe()["properties"]}
+    if prop not in found:
+        raise fail(
+            f"device {device!r} has no property {prop!r}; its properties: "
+            f"{', '.join(sorted(found)) or 'none'} (methods: pyroinst call)",
+            EXIT_NOT_FOUND,
+        )
+    return found[prop]
+
+
+@app.command("get")
+def get_command(
+    device: str,
+    prop: Annotated[str, typer.Argument(metavar="PROPERTY")],
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the reply.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read a property of a device (`pyroinst info DEV` lists them)."""
+    setup_logging(logging.WARNING)
+    try:
+        dev = connect(device, timeout)
+        _property(dev, device, prop)
+        value = getattr(dev, prop)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    emit_result(value, None, as_json, {"device": device, "property": prop}, prop)
+
+
+@app.command("set")
+def set_command(
+    device: str,
+    prop: Annotated[str, typer.Argument(metavar="PROPERTY")],
+    value: Annotated[str, typer.Argument(help="The new value (converted as the property's type).")],
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the reply.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a property of a device, then print the value it reads back."""
+    setup_logging(logging.WARNING)
+    try:
+        dev = connect(device, timeout)
+        info = _property(dev, device, prop)
+        if not info["writable"]:
+            raise fail(f"property {prop!r} of device {device!r} is read-only", EXIT_USAGE)
+        try:
+            converted = convert_value(value, info.get("annotation") or "", text=True)
+        except ValueError as exc:
+            raise fail(
+                f"{device}.{prop}={value!r} is not {exc} (the property is "
+                f"{info.get('annotation')})",
+                EXIT_USAGE,
+            ) from None
+        setattr(dev, prop, converted)
+        now = getattr(dev, prop)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise guard(exc) from None
+    emit_result(now, None, as_json, {"device": device, "property": prop}, prop)
 
 
 @app.command("jobs")
@@ -349,14 +414,36 @@ def job_command(
     ] = False,
     cancel: Annotated[bool, typer.Option("--cancel", help="Cancel it.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write an array result.")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="With --wait or --follow: seconds to wait for it (then exit 1)."),
+    ] = None,
+    follow_stream: Annotated[
+        bool,
+        typer.Option("--follow", help="Print each item it publishes as it arrives, then wait."),
+    ] = False,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="With --follow: write array items to DIR/000000.npy..."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """One job: its status; --wait for its result, --cancel to stop it."""
+    """One job: its status; --wait (or --follow) for its result, --cancel to stop it.
+
+    Ctrl-C while waiting leaves the job running (it was started elsewhere).
+    """
     setup_logging(logging.WARNING)
     if out is not None:
         check_out(out)
+    if out_dir is not None:
+        if not follow_stream:
+            raise fail("--out-dir writes the items of --follow: add --follow", EXIT_USAGE)
+        check_out_dir(out_dir)
+    if (timeout is not None) and not (wait or follow_stream):
+        raise fail("--timeout is for --wait or --follow: add one of them", EXIT_USAGE)
+    wait = wait or follow_stream
     try:
-        dev = connect(device)
+        dev = connect(device, timeout)
         status = dev.job_status(job_id)
         job = pyroinst.JobHandle(job_id, device, str(dev._pyroUri))
         if cancel:
@@ -372,10 +459,15 @@ def job_command(
                 echo(json.dumps({**status, "cancelled": cancelled}, indent=2))
             return
         if wait:
-            with Interrupts() as interrupts:
-                status = follow(job, None, True, state.verbose < 0, interrupts)
+            with pyroinst.client.default_timeout_set(timeout), Interrupts() as interrupts:
+                if follow_stream:
+                    status = follow_items(job, out_dir, as_json, timeout, True, interrupts)
+                else:
+                    status = follow(
+                        job, timeout, True, state.verbose < 0, interrupts, started_here=False
+                    )
         if status["state"] in ("done", "failed", "cancelled") and (wait or out is not None):
-            finish_job(job, status, out, as_json)
+            finish_job(job, status, out, as_json, lines=follow_stream)
             return
     except typer.Exit:
         raise

@@ -23,8 +23,15 @@ def check_out_dir(out_dir: Path) -> None:
     """Refuse an ``--out-dir`` that is not a writable folder, before anything starts."""
     if out_dir.exists() and not out_dir.is_dir():
         raise fail(f"--out-dir {out_dir} is a file; give a folder", EXIT_USAGE)
+    parent = out_dir.absolute().parent
+    if not out_dir.exists() and not parent.is_dir():
+        # As --out does: a typo in the path must not make a tree of folders.
+        raise fail(
+            f"--out-dir {out_dir}: the folder {parent} does not exist (make it first)",
+            EXIT_USAGE,
+        )
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(exist_ok=True)
     except OSError as exc:
         raise fail(
             f"--out-dir {out_dir}: cannot make the folder: {exc.strerror}", EXIT_USAGE

@@ -182,8 +182,12 @@ def follow(
     detach: bool,
     quiet: bool,
     interrupts: Interrupts,
+    started_here: bool = True,
 ) -> dict:
     """Show the job's progress until it finishes; Ctrl-C cancels it (or leaves it, --detach).
+
+    A job not started by this command (``started_here`` false) that has finished already
+    is described as finished, with the time it did.
 
     On a terminal: a progress bar with the state (``queued`` and what the job waits for,
     then ``running``), the percentage, the elapsed time and the job's message. Piped (a log
@@ -209,6 +213,17 @@ def follow(
         console=stderr_console(),
     ) as bar:
         status = job.status()
+        if not started_here and status["state"] in ("done", "failed", "cancelled"):
+            # Finished before we looked: say so, not "started" and "after 0.0 s".
+            if not quiet:
+                when = time.strftime("%H:%M:%S", time.localtime(status["finished"] or 0))
+                typer.echo(
+                    f"job {job.id} ({status['method']} on {job.device}) had already "
+                    f"{'finished' if status['state'] == 'done' else status['state']} "
+                    f"(at {when})",
+                    err=True,
+                )
+            return status
         task = bar.add_task(
             "job", total=1.0, method=status["method"], state=status["state"], message=""
         )

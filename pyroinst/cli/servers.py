@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -240,10 +241,13 @@ def _print_serving(server: InstServer) -> None:
         echo(f"  {name:12} {cls.__module__}.{cls.__qualname__:28} {server.uri(name)}")
     first = next(iter(server.devices), "dev")
     echo("connect with:")
+    # The interpreter that runs this server has pyroinst: "python" may be another one.
     echo(
-        f"  python -c \"import Pyro5.api, pyroinst; dev = Pyro5.api.Proxy('PYRONAME:{first}@"
-        f"{ns_where}'); print(dev.describe()['class'])\""
+        f'  {shlex.quote(sys.executable)} -c "import Pyro5.api, pyroinst; dev = '
+        f"Pyro5.api.Proxy('PYRONAME:{first}@{ns_where}'); print(dev.describe()['class'])\""
     )
+    ns_host, _, ns_port = ns_where.rpartition(":")
+    echo(f"  or: pyroinst --ns-host {ns_host} --ns-port {ns_port} info {first}")
     echo("Ctrl-C to stop.")
     sys.stdout.flush()
 

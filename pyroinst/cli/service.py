@@ -135,6 +135,16 @@ def service_command(
         text = server_unit(lab, token_file)
         unit = name or f"pyroinst-{lab.stem}"
     unit = unit if unit.endswith(".service") else f"{unit}.service"
+    if ns and token_file is None and not host.startswith("127.") and host != "localhost":
+        typer.echo(
+            f"warning: this name server binds {host} (every PC of the network can reach it) "
+            "without a token: anyone there can list, register and remove names. Make a "
+            "token file only root can read, e.g.\n"
+            '  python -c "import secrets; print(secrets.token_urlsafe(32))" > '
+            "/etc/pyroinst/token && chmod 600 /etc/pyroinst/token\n"
+            f"then: pyroinst --token-file /etc/pyroinst/token service --ns --host {host} ...",
+            err=True,
+        )
     if os.environ.get("PYROINST_TOKEN") and token_file is None:
         typer.echo(
             "note: the token set in PYROINST_TOKEN is not written into the unit; put it in a "

@@ -56,6 +56,7 @@ ERRORS: list[tuple[type[BaseException], int]] = [
     (errors.JobTimeout, 409),
     (errors.DeviceClosed, 502),
     (errors.DeviceUnreachable, 502),
+    (errors.CallTimeout, 504),
     (errors.NameServerNotFound, 502),
     (errors.ConnectionLost, 502),
     (errors.ServerBusy, 502),
