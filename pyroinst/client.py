@@ -47,7 +47,7 @@ from .errors import (
     NotSerializableError,
     ServerBusy,
 )
-from .handles import OWNER_ANNOTATION, JobHandle
+from .handles import OWNER_ANNOTATION, JobHandle, use_client
 from .liveness import DEFAULT_TIMEOUT, MIN_CHECK, check_one, check_servers, server_key
 from .naming import (
     CLASS_TAG,
@@ -541,3 +541,7 @@ def release_cached_proxies() -> None:
     for proxy in cache.values():
         proxy._pyroRelease()
     cache.clear()
+
+
+# Job handles reach their devices through these (handles.py does not import this module).
+use_client(cached_proxy, default_timeout, DeviceProxy)

@@ -8,7 +8,9 @@ handle is the plain dict ``{"__pyroinst__": "JobHandle", "id": ..., "device": ..
 
 A handle talks to its device through the calling thread's cached proxy (see
 ``pyroinst.client.cached_proxy``): a thousand handles share one connection per thread.
-That module is imported only when a handle is used, which happens on the client side.
+This module does not import the client: ``pyroinst.client`` hands it what handles use
+(``use_client``) when it is imported, as ``import pyroinst`` does; a server never uses a
+handle's methods.
 
 Every wait is bounded: ``wait`` and ``result`` ask the server to wait in slices of at most
 ``WAIT_SLICE`` seconds, and each slice's reply must come within the slice plus ``SLACK``;
@@ -25,9 +27,41 @@ from .errors import JobTimeout
 from .streams import Stream
 
 if TYPE_CHECKING:
-    from .client import DeviceProxy
+    from collections.abc import Callable
 
 __all__ = ["JobHandle", "OWNER_ANNOTATION", "HANDLE_KIND", "WAIT_SLICE"]
+
+
+class _Client:
+    """What job handles use of the client side (given by ``pyroinst.client``)."""
+
+    cached_proxy: Callable[..., Any] | None = None
+    default_timeout: Callable[[], float | None] | None = None
+    device_proxy: Callable[..., Any] | None = None
+
+
+_client = _Client()
+
+
+def use_client(
+    cached_proxy: Callable[..., Any],
+    default_timeout: Callable[[], float | None],
+    device_proxy: Callable[..., Any],
+) -> None:
+    """How handles reach their devices: the per-thread proxy cache, the default call
+    timeout and the proxy class (``pyroinst.client`` calls this when imported)."""
+    _client.cached_proxy = cached_proxy
+    _client.default_timeout = default_timeout
+    _client.device_proxy = device_proxy
+
+
+def _client_side() -> _Client:
+    if _client.cached_proxy is None:
+        from .errors import PyroinstError
+
+        raise PyroinstError("job handles reach their devices once pyroinst is imported")
+    return _client
+
 
 #: Request annotation naming the calling client, for reservations (see device.py).
 OWNER_ANNOTATION = "PIOW"
@@ -65,12 +99,12 @@ class JobHandle:
         self.ns = ns or (None, None)
         self.owner = owner
 
-    def _proxy(self) -> DeviceProxy:
-        from .client import cached_proxy, default_timeout  # client side: see the docstring
-
-        proxy = cached_proxy(self.uri, self.device, self.ns)
+    def _proxy(self) -> Any:
+        client = _client_side()
+        assert client.cached_proxy is not None and client.default_timeout is not None
+        proxy = client.cached_proxy(self.uri, self.device, self.ns)
         proxy._pyroinst_owner = self.owner
-        timeout = default_timeout()
+        timeout = client.default_timeout()
         if proxy._pyroTimeout != timeout:
             proxy._pyroTimeout = timeout
         return proxy
@@ -146,9 +180,9 @@ class JobHandle:
         ``max_items``: the most items one read fetches (a batch is one message).
         See ``pyroinst.streams.Stream`` (``dropped``, ``close()``, ``with``).
         """
-        from .client import DeviceProxy  # client side only: see the module docstring
-
-        proxy = DeviceProxy(self.uri, self.device, *self.ns, owner=self.owner)
+        client = _client_side()
+        assert client.device_proxy is not None
+        proxy = client.device_proxy(self.uri, self.device, *self.ns, owner=self.owner)
         label = f"stream of job {self.id} on '{self.device}'"
         return Stream(proxy, "job_stream", self.id, start, label, max_items=max_items)
 

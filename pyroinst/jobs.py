@@ -22,7 +22,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, StreamBuffer, held_nbytes
 from .errors import (
@@ -32,8 +32,14 @@ from .errors import (
     builtin_base,
 )
 
-if TYPE_CHECKING:
-    from .workers import DeviceLock
+
+class DeviceLockLike(Protocol):
+    """What a job needs of its device's lock (``workers.DeviceLock`` is one)."""
+
+    def acquire(self, holder: str, timeout: float | None = None) -> bool: ...  # noqa: D102
+
+    def release(self) -> None: ...  # noqa: D102
+
 
 __all__ = [
     "job",
@@ -315,7 +321,7 @@ class Job:
             raise copy.copy(self._exception)
         return self._result
 
-    def run(self, lock: DeviceLock | None) -> None:
+    def run(self, lock: DeviceLockLike | None) -> None:
         """Execute the job in the calling thread (the device worker), holding ``lock``."""
         if self._cancel.is_set():
             self._finish(CANCELLED)

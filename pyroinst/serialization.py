@@ -222,11 +222,15 @@ def _exception_to_wire(
     """``exc`` itself, or a copy whose arguments and attributes are wire values (Pyro5
     sends an exception's args and vars as they are: numpy values would break it)."""
     state = vars(exc)
-    if _all_atoms(exc.args) and all(
-        type(v) in _ATOMS or k.startswith("_pyro") for k, v in state.items()
+    # Only numpy values are converted: anything else stays Pyro5's to handle (or refuse).
+    if not any(isinstance(a, np.generic | np.ndarray) for a in exc.args) and not any(
+        isinstance(v, np.generic | np.ndarray) for v in state.values()
     ):
         return exc
-    converted = copy.copy(exc)
+    try:
+        converted = copy.copy(exc)
+    except Exception:  # noqa: BLE001 - an exception class that cannot be copied: as it is
+        return exc
     converted.args = tuple(to_wire(a, strict, array, keys) for a in exc.args)
     for key, value in state.items():
         if not key.startswith("_pyro") and type(value) not in _ATOMS:

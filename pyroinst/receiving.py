@@ -1,0 +1,226 @@
+"""Receiving Pyro5 messages: large ones straight into the buffer their arrays wrap.
+
+``recv_stub`` (Pyro5's, replaced) receives a large message with ``recv_into`` into one
+writeable, uninitialised buffer, checks what a peer may send (``pyroinst.preproof``:
+marshal refused on pyroinst's daemons, inflation bounded, a handshake answer only in the
+serializer of the request), notes the handshake's announcement of the fast path, and
+keeps a message's array annotations for the thread that decodes it. See
+``pyroinst.fastwire``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import Pyro5.errors
+from Pyro5 import config as pyro_config
+from Pyro5 import protocol
+
+from . import preproof
+from .errors import MessageRefused
+from .wire import ARRAY_PREFIX as _ARRAY_PREFIX
+from .wire import CONNECT_MAX, FLAG, INLINE_MAX
+from .wire import RETRY as _RETRY
+from .wire import is_ours as _is_ours
+from .wire import local as _tls
+from .wire import peer as _peer
+
+__all__ = [
+    "recv_stub",
+    "received_array_keys",
+    "forget_incoming",
+    "incoming_array",
+    "annotated_array",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _receive_big(sock: socket.socket, size: int) -> Any:
+    """Receive exactly ``size`` bytes into one writeable, uninitialised buffer (a memoryview)."""
+    # Uninitialised memory: bytearray(size) would first write zeros over all of it.
+    view = memoryview(np.empty(size, dtype=np.uint8))
+    buf = view
+    got = 0
+    try:
+        while got < size:
+            try:
+                n = sock.recv_into(view[got:], size - got)
+            except OSError as exc:
+                if exc.errno in _RETRY:
+                    time.sleep(0.001)
+                    continue
+                raise
+            if not n:
+                err = Pyro5.errors.ConnectionClosedError("receiving: not enough data")
+                err.partialData = buf[:got]  # type: ignore[attr-defined]
+                raise err
+            got += n
+    except TimeoutError:
+        raise Pyro5.errors.TimeoutError("receiving: timeout") from None
+    except Pyro5.errors.PyroError:
+        raise
+    except OSError as exc:
+        raise Pyro5.errors.ConnectionClosedError(f"receiving: connection lost: {exc}") from None
+    return buf
+
+
+def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.ReceivingMessage:
+    """Pyro5's recv_stub, receiving a large payload with ``recv_into`` (see _receive_big)."""
+    header = connection.recv(6)
+    protocol.ReceivingMessage.validate(header)
+    header += connection.recv(protocol._header_size - 6)
+    try:
+        msg = protocol.ReceivingMessage(header)
+    except Pyro5.errors.ProtocolError as exc:
+        # Oversized or malformed: the connection is dropped; the log says why.
+        log.warning(
+            "refused a message from %s: %s (max_message_size is %d bytes)",
+            _peer(connection),
+            exc,
+            pyro_config.MAX_MESSAGE_SIZE,
+        )
+        raise
+    if accepted_msgtypes and msg.type not in accepted_msgtypes:
+        err = "invalid msg type {:d} received (expected: {:s})".format(
+            msg.type, ",".join(str(t) for t in accepted_msgtypes)
+        )
+        # A refused connection, not a fault of this server: a warning, not an error.
+        log.warning("%s from %s", err, _peer(connection))
+        exc = Pyro5.errors.ProtocolError(err)
+        exc.pyroMsg = msg  # type: ignore[attr-defined]
+        raise exc
+    size = msg.annotations_size + msg.data_size
+    if msg.type == protocol.MSG_CONNECT and size > CONNECT_MAX:
+        # Before its handshake a client is nobody: it gets no large buffer.
+        log.warning("refused a handshake of %d bytes from %s", size, _peer(connection))
+        raise Pyro5.errors.ProtocolError(f"handshake of {size} bytes refused")
+    if msg.serializer_id == preproof.MARSHAL and getattr(connection, "_pyroinst_strict", False):
+        _refuse_marshal(connection, msg)
+    answer_to = None
+    if msg.type in (protocol.MSG_CONNECTOK, protocol.MSG_CONNECTFAIL):
+        answer_to = getattr(_tls, "connect_serializer", None)
+        if answer_to is not None:
+            _check_answer_header(connection, msg, answer_to)
+    sock = getattr(connection, "sock", None)
+    if size >= INLINE_MAX and sock is not None:
+        payload = _receive_big(sock, size)
+    else:
+        payload = connection.recv(size)
+    if msg.flags & protocol.FLAGS_COMPRESSED:
+        # Pyro5 would inflate without limit: a few KB can become gigabytes.
+        msg.flags &= ~protocol.FLAGS_COMPRESSED
+        msg.add_payload(payload)
+        limit = pyro_config.MAX_MESSAGE_SIZE if answer_to is None else preproof.ANSWER_MAX
+        try:
+            msg.data = preproof.inflate(msg.data, limit)
+        except MessageRefused as exc:
+            log.warning("refused a message from %s: %s", _peer(connection), exc)
+            if answer_to is not None:
+                raise MessageRefused(
+                    f"refused the handshake answer of the server at {_peer(connection)}: {exc}"
+                ) from None
+            # A server's worker: the connection ends (Pyro5 logs SecurityError quietly).
+            raise Pyro5.errors.SecurityError(f"{exc} from {_peer(connection)}") from None
+        msg.data_size = len(msg.data)
+    else:
+        msg.add_payload(payload)
+    if answer_to is not None and answer_to != preproof.MARSHAL:
+        # (A proxy that chose marshal itself gets Pyro5's behaviour: pyroinst's own never do.)
+        try:
+            preproof.bounded_loads(
+                msg.serializer_id, msg.data, preproof.ANSWER_MAX, preproof.ANSWER_ITEMS
+            )
+        except MessageRefused as exc:
+            raise MessageRefused(
+                f"refused the handshake answer of the server at {_peer(connection)}: {exc}"
+            ) from None
+    annotations = msg.annotations
+    if msg.type in (protocol.MSG_INVOKE, protocol.MSG_RESULT):
+        _take_arrays(annotations)
+    elif annotations and FLAG in annotations:
+        if msg.type == protocol.MSG_CONNECT:
+            connection._pyroinst_fast = True  # server side: the client understands
+        elif msg.type == protocol.MSG_CONNECTOK:
+            connection._pyroinst_server_fast = True  # client side: the server does
+        del annotations[FLAG]
+    return msg
+
+
+def _refuse_marshal(connection: Any, msg: protocol.ReceivingMessage) -> None:
+    """A marshal message on a pyroinst daemon's connection: answered, never decoded, and
+    the connection ends."""
+    log.warning("refused a marshal message from %s: marshal is never decoded", _peer(connection))
+    try:
+        connection.send(preproof.marshal_refusal(msg))
+    except Pyro5.errors.CommunicationError:
+        pass
+    raise Pyro5.errors.SecurityError(preproof.MARSHAL_REFUSED)
+
+
+def _check_answer_header(connection: Any, msg: protocol.ReceivingMessage, sent: int) -> None:
+    """Client side: refuse a handshake answer unread unless it is in the serializer the
+    handshake was sent in and of a bounded size (compressed, it inflates to ANSWER_MAX at
+    most: Pyro5 daemons compress their answers when its COMPRESSION is on)."""
+    where = _peer(connection)
+    problem = None
+    if msg.serializer_id != sent:
+        got = preproof.NAMES.get(msg.serializer_id, f"serializer {msg.serializer_id}")
+        problem = (
+            f"it is encoded in {got}, not in {preproof.NAMES.get(sent, sent)} as the request was"
+        )
+        if msg.serializer_id == preproof.MARSHAL:
+            problem += " (marshal is never decoded: crafted marshal data crashes Python)"
+    elif msg.data_size + msg.annotations_size > preproof.ANSWER_MAX:
+        size = msg.data_size + msg.annotations_size
+        problem = f"it is {size} bytes (at most {preproof.ANSWER_MAX})"
+    if problem is not None:
+        log.warning("refused the handshake answer of %s: %s", where, problem)
+        raise MessageRefused(
+            f"refused the handshake answer of the server at {where} unread: {problem}. It is "
+            "not a pyroinst or Pyro5 server, or not one to trust."
+        )
+
+
+def _take_arrays(annotations: dict[str, Any]) -> None:
+    """Move a received message's array annotations to this thread, for its decoding."""
+    if not annotations:
+        _tls.incoming, _tls.received = None, ()
+        return
+    ours = {k: annotations.pop(k) for k in [k for k in annotations if _is_ours(k)]}
+    _tls.incoming = ours or None
+    _tls.received = sorted(k for k in ours if k[0] == _ARRAY_PREFIX)
+
+
+def received_array_keys() -> list[str]:
+    """The array annotations of the last call or reply this thread received (for checks:
+    empty when its arrays travelled inline)."""
+    return list(getattr(_tls, "received", ()))
+
+
+def forget_incoming() -> None:
+    """Drop the array annotations kept for decoding (the arrays made own the buffer)."""
+    _tls.incoming = None
+
+
+def incoming_array(key: str, dtype: str, shape: list[int]) -> Any:
+    """The array ``key`` of the message being decoded on this thread."""
+    return annotated_array(getattr(_tls, "incoming", None) or {}, key, dtype, shape)
+
+
+def annotated_array(annotations: dict[str, Any], key: str, dtype: str, shape: list[int]) -> Any:
+    """Wrap the annotation ``key`` as an array (a writeable view when the buffer allows)."""
+    from .errors import NotSerializableError
+
+    view = annotations.get(key)
+    if view is None:
+        raise NotSerializableError(f"array data {key!r} missing from the message")
+    dt = np.dtype(dtype)
+    if dt.hasobject:
+        raise NotSerializableError("refusing to decode an array of object dtype")
+    a = np.frombuffer(view, dtype=dt).reshape(tuple(int(n) for n in shape))
+    return a if a.flags.writeable else a.copy()

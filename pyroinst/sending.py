@@ -1,0 +1,192 @@
+"""Sending Pyro5 messages: large parts as a list of buffers, sent with scatter/gather.
+
+``SendingMessage`` keeps a large message's annotations and payload as separate buffers
+(``Gather``) instead of joining them into new bytes; ``send_data`` sends such a list with
+``sendmsg``, and sends with memoryview offsets when the socket has a timeout (Pyro5's own
+loop copies the remainder after every partial send, which makes large messages
+quadratic). See ``pyroinst.fastwire`` for how they go into Pyro5.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import Pyro5.errors
+from Pyro5 import config as pyro_config
+from Pyro5 import protocol, socketutil
+from Pyro5.callcontext import current_context
+
+from .wire import ANNOTATION_HEADER as _ANNOTATION_HEADER
+from .wire import FLAG, INLINE_MAX, WIRE_MAX, state
+from .wire import HEADER as _HEADER
+from .wire import RETRY as _RETRY
+from .wire import local as _tls
+from .wire import too_large as _too_large
+
+__all__ = ["Gather", "SendingMessage", "send_data", "expect_peer_limit"]
+
+
+# -- sending -------------------------------------------------------------------------------
+class Gather:
+    """An outgoing message as a list of buffers, sent without joining them."""
+
+    __slots__ = ("parts", "nbytes")
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+        self.nbytes = sum(memoryview(p).nbytes for p in parts)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def __bytes__(self) -> bytes:
+        return b"".join(bytes(memoryview(p).cast("B")) for p in self.parts)
+
+    def __getitem__(self, index: Any) -> Any:
+        return bytes(self)[index]
+
+
+class SendingMessage(protocol.SendingMessage):
+    """Pyro5's SendingMessage, keeping large annotations and payloads as separate buffers.
+
+    The header and layout are Pyro5's; a message of at least INLINE_MAX bytes gets a
+    Gather as ``data`` instead of one concatenated bytes object.
+    """
+
+    def __init__(self, msgtype, flags, seq, serializer_id, payload, annotations=None):  # noqa: D107
+        if pyro_config.COMPRESSION:
+            super().__init__(msgtype, flags, seq, serializer_id, payload, annotations)
+            return
+        self.type = msgtype
+        self.seq = seq
+        self.serializer_id = serializer_id
+        flags &= ~protocol.FLAGS_COMPRESSED
+        if state.fast and (
+            (msgtype == protocol.MSG_CONNECT and getattr(_tls, "connecting", False))
+            or (msgtype == protocol.MSG_CONNECTOK and getattr(_tls, "handshaking", False))
+        ):
+            # A pyroinst proxy's or daemon's handshake: say that annotated arrays are
+            # understood (other messages, other daemons' handshakes: as Pyro5 makes them).
+            annotations = {**(annotations or {}), FLAG: b"1"}
+        parts: list[Any] = []
+        annotations_size = 0
+        if annotations:
+            for key, value in annotations.items():
+                if len(key) != 4:
+                    raise Pyro5.errors.ProtocolError(
+                        "annotation identifier must be 4 ascii characters"
+                    )
+                if not isinstance(value, bytes | bytearray | memoryview):
+                    raise Pyro5.errors.ProtocolError(
+                        "annotation data must be bytes, bytearray, or memoryview", type(value)
+                    )
+                size = memoryview(value).nbytes
+                if size > WIRE_MAX:
+                    _too_large(size)
+                parts.append(_ANNOTATION_HEADER.pack(key.encode("ascii"), size))
+                parts.append(value)
+                annotations_size += 8 + size
+        total = len(payload) + annotations_size
+        if total > WIRE_MAX:
+            _too_large(total)
+        peer_max = getattr(_tls, "peer_max", None)
+        if peer_max is not None and total > peer_max and msgtype == protocol.MSG_INVOKE:
+            from .errors import MessageTooLarge
+
+            raise MessageTooLarge(
+                f"this call is a message of {total} bytes; {_tls.peer_label} accepts at most "
+                f"{peer_max} (its max_message_size). Send smaller pieces, or raise the "
+                "server's max_message_size.",
+                size=total,
+            )
+        if total > pyro_config.MAX_MESSAGE_SIZE:
+            raise Pyro5.errors.ProtocolError(
+                f"message too large ({total:d}, max={pyro_config.MAX_MESSAGE_SIZE:d})"
+            )
+        if current_context.correlation_id:
+            flags |= protocol.FLAGS_CORR_ID
+            self.corr_id = current_context.correlation_id.bytes
+        else:
+            self.corr_id = protocol._empty_correlation_id
+        self.flags = flags
+        header = _HEADER.pack(
+            b"PYRO",
+            protocol.PROTOCOL_VERSION,
+            msgtype,
+            serializer_id,
+            flags,
+            seq,
+            len(payload),
+            annotations_size,
+            self.corr_id,
+            0,
+            protocol._magic_number,
+        )
+        if total < INLINE_MAX:
+            self.data = header + b"".join(parts) + payload if parts else header + payload
+        else:
+            self.data = Gather([header, *parts, payload])
+
+
+def expect_peer_limit(limit: int | None, label: str) -> None:
+    """Client side: the server of the next call on this thread accepts ``limit`` bytes."""
+    _tls.peer_max = limit
+    _tls.peer_label = label
+
+
+def _byte_views(data: Any) -> list[memoryview]:
+    parts = data.parts if isinstance(data, Gather) else [data]
+    return [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
+
+
+_original_send = socketutil.send_data
+
+
+def send_data(sock: socket.socket, data: Any) -> None:
+    """Send ``data`` (bytes-like or a Gather) completely; Pyro5's errors on failure."""
+    if not isinstance(data, Gather) and (len(data) < INLINE_MAX or sock.gettimeout() is None):
+        return _original_send(sock, data)  # small, or sendall: Pyro5's own is fine
+    views = _byte_views(data)
+    is_ssl = hasattr(sock, "getpeercert")
+    try:
+        if is_ssl or not hasattr(sock, "sendmsg"):
+            for view in views:
+                _send_view(sock, view)
+            return
+        while views:
+            try:
+                sent = sock.sendmsg(views[:512])
+            except OSError as exc:
+                if exc.errno in _RETRY:
+                    time.sleep(0.001)
+                    continue
+                raise
+            while sent:
+                first = views[0]
+                if sent >= first.nbytes:
+                    sent -= first.nbytes
+                    views.pop(0)
+                else:
+                    views[0] = first[sent:]
+                    sent = 0
+    except TimeoutError:  # socket.timeout
+        raise Pyro5.errors.TimeoutError("sending: timeout") from None
+    except OSError as exc:
+        raise Pyro5.errors.ConnectionClosedError(f"sending: connection lost: {exc}") from None
+
+
+def _send_view(sock: socket.socket, view: memoryview) -> None:
+    if sock.gettimeout() is None:
+        sock.sendall(view)
+        return
+    while view.nbytes:
+        try:
+            sent = sock.send(view)
+        except OSError as exc:
+            if exc.errno in _RETRY:
+                time.sleep(0.001)
+                continue
+            raise
+        view = view[sent:]
