@@ -66,6 +66,20 @@ def start_fuzz_target(env: dict[str, str], *args: str) -> tuple[subprocess.Popen
     return proc, fields[1:]
 
 
+def stop_fuzz_target(proc: subprocess.Popen) -> list[str]:
+    """Stop a server started by ``start_fuzz_target``; the ERROR, CRITICAL and traceback
+    lines of its log (a hostile-input test expects none)."""
+    proc.stdin.close()
+    proc.wait(30)
+    log = Path(proc.log).read_text()  # type: ignore[attr-defined]
+    Path(proc.log).unlink()  # type: ignore[attr-defined]
+    return [
+        line
+        for line in log.splitlines()
+        if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line
+    ]
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

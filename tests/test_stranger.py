@@ -24,7 +24,14 @@ from Pyro5 import protocol, serializers
 
 import pyroinst
 from tests import authwire
-from tests.helpers import clean_env, lab_token, run_python, start_fuzz_target, wait_until
+from tests.helpers import (
+    clean_env,
+    lab_token,
+    run_python,
+    start_fuzz_target,
+    stop_fuzz_target,
+    wait_until,
+)
 
 TOKEN = "stranger-lab-token-7c41e9"
 HANDSHAKE_TIMEOUT = 2.0
@@ -103,15 +110,7 @@ def lab():
         with lab_token(TOKEN):
             yield Lab(proc, int(ns_port), uri)
     finally:
-        proc.stdin.close()
-        proc.wait(30)
-        log = Path(proc.log).read_text()
-        Path(proc.log).unlink()
-    noisy = [
-        line
-        for line in log.splitlines()
-        if line.startswith(("ERROR", "CRITICAL")) or "Traceback" in line
-    ]
+        noisy = stop_fuzz_target(proc)
     assert noisy == [], "\n".join(noisy[:20])
 
 
