@@ -387,7 +387,7 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
                 return
             host = str(caddr[0])
             pool = self.pool
-            free = pyro_config.THREADPOOL_SIZE - len(pool.busy)
+            free = pyro_config.THREADPOOL_SIZE - len(pool.busy) - self.handshaker.promised()
             reason = self.admission.admit(host, free, pyro_config.THREADPOOL_SIZE)
             if reason is None:
                 reason = self.handshaker.offer(csock, caddr)

@@ -179,6 +179,9 @@ class Handshaker:
         self._lock = threading.Lock()
         self._incoming: collections.deque[_Pending] = collections.deque()
         self._count = 0
+        # Answered "go on" but not yet in the pool's busy set: the accept loop counts
+        # these as taken, or a quick client could be admitted past the reserve.
+        self._promised = 0
         self._per_host: dict[str, int] = {}
         self._pending: set[_Pending] = set()
         self._timers: list[tuple[float, int, _Pending]] = []
@@ -218,6 +221,16 @@ class Handshaker:
     def pending(self) -> int:
         """Connections in their handshake now."""
         return self._count
+
+    def promised(self) -> int:
+        """Connections told their handshake is complete that have no worker yet."""
+        return self._promised
+
+    def _keep_promise(self, pending: _Pending) -> None:
+        if pending.then == "worker":
+            pending.then = ""
+            with self._lock:
+                self._promised -= 1
 
     def close(self) -> None:
         """Close every connection still in its handshake and end the thread."""
@@ -397,7 +410,9 @@ class Handshaker:
     # -- answering -----------------------------------------------------------------------
     def _free_workers(self) -> int:
         pool = self.server.pool
-        return pyro_config.THREADPOOL_SIZE - len(pool.busy) if pool is not None else 0
+        if pool is None:
+            return 0
+        return pyro_config.THREADPOOL_SIZE - len(pool.busy) - self._promised
 
     def _busy_reason(self) -> str:
         return (
@@ -452,6 +467,9 @@ class Handshaker:
     def _answer(self, pending: _Pending, out: bytes, then: str, delay: float = 0.0) -> None:
         pending.out = memoryview(out)
         pending.then = then
+        if then == "worker":
+            with self._lock:
+                self._promised += 1
         if delay > 0:
             # A refused proof waits for its address's turn: a timer, not a thread.
             pending.state = "wait"
@@ -520,6 +538,7 @@ class Handshaker:
     def _close(self, pending: _Pending) -> None:
         if pending.closed:
             return
+        self._keep_promise(pending)
         self._forget(pending)
         with contextlib.suppress(OSError):
             pending.sock.close()
@@ -541,3 +560,5 @@ class Handshaker:
             with contextlib.suppress(OSError):
                 pending.sock.close()
             self.admission.release(host)
+        finally:
+            self._keep_promise(pending)
