@@ -27,6 +27,7 @@ class DummyDevice:
         self._rng = np.random.default_rng(seed)
         self.initialized = False
         self._temperature = 21.0
+        self._gain = 1.0
 
     def initialize(self) -> bool:
         """Prepare the instrument; returns True."""
@@ -74,6 +75,18 @@ class DummyDevice:
         """The (simulated) temperature of the instrument in °C; monitored every second."""
         self._temperature += float(self._rng.normal(0.0, 0.02))
         return round(self._temperature, 3)
+
+    @property
+    def gain(self) -> float:
+        """The amplifier gain setting (1 to 1000); a property to read and write."""
+        return self._gain
+
+    @gain.setter
+    def gain(self, value: float) -> None:
+        value = float(value)
+        if not 1.0 <= value <= 1000.0:
+            raise ValueError(f"gain must be between 1 and 1000, got {value:g}")
+        self._gain = value
 
     def close(self) -> None:
         """Release the instrument (nothing to release for a dummy)."""

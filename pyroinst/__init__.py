@@ -21,7 +21,15 @@ from . import serialization as _serialization
 from . import tls as _tls
 from .auth import current_token, set_token
 from .channels import monitor, publish
-from .client import DeviceProxy, JobHandle, connect, list_devices, locate_ns
+from .client import (
+    DeviceProxy,
+    JobHandle,
+    connect,
+    default_timeout_set,
+    list_devices,
+    locate_ns,
+    set_default_timeout,
+)
 from .device import RESERVED_NAMES
 from .errors import (
     AuthenticationFailed,
@@ -68,6 +76,8 @@ __all__ = [
     "InstServer",
     "EmbeddedNameServer",
     "connect",
+    "default_timeout_set",
+    "set_default_timeout",
     "DeviceProxy",
     "list_devices",
     "locate_ns",

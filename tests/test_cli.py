@@ -278,12 +278,11 @@ def test_serve_needs_lab_or_demo():
 def test_readme_lab_file_block_is_valid():
     import re
     import tomllib
-    from pathlib import Path
 
     from pyroinst.config import parse_lab
+    from tests import docs
 
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"### Lab files.*?```toml\n(.*?)```", text, re.S).group(1)
+    block = re.search(r"### Lab files.*?```toml\n(.*?)```", docs.page("cli.md"), re.S).group(1)
     lab = parse_lab(tomllib.loads(block))
     assert lab.server["advertise"] == "lab-pc-2"
     assert lab.devices[0].kwargs == {"idn_delay": 0.5}

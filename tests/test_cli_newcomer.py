@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from devices.dummy import DummyDevice
 from pyroinst.cli import app
+from tests import docs
 from tests.helpers import ROOT, Echo, clean_env, run_python, wait_until
 
 runner = CliRunner()
@@ -235,6 +236,6 @@ def test_timeout_exits_1_and_the_readme_says_so(lab):
     assert result.exit_code == 1
     assert "left running" in result.stderr
     lab.echo.gate.set()
-    readme = (ROOT / "README.md").read_text()
-    codes = readme[readme.index("Exit codes:") :].split("\n\n")[0]
+    cli = docs.page("cli.md")
+    codes = cli[cli.index("Exit codes:") :].split("\n\n")[0]
     assert "--timeout" in codes

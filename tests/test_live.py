@@ -10,7 +10,7 @@ import pytest
 
 import pyroinst
 from pyroinst import InstServer
-from tests.helpers import ROOT, clean_env, run_python, wait_until
+from tests.helpers import clean_env, run_python, wait_until
 
 
 class Streamer:
@@ -265,12 +265,9 @@ print("PLAIN-STREAM-OK")
 
 
 def readme_block(marker: str) -> str:
-    import re
+    from tests import docs
 
-    text = (ROOT / "README.md").read_text()
-    match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"README lost its {marker} example"
-    return match.group(1)
+    return docs.block(marker)
 
 
 def test_plain_pyro5_client_reads_streams_and_channels(live, ns):

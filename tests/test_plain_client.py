@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from devices.dummy import DummyDevice
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from tests import docs
 
 
 def readme_plain_client(marker: str = "plain-client") -> str:
-    text = README.read_text()
-    match = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
-    assert match, f"README lost its {marker} example"
-    return textwrap.dedent(match.group(1))
+    return textwrap.dedent(docs.block(marker))
 
 
 def test_plain_client_with_the_token_where_plain_tokens_are_taken():

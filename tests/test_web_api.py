@@ -312,7 +312,6 @@ def test_name_server_down_at_start_then_back():
 
 def test_the_readme_curl_lines(lab, tmp_path):
     """The README's curl example, as written, against this lab's web server."""
-    import re
     import shutil
     import subprocess
     import sys
@@ -320,8 +319,9 @@ def test_the_readme_curl_lines(lab, tmp_path):
 
     if shutil.which("curl") is None:
         pytest.skip("no curl here")
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"<!-- web-curl -->\s*```bash\n(.*?)```", readme, re.S).group(1)
+    from tests import docs
+
+    block = docs.block("web-curl", "bash")
     _, _, web, _ = lab
     block = block.replace("localhost:8080", f"127.0.0.1:{web.port}")
     proc = subprocess.run(

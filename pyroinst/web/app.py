@@ -1,8 +1,8 @@
 """The web server: the HTTP API (FastAPI), the dashboard page, logins.
 
 ``create_app(ns_host, ns_port, token)`` returns the ASGI application; ``pyroinst web``
-serves it with uvicorn. The routes are listed in the README ("Web dashboard and HTTP
-API") and in the OpenAPI schema at ``/api/openapi.json`` (readable at ``/api/docs``).
+serves it with uvicorn. The routes are listed in ``docs/web.md`` and in the OpenAPI
+schema at ``/api/openapi.json`` (readable at ``/api/docs``).
 Errors are JSON ``{"error": "<ExceptionType>", "message": "..."}`` (``ERRORS`` says which
 status each type gets); no stack trace is ever sent.
 """
