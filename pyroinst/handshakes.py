@@ -36,10 +36,12 @@ from typing import Any
 
 import Pyro5.errors
 from Pyro5 import config as pyro_config
-from Pyro5 import protocol, socketutil, svr_threads
+from Pyro5 import protocol, svr_threads
 
 from . import preproof
 from .auth import _connect_fail
+from .connections import HEADER as _HEADER
+from .connections import HandshakeConnection, PendingConnection, ProvenJob
 from .errors import MessageRefused
 
 __all__ = ["DEFAULT_MAX_PENDING_HANDSHAKES", "HandshakeConnection", "Handshaker"]
@@ -50,106 +52,6 @@ DEFAULT_MAX_PENDING_HANDSHAKES = 256
 #: Seconds a refused connection is kept open to read what its client still sends (closing
 #: with unread data would reset the connection before the client reads the answer).
 _LINGER = 1.0
-_HEADER = protocol._header_size
-
-
-class HandshakeConnection(socketutil.SocketConnection):
-    """A Pyro5 connection whose messages, during the handshake, come from a buffer the
-    handshake thread filled and whose answers go to a buffer it sends; afterwards
-    (``go_live``) an ordinary connection of the worker that serves it."""
-
-    #: Connections of pyroinst's daemons: the marshal serializer is refused on them.
-    _pyroinst_strict = True
-
-    def __init__(self, sock: Any) -> None:
-        super().__init__(sock)
-        self._inbox = b""
-        self._outbox: list[bytes] = []
-        self._live = False
-
-    def feed(self, data: bytes) -> None:
-        """The complete next message, read by the handshake thread."""
-        self._inbox = data
-
-    def take_output(self) -> bytes:
-        """What the daemon answered since the last call."""
-        out, self._outbox = b"".join(self._outbox), []
-        return out
-
-    def go_live(self) -> None:
-        """From now on read and write the socket (in the worker)."""
-        self._live = True
-        self._inbox = b""
-
-    def recv(self, size: int) -> bytes:  # noqa: D102 - SocketConnection's
-        if self._live:
-            return super().recv(size)
-        if len(self._inbox) < size:
-            raise Pyro5.errors.ConnectionClosedError("receiving: not enough data")
-        data, self._inbox = self._inbox[:size], self._inbox[size:]
-        return data
-
-    def send(self, data: Any) -> None:  # noqa: D102 - SocketConnection's
-        if self._live:
-            super().send(data)
-        else:
-            self._outbox.append(bytes(data))
-
-
-class _Pending:
-    """One connection in its handshake."""
-
-    __slots__ = (
-        "sock",
-        "addr",
-        "host",
-        "deadline",
-        "state",
-        "buf",
-        "need",
-        "accepted",
-        "conn",
-        "out",
-        "then",
-        "not_before",
-        "events",
-        "closed",
-    )
-
-    def __init__(self, sock: Any, addr: Any, deadline: float) -> None:
-        self.sock = sock
-        self.addr = addr
-        self.host = str(addr[0]) if isinstance(addr, tuple) and addr else "?"
-        self.deadline = deadline
-        self.state = "tls"
-        self.buf = bytearray()
-        self.need = _HEADER
-        self.accepted: tuple[int, ...] = (protocol.MSG_CONNECT,)
-        self.conn = HandshakeConnection(sock)
-        self.out = memoryview(b"")
-        self.then = ""
-        self.not_before = 0.0
-        self.events = 0
-        self.closed = False
-
-
-class _ProvenJob(svr_threads.ClientConnectionJob):
-    """A worker's job for a connection whose handshake is complete: serve its requests."""
-
-    def __init__(self, conn: HandshakeConnection, addr: Any, daemon: Any, on_end: Any) -> None:
-        self.csock = conn
-        self.caddr = addr
-        self.daemon = daemon
-        self.on_end = on_end
-
-    def handleConnection(self) -> bool:  # noqa: N802 - Pyro5's name
-        return True  # done by the handshake thread
-
-    def __call__(self) -> None:
-        try:
-            super().__call__()
-        finally:
-            self.on_end()
 
 
 class Handshaker:
@@ -177,14 +79,14 @@ class Handshaker:
         self.timeout = float(admission.handshake_timeout)
         self._selector = selectors.DefaultSelector()
         self._lock = threading.Lock()
-        self._incoming: collections.deque[_Pending] = collections.deque()
+        self._incoming: collections.deque[PendingConnection] = collections.deque()
         self._count = 0
         # Answered "go on" but not yet in the pool's busy set: the accept loop counts
         # these as taken, or a quick client could be admitted past the reserve.
         self._promised = 0
         self._per_host: dict[str, int] = {}
-        self._pending: set[_Pending] = set()
-        self._timers: list[tuple[float, int, _Pending]] = []
+        self._pending: set[PendingConnection] = set()
+        self._timers: list[tuple[float, int, PendingConnection]] = []
         self._seq = itertools.count()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -214,7 +116,7 @@ class Handshaker:
                 )
             self._count += 1
             self._per_host[host] = held + 1
-            self._incoming.append(_Pending(sock, addr, time.monotonic() + self.timeout))
+            self._incoming.append(PendingConnection(sock, addr, time.monotonic() + self.timeout))
         self._wake()
         return None
 
@@ -226,7 +128,7 @@ class Handshaker:
         """Connections told their handshake is complete that have no worker yet."""
         return self._promised
 
-    def _keep_promise(self, pending: _Pending) -> None:
+    def _keep_promise(self, pending: PendingConnection) -> None:
         if pending.then == "worker":
             pending.then = ""
             with self._lock:
@@ -292,7 +194,7 @@ class Handshaker:
                 continue
             self._guarded(pending, selectors.EVENT_READ)
 
-    def _at(self, when: float, pending: _Pending) -> None:
+    def _at(self, when: float, pending: PendingConnection) -> None:
         heapq.heappush(self._timers, (when, next(self._seq), pending))
 
     def _fire_timers(self) -> None:
@@ -313,7 +215,7 @@ class Handshaker:
                 )
                 self._close(pending)
 
-    def _want(self, pending: _Pending, events: int) -> None:
+    def _want(self, pending: PendingConnection, events: int) -> None:
         if pending.events == events:
             return
         try:
@@ -325,7 +227,7 @@ class Handshaker:
         except (OSError, ValueError, KeyError):
             self._close(pending)
 
-    def _guarded(self, pending: _Pending, mask: int) -> None:
+    def _guarded(self, pending: PendingConnection, mask: int) -> None:
         if pending.closed:
             return
         try:
@@ -334,7 +236,7 @@ class Handshaker:
             log.warning("handshake with %s failed", pending.host, exc_info=True)
             self._close(pending)
 
-    def _step(self, pending: _Pending, mask: int) -> None:
+    def _step(self, pending: PendingConnection, mask: int) -> None:
         if pending.state == "tls":
             try:
                 pending.sock.do_handshake()
@@ -355,7 +257,7 @@ class Handshaker:
         return None
 
     # -- reading -------------------------------------------------------------------------
-    def _read(self, pending: _Pending) -> None:
+    def _read(self, pending: PendingConnection) -> None:
         sock = pending.sock
         while True:
             missing = pending.need - len(pending.buf)
@@ -377,7 +279,7 @@ class Handshaker:
                 return self._close(pending)  # the client went away
             pending.buf += chunk
 
-    def _complete(self, pending: _Pending) -> bool:
+    def _complete(self, pending: PendingConnection) -> bool:
         """A header or a whole message is in the buffer: check it or answer it."""
         data = bytes(pending.buf)
         try:
@@ -421,7 +323,7 @@ class Handshaker:
             "threadpool_size ([server] in the lab file)."
         )
 
-    def _answer_connect(self, pending: _Pending, msg: Any, data: bytes) -> None:
+    def _answer_connect(self, pending: PendingConnection, msg: Any, data: bytes) -> None:
         body = data[_HEADER + msg.annotations_size :]
         try:
             preproof.bounded_loads(msg.serializer_id, body, preproof.BODY_MAX, preproof.BODY_ITEMS)
@@ -441,7 +343,7 @@ class Handshaker:
             return self._answer(pending, out, "proof")
         return self._answer(pending, out, "worker")
 
-    def _answer_proof(self, pending: _Pending, msg: Any) -> None:
+    def _answer_proof(self, pending: PendingConnection, msg: Any) -> None:
         conn = pending.conn
         if self._free_workers() <= 0:
             out = _connect_fail(msg.seq, msg.serializer_id, self._busy_reason())
@@ -457,14 +359,16 @@ class Handshaker:
             return self._answer(pending, conn.take_output(), "close")
         return self._answer(pending, conn.take_output(), "worker")
 
-    def _refuse(self, pending: _Pending, msg: Any, reason: str) -> None:
+    def _refuse(self, pending: PendingConnection, msg: Any, reason: str) -> None:
         if msg.serializer_id == preproof.MARSHAL and msg.type == protocol.MSG_CONNECT:
             out = preproof.marshal_refusal(msg)
         else:
             out = _connect_fail(msg.seq, msg.serializer_id, reason)
         self._answer(pending, out, "close")
 
-    def _answer(self, pending: _Pending, out: bytes, then: str, delay: float = 0.0) -> None:
+    def _answer(
+        self, pending: PendingConnection, out: bytes, then: str, delay: float = 0.0
+    ) -> None:
         pending.out = memoryview(out)
         pending.then = then
         if then == "worker":
@@ -483,7 +387,7 @@ class Handshaker:
         pending.state = "send"
         self._send(pending)
 
-    def _send(self, pending: _Pending) -> None:
+    def _send(self, pending: PendingConnection) -> None:
         while pending.out.nbytes:
             try:
                 sent = pending.sock.send(pending.out)
@@ -509,7 +413,7 @@ class Handshaker:
         self._want(pending, selectors.EVENT_READ)
         return None
 
-    def _drain(self, pending: _Pending) -> None:
+    def _drain(self, pending: PendingConnection) -> None:
         try:
             while pending.sock.recv(4096):
                 pass
@@ -520,7 +424,7 @@ class Handshaker:
         self._close(pending)
 
     # -- leaving -------------------------------------------------------------------------
-    def _forget(self, pending: _Pending) -> None:
+    def _forget(self, pending: PendingConnection) -> None:
         pending.closed = True
         self._pending.discard(pending)
         if pending.events:
@@ -535,7 +439,7 @@ class Handshaker:
             else:
                 self._per_host.pop(pending.host, None)
 
-    def _close(self, pending: _Pending) -> None:
+    def _close(self, pending: PendingConnection) -> None:
         if pending.closed:
             return
         self._keep_promise(pending)
@@ -544,7 +448,7 @@ class Handshaker:
             pending.sock.close()
         self.admission.release(pending.host)
 
-    def _hand_over(self, pending: _Pending) -> None:
+    def _hand_over(self, pending: PendingConnection) -> None:
         self._forget(pending)
         conn = pending.conn
         host = pending.host
@@ -552,7 +456,7 @@ class Handshaker:
             pending.sock.setblocking(True)
             pending.sock.settimeout(pyro_config.COMMTIMEOUT or None)
             conn.go_live()
-            job = _ProvenJob(conn, pending.addr, self.daemon, lambda: self.admission.release(host))
+            job = ProvenJob(conn, pending.addr, self.daemon, lambda: self.admission.release(host))
             self.server.pool.process(job)
         except (svr_threads.PoolError, RuntimeError, OSError, AttributeError) as exc:
             # No worker after all (or no thread could start): the client sees the close.

@@ -1,4 +1,4 @@
-"""Device commands: list, info, call, jobs, job, reserve, release, ping."""
+"""Device commands: list, info, call, reserve, release, ping."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typer.core import TyperCommand
 
 import pyroinst
 from pyroinst import naming
-from pyroinst.arguments import convert_arguments, convert_value, literal
+from pyroinst.arguments import convert_arguments, literal
 from pyroinst.errors import (
     DeviceNotFound,
     DeviceUnreachable,
@@ -310,178 +310,6 @@ def _call(
     emit_result(
         result, out, as_json, {"device": device, "method": method, "job": None}, f"{method}()"
     )
-
-
-def _property(dev: Any, device: str, prop: str) -> dict[str, Any]:
-    found = {p["name"]: p for p in dev.describe()["properties"]}
-    if prop not in found:
-        raise fail(
-            f"device {device!r} has no property {prop!r}; its properties: "
-            f"{', '.join(sorted(found)) or 'none'} (methods: pyroinst call)",
-            EXIT_NOT_FOUND,
-        )
-    return found[prop]
-
-
-@app.command("get")
-def get_command(
-    device: str,
-    prop: Annotated[str, typer.Argument(metavar="PROPERTY")],
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the reply.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Read a property of a device (`pyroinst info DEV` lists them)."""
-    setup_logging(logging.WARNING)
-    try:
-        dev = connect(device, timeout)
-        _property(dev, device, prop)
-        value = getattr(dev, prop)
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise guard(exc) from None
-    emit_result(value, None, as_json, {"device": device, "property": prop}, prop)
-
-
-@app.command("set")
-def set_command(
-    device: str,
-    prop: Annotated[str, typer.Argument(metavar="PROPERTY")],
-    value: Annotated[str, typer.Argument(help="The new value (converted as the property's type).")],
-    timeout: Annotated[float | None, typer.Option(help="Seconds to wait for the reply.")] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Write a property of a device, then print the value it reads back."""
-    setup_logging(logging.WARNING)
-    try:
-        dev = connect(device, timeout)
-        info = _property(dev, device, prop)
-        if not info["writable"]:
-            raise fail(f"property {prop!r} of device {device!r} is read-only", EXIT_USAGE)
-        try:
-            converted = convert_value(value, info.get("annotation") or "", text=True)
-        except ValueError as exc:
-            raise fail(
-                f"{device}.{prop}={value!r} is not {exc} (the property is "
-                f"{info.get('annotation')})",
-                EXIT_USAGE,
-            ) from None
-        setattr(dev, prop, converted)
-        now = getattr(dev, prop)
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise guard(exc) from None
-    emit_result(now, None, as_json, {"device": device, "property": prop}, prop)
-
-
-@app.command("jobs")
-def jobs_command(device: str, as_json: JsonOpt = False) -> None:
-    """The device's kept jobs, newest first."""
-    setup_logging(logging.WARNING)
-    try:
-        jobs = connect(device).job_list()
-    except Exception as exc:  # noqa: BLE001
-        raise guard(exc) from None
-    if as_json:
-        echo(json.dumps(jobs, indent=2))
-        return
-    if not jobs:
-        echo("no jobs")
-        return
-    table(
-        ["id", "method", "state", "progress", "created", "error"],
-        [
-            [
-                j["id"],
-                j["method"],
-                j["state"],
-                f"{j['progress']:.0%}",
-                time.strftime("%H:%M:%S", time.localtime(j["created"])),
-                j["error"] or "",
-            ]
-            for j in jobs
-        ],
-    )
-
-
-@app.command("job")
-def job_command(
-    device: str,
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Wait for it (progress bar), then print the result.")
-    ] = False,
-    cancel: Annotated[bool, typer.Option("--cancel", help="Cancel it.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Write an array result.")] = None,
-    timeout: Annotated[
-        float | None,
-        typer.Option(help="With --wait or --follow: seconds to wait for it (then exit 1)."),
-    ] = None,
-    follow_stream: Annotated[
-        bool,
-        typer.Option("--follow", help="Print each item it publishes as it arrives, then wait."),
-    ] = False,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option("--out-dir", help="With --follow: write array items to DIR/000000.npy..."),
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """One job: its status; --wait (or --follow) for its result, --cancel to stop it.
-
-    Ctrl-C while waiting leaves the job running (it was started elsewhere).
-    """
-    setup_logging(logging.WARNING)
-    if out is not None:
-        check_out(out)
-    if out_dir is not None:
-        if not follow_stream:
-            raise fail("--out-dir writes the items of --follow: add --follow", EXIT_USAGE)
-        check_out_dir(out_dir)
-    if (timeout is not None) and not (wait or follow_stream):
-        raise fail("--timeout is for --wait or --follow: add one of them", EXIT_USAGE)
-    wait = wait or follow_stream
-    try:
-        dev = connect(device, timeout)
-        status = dev.job_status(job_id)
-        job = pyroinst.JobHandle(job_id, device, str(dev._pyroUri))
-        if cancel:
-            cancelled = job.cancel()
-            job.wait(timeout=5)
-            status = job.status()
-            if not as_json:
-                echo(
-                    f"job {job_id}: {'cancel requested' if cancelled else 'already finished'}"
-                    f"; now {status['state']}"
-                )
-            else:
-                echo(json.dumps({**status, "cancelled": cancelled}, indent=2))
-            return
-        if wait:
-            with pyroinst.client.default_timeout_set(timeout), Interrupts() as interrupts:
-                if follow_stream:
-                    status = follow_items(job, out_dir, as_json, timeout, True, interrupts)
-                else:
-                    status = follow(
-                        job, timeout, True, state.verbose < 0, interrupts, started_here=False
-                    )
-        if status["state"] in ("done", "failed", "cancelled") and (wait or out is not None):
-            finish_job(job, status, out, as_json, lines=follow_stream)
-            return
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise guard(exc) from None
-    if as_json:
-        echo(json.dumps(status, indent=2))
-        return
-    echo(
-        f"job {status['id']}  {status['method']}  {status['state']}  {status['progress']:.0%}"
-        f"{'  ' + status['message'] if status['message'] else ''}"
-    )
-    if status["error"]:
-        echo(f"error: {status['error']}")
 
 
 @app.command("reserve")

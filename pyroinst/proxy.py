@@ -1,0 +1,320 @@
+"""DeviceProxy: a Pyro5 proxy that finds its device again and bounds every wait.
+
+Before a call, a proxy whose connection is gone reconnects, looking its name up again,
+for up to ``reconnect_timeout`` seconds. A call that gets no reply within the proxy's
+timeout pings the server once: one that still answers means the call is slow
+(``CallTimeout``), one that does not is a frozen or gone PC (``DeviceUnreachable``,
+naming its address). A call whose connection breaks after it was sent is never re-sent
+(``ConnectionLost``).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import ssl
+import time
+from typing import Any
+
+import Pyro5.client
+import Pyro5.core
+import Pyro5.errors
+from Pyro5.callcontext import current_context
+
+from . import fastwire
+from .auth import token_problem
+from .errors import (
+    AuthenticationFailed,
+    CallTimeout,
+    ConnectionLost,
+    DeviceNotFound,
+    DeviceUnreachable,
+    MessageRefused,
+    NameServerNotFound,
+    NotSerializableError,
+    ServerBusy,
+)
+from .handles import OWNER_ANNOTATION
+from .liveness import check_one
+from .naming import lookup, refuse_marshal
+from .streams import Stream
+from .timeouts import CONNECT_TIMEOUT, PING_TIMEOUT, RECONNECT_TIMEOUT
+
+__all__ = ["DeviceProxy"]
+
+log = logging.getLogger(__name__)
+
+
+def _socket_closed(sock: Any) -> bool:
+    """True if the peer has closed this idle connection (no reply is pending on it)."""
+    try:
+        # poll, not select: select() refuses socket numbers of 1024 and more.
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        if not poller.poll(0):
+            return False
+        if isinstance(sock, ssl.SSLSocket):
+            return _tls_closed(sock)
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+def _tls_closed(sock: ssl.SSLSocket) -> bool:
+    """The same under TLS: what is waiting is read through the TLS layer, without waiting.
+
+    A TLS socket cannot be peeked. On an idle connection the only things that can arrive
+    are TLS housekeeping (TLS 1.3 session tickets), which leaves nothing to read, and the
+    server's close (end of stream, or a close_notify alert). Application data here would
+    be out of step anyway: the connection is then treated as closed and made afresh.
+    """
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except ssl.SSLWantReadError:
+        return False  # only housekeeping: the connection is open
+    except (ssl.SSLError, OSError):
+        return True
+    finally:
+        sock.settimeout(timeout)
+    return True  # end of stream (b""), or data nobody asked for
+
+
+class DeviceProxy(Pyro5.client.Proxy):
+    """A Pyro5 proxy that finds its device again when the device's server restarts.
+
+    Before a call, if the proxy has no connection, or its idle connection was closed by
+    the server, it connects again; when the old address does not answer it looks the
+    device's name up in the name server again (the server may have come back on another
+    port or host), retrying for up to ``reconnect_timeout`` seconds before it raises
+    DeviceUnreachable. Only this connecting is retried: a call whose connection breaks
+    after the request was sent may or may not have run on the device, so it is never
+    re-sent; it raises ConnectionLost, and the next call connects afresh.
+    """
+
+    def __init__(
+        self,
+        uri: Any,
+        name: str | None = None,
+        ns_host: str | None = None,
+        ns_port: int | None = None,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
+        owner: str | None = None,
+    ) -> None:
+        super().__init__(uri)
+        self._pyroinst_name = name
+        self._pyroinst_ns = (ns_host, ns_port)
+        self._pyroinst_reconnect = float(reconnect_timeout)
+        # Who this client is, for reservations; set by reserve() or given by the caller.
+        self._pyroinst_owner = owner
+        self._pyroinst_peer_max: int | None = None
+        # True while a call is a wait the server was asked to make (job_wait, a stream
+        # read): no reply in time then means the server stopped answering, without a ping.
+        self._pyroinst_waiting = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_pyroinst_"):
+            object.__setattr__(self, name, value)  # ours, not a remote attribute
+        else:
+            super().__setattr__(name, value)
+
+    def _pyroValidateHandshake(self, response: Any) -> None:  # noqa: N802 - Pyro5's name
+        # A pyroinst server says how large a message it accepts.
+        if isinstance(response, dict) and "max_message_size" in response:
+            self._pyroinst_peer_max = int(response["max_message_size"])
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_") and not self._pyroMethods and not self._pyroAttrs:
+            # The first call connects here (it needs the metadata), with the retries,
+            # within the call's timeout.
+            timeout = self._pyroTimeout
+            self._pyroinst_connect(None if timeout is None else time.monotonic() + timeout)
+        return super().__getattr__(name)
+
+    def _pyroinst_connect(self, deadline: float | None = None) -> bool:
+        """Connect if not connected (True if it did): each attempt within CONNECT_TIMEOUT,
+        all of them within ``reconnect_timeout`` and ``deadline`` (a monotonic time)."""
+        conn = self._pyroConnection
+        if conn is not None:
+            if not _socket_closed(conn.sock):
+                return False
+            log.info("connection to %s was closed by the server; reconnecting", self._pyroUri)
+            self._pyroRelease()
+        refuse_marshal(self._pyroSerializer)
+        began = time.monotonic()
+        until = began + self._pyroinst_reconnect
+        if deadline is not None:
+            until = min(until, deadline)
+        call_timeout = self._pyroTimeout
+        delay = 0.05
+        while True:
+            attempt = max(0.05, min(CONNECT_TIMEOUT, until - time.monotonic()))
+            try:
+                # The call's own timeout goes back on the connection once it is made.
+                self._pyroTimeout = attempt
+                try:
+                    self._pyroBind()
+                finally:
+                    self._pyroTimeout = call_timeout
+                return True
+            except MessageRefused as exc:
+                raise MessageRefused(f"{self._pyroinst_label()}: {exc}") from None
+            except AuthenticationFailed as exc:
+                raise AuthenticationFailed(
+                    f"{self._pyroinst_label()}: {exc}",
+                    device=self._pyroinst_name,
+                    reason=getattr(exc, "reason", "refused"),
+                ) from None
+            except Pyro5.errors.CommunicationError as exc:
+                if "authentication failed" in str(exc):
+                    raise AuthenticationFailed(
+                        token_problem(f"the server of {self._pyroinst_label()}"),
+                        device=self._pyroinst_name,
+                        reason="refused",
+                    ) from None
+                if "server busy" in str(exc) or "no free workers" in str(exc):
+                    text = str(exc)
+                    raise ServerBusy(
+                        f"the server of {self._pyroinst_label()} refused the connection: "
+                        f"{text[text.find('server busy') :] if 'server busy' in text else text}",
+                        device=self._pyroinst_name,
+                    ) from None
+                error: Exception = exc
+                if isinstance(exc, Pyro5.errors.TimeoutError):
+                    error = Pyro5.errors.TimeoutError(
+                        f"no answer to the connection's handshake within {attempt:.3g} s"
+                    )
+            if time.monotonic() >= until:
+                break
+            if self._pyroinst_name is not None:
+                try:
+                    uri = lookup(self._pyroinst_name, *self._pyroinst_ns)
+                    if uri != str(self._pyroUri):
+                        log.info("device %r moved to %s", self._pyroinst_name, uri)
+                        self._pyroUri = Pyro5.core.URI(uri)
+                except (DeviceNotFound, NameServerNotFound) as exc:
+                    error = exc
+            if time.monotonic() + delay >= until:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        raise DeviceUnreachable(
+            f"the server of {self._pyroinst_label()} stopped answering: it did not answer "
+            f"for {time.monotonic() - began:.1f} s ({str(error).rstrip('.')}). Is its PC or "
+            "server frozen or stopped? (`pyroinst list` shows which devices answer)",
+            device=self._pyroinst_name,
+            address=self._pyroinst_address(),
+        ) from None
+
+    def _pyroinst_address(self) -> str:
+        uri = self._pyroUri
+        host = getattr(uri, "host", None)
+        return f"{host}:{uri.port}" if host else str(uri)
+
+    def _pyroinst_no_reply(self, methodname: str, waited: float) -> Exception:
+        """The error for a call that got no reply within ``waited`` seconds: is the server
+        there at all (one short ping)?"""
+        where = f"{self._pyroinst_label()}"
+        if self._pyroinst_waiting:
+            return DeviceUnreachable(
+                f"the server of {where} stopped answering: no reply to {methodname}() "
+                f"within {waited:.3g} s, the wait it was asked to make and more. Is its PC "
+                "or server frozen or stopped?",
+                device=self._pyroinst_name,
+                address=self._pyroinst_address(),
+            )
+        alive, reason = check_one(str(self._pyroUri), PING_TIMEOUT)
+        if alive:
+            return CallTimeout(
+                f"{methodname}() of {where} got no reply within {waited:.3g} s, though its "
+                "server still answers: the call is still running there, or the device is "
+                "slow. Raise the timeout (connect(timeout=), PYROINST_TIMEOUT, --timeout), "
+                "or run it as a job. The call was not re-sent.",
+                device=self._pyroinst_name,
+                address=self._pyroinst_address(),
+            )
+        return DeviceUnreachable(
+            f"the server of {where} stopped answering: no reply to {methodname}() within "
+            f"{waited:.3g} s, and none to a ping ({reason}). Is its PC or server frozen or "
+            "stopped? The call was not re-sent; it may or may not have run.",
+            device=self._pyroinst_name,
+            address=self._pyroinst_address(),
+        )
+
+    def watch(self, channel: str, start: int | str = "latest", max_items: int = 1000) -> Stream:
+        """An iterator of ``(timestamp, value)`` items of the device channel ``channel``.
+
+        ``start="latest"`` begins with the next item published, ``start=0`` with the
+        oldest the server keeps. It never ends until ``close()``; it reads over a
+        connection of its own, so it can run in another thread. ``dev.channels()`` lists
+        the channels. See ``pyroinst.streams.Stream``.
+        """
+        proxy = DeviceProxy(
+            self._pyroUri,
+            self._pyroinst_name,
+            *self._pyroinst_ns,
+            reconnect_timeout=self._pyroinst_reconnect,
+            owner=self._pyroinst_owner,
+        )
+        label = f"channel {channel!r} of {self._pyroinst_label()}"
+        return Stream(
+            proxy, "channel_read", str(channel), start, label, pairs=True, max_items=max_items
+        )
+
+    def _pyroinst_label(self) -> str:
+        if self._pyroinst_name:
+            return f"device {self._pyroinst_name!r} ({self._pyroUri})"
+        return str(self._pyroUri)
+
+    def _pyroInvoke(self, methodname, vargs, kwargs, flags=0, objectId=None):  # noqa: N802, N803
+        timeout = self._pyroTimeout
+        began = time.monotonic()
+        if objectId is None and self._pyroinst_connect(
+            None if timeout is None else began + timeout
+        ):
+            if timeout is not None:
+                # Connecting took part of this call's time: the rest is what it may wait.
+                self._pyroConnection.timeout = max(0.01, began + timeout - time.monotonic())
+        owner = self._pyroinst_owner
+        if methodname == "reserve" and objectId is None:
+            owner = str(vargs[0] if vargs else (kwargs or {}).get("owner", owner))
+        annotations = current_context.annotations
+        if owner:
+            annotations[OWNER_ANNOTATION] = owner.encode("utf-8")
+        fastwire.expect_peer_limit(self._pyroinst_peer_max, self._pyroinst_label())
+        # Replies decoded during this call (job handles) learn where this proxy looks
+        # devices up and who it is, also when the fast path is not in Pyro5.
+        previous = fastwire.set_calling_proxy(self)
+        try:
+            result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
+        except Pyro5.errors.TimeoutError:
+            # Pyro5 closed the connection: a late reply cannot be mistaken for the next one.
+            raise self._pyroinst_no_reply(methodname, time.monotonic() - began) from None
+        except Pyro5.errors.SerializeError as exc:
+            # The server answered; its answer could not be decoded here. Not "unreachable".
+            raise NotSerializableError(
+                f"the reply of {methodname}() from {self._pyroinst_label()} could not be "
+                f"decoded: {exc}",
+                method=methodname,
+                device=self._pyroinst_name,
+            ) from None
+        except Pyro5.errors.ConnectionClosedError as exc:
+            raise ConnectionLost(
+                f"the connection to {self._pyroinst_label()} broke during {methodname}(): "
+                f"{exc}. The call may or may not have run on the device; it was not "
+                "re-sent. The next call reconnects.",
+                device=self._pyroinst_name,
+            ) from None
+        finally:
+            conn = self._pyroConnection
+            if conn is not None and conn.timeout != timeout:
+                conn.timeout = timeout
+            fastwire.set_calling_proxy(previous)
+            fastwire.expect_peer_limit(None, "")
+            if owner:
+                annotations.pop(OWNER_ANNOTATION, None)
+        if methodname == "reserve" and objectId is None:
+            self._pyroinst_owner = owner  # later calls present it
+        return result
