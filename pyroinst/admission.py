@@ -363,13 +363,19 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
     refuser: _Refuser
     handshaker: Handshaker
 
-    def guard(self, admission: Admission, max_pending: int) -> None:
+    def guard(
+        self, admission: Admission, max_pending: int, tls: ssl.SSLContext | None = None
+    ) -> None:
         """Use ``admission``'s limits from now on (and start the refusing and handshake
-        threads)."""
+        threads). ``tls``: the token's TLS context, for a listening socket without TLS of
+        its own (a lab CA's): connections then start TLS or, plain Pyro5 scripts, not."""
         self.admission = admission
         self.refuser = _Refuser()
-        context = self.sock.context if isinstance(self.sock, ssl.SSLSocket) else None
-        self.handshaker = Handshaker(self.daemon, self, admission, context, max_pending)
+        if isinstance(self.sock, ssl.SSLSocket):
+            context, sniff = self.sock.context, False
+        else:
+            context, sniff = tls, tls is not None
+        self.handshaker = Handshaker(self.daemon, self, admission, context, max_pending, sniff)
 
     def events(self, eventsockets: Any) -> None:
         """Accept one connection, if one is waiting: admit it to the handshake thread, or
@@ -395,7 +401,9 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
                     return
                 self.admission.release(host)
             self.admission.refusals.note(host, reason.split(". ")[0])
-            self.refuser.refuse(csock, reason, tls)
+            if self.handshaker.sniff and self.handshaker.offer(csock, caddr, reason) is None:
+                return  # told through TLS, when the client starts it
+            self.refuser.refuse(csock, reason, tls or self.handshaker.sniff)
 
     def close(self) -> None:
         """Pyro5's close, and the refusing and handshake threads'."""
@@ -421,13 +429,15 @@ class AdmissionDaemon:
         max_per_host: int,
         handshake_timeout: float,
         max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES,
+        tls: ssl.SSLContext | None = None,
     ) -> Admission:
-        """Put the limits in place (the thread-pool server type only, Pyro5's default)."""
+        """Put the limits in place (the thread-pool server type only, Pyro5's default);
+        ``tls``: the TLS context connections start (see ``GuardedThreadpoolServer.guard``)."""
         admission = Admission(max_per_host, handshake_timeout)
         server = self.transportServer  # type: ignore[attr-defined]
         if type(server) is svr_threads.SocketServer_Threadpool:
             server.__class__ = GuardedThreadpoolServer
-            server.guard(admission, max_pending_handshakes)
+            server.guard(admission, max_pending_handshakes, tls)
             self._pyroinst_admission = admission
         else:
             log.warning(

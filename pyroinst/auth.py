@@ -1,39 +1,51 @@
-"""The lab's token: clients and servers prove to each other that they know it, never send it.
+"""The lab's token: clients and servers prove to each other that they know it, never send it,
+over TLS, with both proofs bound to the server's certificate.
 
 Where the token comes from (first found): an explicit argument (``InstServer(token=)``,
 ``EmbeddedNameServer(token=)``, ``set_token()``), a token file (``token_file`` in the lab
-file, ``--token-file``), the ``PYROINST_TOKEN`` environment variable.
+file, ``--token-file``), the ``PYROINST_TOKEN`` environment variable. A token is a shared
+secret or one person's named key (``pyroinst.keys``).
 
-Protocol (pyroinst-auth 1), inside Pyro5's connection handshake plus one message:
+Protocol (pyroinst-auth 2), inside Pyro5's connection handshake plus one message:
 
-1. Client -> server, ``CONNECT``: the handshake data is ``{"pyroinst_auth": 1, "nonce":
-   Nc}``, Nc 32 fresh random bytes (64 hex digits). Nothing derived from the token yet.
+0. The client opens TLS. Without a lab CA it checks no chain of trust; it takes the
+   server certificate's channel binding ``CB`` (``tls-server-end-point``, RFC 5929; see
+   ``pyroinst.identity``). The server knows ``CB`` of its own certificate.
+1. Client -> server, ``CONNECT``: the handshake data is ``{"pyroinst_auth": 2, "nonce":
+   Nc, "key": NAME}``, Nc 32 fresh random bytes (64 hex digits), NAME the key's name.
 2. Server -> client, ``CONNECTOK``: the handshake answer holds ``"nonce": Ns`` (32 fresh
-   random bytes). A server refuses a nonce it has seen recently (a replayed ``CONNECT``).
+   random bytes). A server refuses a nonce it has seen recently (a replayed ``CONNECT``),
+   a key name it does not have, and a challenge on a connection without TLS.
 3. Client -> server, the connection's first message: a Pyro5 ``PING`` whose annotation
-   ``PIAU`` is ``HMAC-SHA256(K, "pyroinst-auth-1 client" + Nc + Ns)``.
+   ``PIAU`` is ``HMAC-SHA256(K, "pyroinst-auth-2 client" + Nc + Ns + CB)``.
 4. Server -> client: compares it in constant time. Right: the ``PING`` answer carries
-   ``PIAU = HMAC-SHA256(K, "pyroinst-auth-1 server" + Nc + Ns)``, which the client checks
-   before it lets the connection carry anything else. Wrong or missing: a ``CONNECTFAIL``
-   saying why, after a delay that grows with the failures from that address, and the
-   connection is closed.
+   ``PIAU = HMAC-SHA256(K, "pyroinst-auth-2 server" + Nc + Ns + CB)``, which the client
+   checks before it lets the connection carry anything else. Wrong or missing: a
+   ``CONNECTFAIL`` saying why, after a delay that grows with the failures from that
+   address, and the connection is closed.
 
-``K`` is PBKDF2-HMAC-SHA256 of the token (100000 rounds, fixed salt), computed once per
-process and token, so guessing a token from a recorded exchange costs each guess that
-work. The proof binds both nonces, not addresses: a transparent forwarder (an SSH tunnel,
-a port forward) between the two keeps working. A recording is worthless later: the server
-picks a new Ns for every connection, so a replayed proof does not match it. Until step 4,
-the server takes no call on the connection, and a message over 64 KiB ends it; a proof
-on any later message ends it too. A client proves itself before the server does, so only
-a server the client chose to connect to ever sees a proof; the client sends no call to
-a server that did not prove itself.
+``K`` is the key derived from the secret (``pyroinst.keys``: PBKDF2, a salt with the
+key's name and lab id). What this gives:
+
+* an eavesdropper sees TLS only;
+* a relay that ends TLS itself shows the client its own certificate: the client's proof
+  is bound to that certificate, which the real server refuses, and the relay cannot make
+  the server's proof for it: both sides end the connection, nothing is called;
+* a relay that forwards the TLS bytes can neither read nor inject nor change them
+  (TLS's integrity); a byte it changes ends the connection;
+* a recording is worthless later: the server picks a new Ns for every connection.
+
+Until step 4, the server takes no call on the connection; a proof on any later message
+ends it too. A client proves itself before the server does, so only a server the client
+chose to connect to ever sees a proof; the client sends no call to a server that did not
+prove itself.
 
 What a client sees:
 
 * a server without the challenge (a plain Pyro5 daemon, a pyroinst server without a
   token): ``AuthenticationFailed``, "could not prove it belongs to the lab";
 * a server with another token, or a client without one: ``AuthenticationFailed``,
-  "authentication failed: this server needs the lab's token".
+  "authentication failed: ... needs the lab's token".
 
 In a process that imported pyroinst, every Pyro5 proxy with the default handshake takes
 part (``Pyro5.api.Proxy`` and ``PYRONAME:`` lookups included). A proxy to a server
@@ -42,40 +54,44 @@ outside the lab opts out with ``pyroinst.auth.outside_lab(proxy)``.
 The server's half lives in ``pyroinst.authserver``.
 
 Plain Pyro5 scripts (without pyroinst) can only send the token itself, as
-``proxy._pyroHandshake = token``. Servers refuse that unless they run with
+``proxy._pyroHandshake = token``, without TLS. Servers refuse that unless they run with
 ``accept_plain_token`` (then they log, once per client address, that they accepted one):
-anyone who records such a connection has the token.
+anyone who records such a connection has the token, and a relay can change its traffic.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import logging
 import os
 import secrets
+import ssl
 import threading
 from pathlib import Path
+from socket import timeout as socket_timeout
 from typing import Any
 
 import Pyro5.api
 import Pyro5.client
 import Pyro5.core
 import Pyro5.errors
-from Pyro5 import protocol, serializers
+from Pyro5 import protocol, serializers, socketutil
 
-from . import compat
+from . import compat, identity
 from .errors import AuthenticationFailed, ConfigurationError
+from .keys import Key, KeyRing, parse_token, read_key_file
 
 __all__ = [
     "set_token",
     "current_token",
     "read_token_file",
     "resolve_token",
+    "resolve_keys",
+    "broadcast_allowed",
+    "own_token",
     "use_token",
     "outside_lab",
-    "lab_key",
     "client_proof",
     "server_proof",
     "PROOF_ANNOTATION",
@@ -90,24 +106,52 @@ _DEFAULT_HANDSHAKE = "hello"  # what Pyro5 proxies send when nobody set a handsh
 #: The annotation that carries a proof (step 3 and 4 of the protocol).
 PROOF_ANNOTATION = "PIAU"
 NONCE_BYTES = 32
-VERSION = 1
-ROUNDS = 100_000
-_SALT = b"pyroinst lab token v1"
+VERSION = 2
 _OUTSIDE = "_pyroinst_outside_lab"
 _PROXY_TOKEN = "_pyroinst_token"
 
 
 # -- the token ---------------------------------------------------------------------------------
 def read_token_file(path: str | Path) -> str:
-    """The token in ``path`` (surrounding white space removed); ConfigurationError if unusable."""
-    try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
+    """The token a process proves from the key file ``path`` (its one key, or the key
+    named ``server``); ConfigurationError if unusable."""
+    ring = read_key_file(path)
+    token = ring.own_token()
+    if token is None:
         raise ConfigurationError(
-            f"cannot read the token file {str(path)!r}: {exc.strerror}"
-        ) from None
-    if not token:
-        raise ConfigurationError(f"the token file {str(path)!r} is empty")
+            f"the token file {str(path)!r} holds several keys and none named 'server': add "
+            f"one (pyroinst token new --name server --key-file {path}), or give this "
+            "process its own token (PYROINST_TOKEN)"
+        )
+    return token
+
+
+def resolve_keys(token: str | None = None, token_file: str | Path | None = None) -> KeyRing | None:
+    """The keys a server takes: an explicit token, else the token file's keys, else the
+    process's token (PYROINST_TOKEN); None without any. The ring's own key is the
+    explicit token where one is given."""
+    if token:
+        return KeyRing.single(token)
+    if token_file:
+        ring = read_key_file(token_file)
+        if ring.own is None and _token:
+            ring.own = parse_token(_token)
+        return ring
+    return KeyRing.single(_token) if _token else None
+
+
+def own_token(keys: KeyRing | None) -> str | None:
+    """The token a server with ``keys`` proves when it connects (ConfigurationError when
+    its key file names none)."""
+    if keys is None:
+        return None
+    token = keys.own_token()
+    if token is None:
+        raise ConfigurationError(
+            f"the token file {keys.where!r} holds several keys and none named 'server': add "
+            f"one (pyroinst token new --name server --key-file {keys.where}), or give this "
+            "process its own token (PYROINST_TOKEN)"
+        )
     return token
 
 
@@ -158,25 +202,19 @@ def token_problem(who: str, token: str | None = None) -> str:
 
 
 # -- the proofs --------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=8)
-def lab_key(token: str) -> bytes:
-    """The key both sides derive from ``token`` (PBKDF2-HMAC-SHA256; once per token)."""
-    return hashlib.pbkdf2_hmac("sha256", token.encode("utf-8"), _SALT, ROUNDS)
-
-
-def _proof(key: bytes, role: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
-    message = b"pyroinst-auth-%d %s" % (VERSION, role) + client_nonce + server_nonce
+def _proof(key: bytes, role: bytes, client_nonce: bytes, server_nonce: bytes, cb: bytes) -> bytes:
+    message = b"pyroinst-auth-%d %s" % (VERSION, role) + client_nonce + server_nonce + cb
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-def client_proof(key: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
-    """What a client sends to show it knows the token (step 3)."""
-    return _proof(key, b"client", client_nonce, server_nonce)
+def client_proof(key: bytes, client_nonce: bytes, server_nonce: bytes, cb: bytes) -> bytes:
+    """What a client sends to show it knows the key (step 3), bound to the certificate."""
+    return _proof(key, b"client", client_nonce, server_nonce, cb)
 
 
-def server_proof(key: bytes, client_nonce: bytes, server_nonce: bytes) -> bytes:
-    """What a server answers to show it knows the token (step 4)."""
-    return _proof(key, b"server", client_nonce, server_nonce)
+def server_proof(key: bytes, client_nonce: bytes, server_nonce: bytes, cb: bytes) -> bytes:
+    """What a server answers to show it knows the key (step 4), bound to its certificate."""
+    return _proof(key, b"server", client_nonce, server_nonce, cb)
 
 
 def _nonce(value: Any) -> bytes | None:
@@ -227,9 +265,17 @@ def _handshake_token(proxy: Any) -> str | None:
     return own.get(_PROXY_TOKEN) or _token
 
 
-def _prove_to_server(connection: Any, connect_ok: Any, key: bytes, client_nonce: bytes) -> None:
+def _prove_to_server(
+    connection: Any, connect_ok: Any, key: bytes, client_nonce: bytes, cb: bytes | None
+) -> None:
     """Steps 3 and 4, client side, on a connection that just got its CONNECTOK."""
     _, where = _peer(connection)
+    if cb is None:
+        raise AuthenticationFailed(
+            f"the connection to {where} has no TLS to bind the proof to: nothing was sent",
+            address=where,
+            reason="unproven",
+        )
     answer = _loads(connect_ok.serializer_id, connect_ok.data)
     handshake = answer.get("handshake") if isinstance(answer, dict) else None
     server_nonce = _nonce(handshake.get("nonce")) if isinstance(handshake, dict) else None
@@ -250,7 +296,7 @@ def _prove_to_server(connection: Any, connect_ok: Any, key: bytes, client_nonce:
         0,
         connect_ok.serializer_id,
         b"proof",
-        annotations={PROOF_ANNOTATION: client_proof(key, client_nonce, server_nonce)},
+        annotations={PROOF_ANNOTATION: client_proof(key, client_nonce, server_nonce, cb)},
     )
     connection.send(ping.data)
     reply = _original_recv(connection, [protocol.MSG_PING, protocol.MSG_CONNECTFAIL])
@@ -261,18 +307,21 @@ def _prove_to_server(connection: Any, connect_ok: Any, key: bytes, client_nonce:
 
             raise ServerBusy(f"the server at {where} refused the connection: {reason}")
         # (Its own words are for clients without a token: this one proved one.)
-        raise AuthenticationFailed(
-            token_problem(f"the server at {where}", _proving_token()),
-            address=where,
-            reason="refused",
-        )
+        problem = token_problem(f"the server at {where}", _proving_token())
+        if _proving_token():
+            problem += (
+                "; or something between this client and the server ended TLS and showed a "
+                "certificate of its own, which the proof is bound to (a man in the middle)"
+            )
+        raise AuthenticationFailed(problem, address=where, reason="refused")
     proof = (reply.annotations or {}).get(PROOF_ANNOTATION)
-    expected = server_proof(key, client_nonce, server_nonce)
+    expected = server_proof(key, client_nonce, server_nonce, cb)
     if proof is None or not hmac.compare_digest(bytes(proof), expected):
         raise AuthenticationFailed(
             f"the server at {where} could not prove it belongs to the lab: its proof of "
-            "the lab's token is wrong (it has another token, or none). Nothing but this "
-            "client's proof was sent to it; the token never is.",
+            "the lab's token is wrong (it has another token, or none, or something between "
+            "this client and it ended the TLS connection and showed its own certificate). "
+            "Nothing but this client's proof was sent to it; the token never is.",
             address=where,
             reason="unproven",
         )
@@ -286,7 +335,8 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
         pending = getattr(_tls, "pending", None)
         if pending is not None:
             _tls.pending = None
-            _prove_to_server(connection, msg, *pending)
+            key, client_nonce = pending
+            _prove_to_server(connection, msg, key, client_nonce, _binding_of(connection.sock))
     elif (
         msg.annotations
         and PROOF_ANNOTATION in msg.annotations
@@ -320,9 +370,22 @@ def _proving_token() -> str | None:
     return getattr(_tls, "token", None)
 
 
+def broadcast_allowed(token: str | None = None) -> bool:
+    """Whether a name server may be looked for by UDP broadcast: not with the lab's token
+    (anyone can answer one), unless PYROINST_NS_BROADCAST=1 asks for it."""
+    if not (token or _token):
+        return True
+    return os.environ.get("PYROINST_NS_BROADCAST", "").strip().lower() in ("1", "yes", "true")
+
+
 def _locate_ns(*args: Any, **kwargs: Any) -> Any:
     """Pyro5's locate_ns, except that a name server refusing this client's token is
-    AuthenticationFailed saying so, not NamingError "Failed to locate the nameserver"."""
+    AuthenticationFailed saying so, not NamingError "Failed to locate the nameserver",
+    and that with the lab's token there is no broadcast unless asked for."""
+    host = args[0] if args else kwargs.get("host", "")
+    if not host and not broadcast_allowed():
+        kwargs["broadcast"] = False
+        args = args[:2]
     try:
         return _original_locate_ns(*args, **kwargs)
     except Pyro5.errors.NamingError as exc:
@@ -342,24 +405,62 @@ def _locate_ns(*args: Any, **kwargs: Any) -> Any:
         raise
 
 
+def _binding_of(sock: Any) -> bytes | None:
+    """The channel binding of the server certificate ``sock`` (a TLS socket) saw."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    der = sock.getpeercert(binary_form=True)
+    return identity.binding(der) if der else None
+
+
+def _create_socket(*args: Any, **kwargs: Any) -> Any:
+    """Pyro5's create_socket; a connecting socket of a proxy that proves the token gets
+    TLS (without a lab CA: no chain check, the proof binds the certificate)."""
+    sock = _original_create_socket(*args, **kwargs)
+    if not getattr(_tls, "secure", False) or kwargs.get("connect") is None:
+        return sock
+    if isinstance(sock, ssl.SSLSocket):
+        return sock  # the lab CA's TLS (configure_tls), checked by Pyro5
+    where = kwargs["connect"]
+    try:
+        return identity.client_context().wrap_socket(sock)
+    except (OSError, ssl.SSLError) as exc:
+        sock.close()
+        text = f"{where[0]}:{where[1]}" if isinstance(where, tuple) else str(where)
+        if isinstance(exc, TimeoutError | socket_timeout):
+            raise Pyro5.errors.TimeoutError(f"TLS with {text} timed out") from None
+        raise AuthenticationFailed(
+            f"the server at {text} could not prove it belongs to the lab: it closed the "
+            f"TLS connection a client with the lab's token starts ({exc}). It runs without "
+            "a token (give it the lab's token too), it is not a pyroinst server, or it is "
+            "too busy to answer. Nothing was sent to it.",
+            address=text,
+            reason="unproven",
+        ) from None
+
+
 def _create_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
     if self._pyroConnection is not None:
         return _original_create(self, *args, **kwargs)
     token = _handshake_token(self)
     if token is None:
         return _original_create(self, *args, **kwargs)
+    key: Key = parse_token(token)
     client_nonce = secrets.token_bytes(NONCE_BYTES)
-    self._pyroHandshake = {"pyroinst_auth": VERSION, "nonce": client_nonce.hex()}
-    previous = getattr(_tls, "pending", None)
-    previous_token = getattr(_tls, "token", None)
-    _tls.pending = (lab_key(token), client_nonce)
+    self._pyroHandshake = {"pyroinst_auth": VERSION, "nonce": client_nonce.hex(), "key": key.name}
+    saved = (
+        getattr(_tls, "pending", None),
+        getattr(_tls, "token", None),
+        getattr(_tls, "secure", False),
+    )
+    _tls.pending = (key.derived, client_nonce)
     _tls.token = token
+    _tls.secure = True
     try:
         return _original_create(self, *args, **kwargs)
     finally:
         # A nested connect (a PYRONAME lookup) restores what it found.
-        _tls.pending = previous
-        _tls.token = previous_token
+        _tls.pending, _tls.token, _tls.secure = saved
         self._pyroHandshake = _DEFAULT_HANDSHAKE
 
 
@@ -367,6 +468,7 @@ def _create_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
 _installed = False
 _original_locate_ns: Any = Pyro5.core.locate_ns
 _original_recv: Any = protocol.recv_stub
+_original_create_socket: Any = socketutil.create_socket
 # Name-mangled: Proxy.__pyroCreateConnection, which every connect goes through.
 _original_create: Any = Pyro5.client.Proxy._Proxy__pyroCreateConnection  # type: ignore[attr-defined]
 
@@ -394,8 +496,11 @@ def install() -> None:
     after ``fastwire.install()``; it wraps what that put in.
     """
     global _installed, _original_recv, _original_create, _original_locate_ns
+    global _original_create_socket
     if _installed or not compat.pyro5_tested():
         return
+    _original_create_socket = socketutil.create_socket
+    socketutil.create_socket = _create_socket  # acts only inside a proving proxy's connect
     _original_locate_ns = Pyro5.core.locate_ns
     Pyro5.core.locate_ns = _locate_ns  # what PYRONAME: resolution calls
     Pyro5.api.locate_ns = _locate_ns

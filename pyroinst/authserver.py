@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import ssl
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -27,10 +28,10 @@ from .auth import (
     _nonce,
     _peer,
     client_proof,
-    lab_key,
     server_proof,
 )
 from .errors import AuthenticationFailed
+from .keys import KeyRing
 
 __all__ = ["ServerAuth", "AuthDaemon", "UNPROVEN_MAX"]
 
@@ -43,23 +44,31 @@ UNPROVEN_MAX = 64 * 1024
 
 
 class _Challenge:
-    """A connection's pending proof (server side): what the client must send, and the answer."""
+    """A connection's pending proof (server side): what the client must send, the answer,
+    and whose key it is."""
 
-    __slots__ = ("expected", "answer", "host", "where")
+    __slots__ = ("expected", "answer", "host", "where", "user")
 
-    def __init__(self, key: bytes, client_nonce: bytes, server_nonce: bytes, conn: Any) -> None:
-        self.expected = client_proof(key, client_nonce, server_nonce)
-        self.answer = server_proof(key, client_nonce, server_nonce)
+    def __init__(
+        self, key: bytes, nonces: tuple[bytes, bytes], cb: bytes, conn: Any, user: str
+    ) -> None:
+        self.expected = client_proof(key, *nonces, cb)
+        self.answer = server_proof(key, *nonces, cb)
         self.host, self.where = _peer(conn)
+        self.user = user
 
 
 class ServerAuth:
-    """A daemon's side of the protocol: its token, whether it takes plain tokens, and
-    who failed how often (``failures``: a ``pyroinst.admission.FailureTracker``)."""
+    """A daemon's side of the protocol: the keys it takes (``keys``, a KeyRing, or None
+    to take every client), the channel binding of its certificate (``binding``), whether
+    it takes plain tokens, and who failed how often (``failures``: a
+    ``pyroinst.admission.FailureTracker``)."""
 
-    def __init__(self, token: str | None, accept_plain_token: bool, failures: Any) -> None:
-        self.token = token
-        self.key = lab_key(token) if token else None
+    def __init__(
+        self, keys: KeyRing | None, accept_plain_token: bool, failures: Any, binding: bytes = b""
+    ) -> None:
+        self.keys = keys
+        self.binding = binding
         self.accept_plain_token = bool(accept_plain_token)
         self.failures = failures
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -70,32 +79,16 @@ class ServerAuth:
         """The handshake answer for a client's handshake ``data`` (AuthenticationFailed
         after the failure delay if it is refused)."""
         answer: dict[str, Any] = {"pyroinst": 1, "max_message_size": pyro_config.MAX_MESSAGE_SIZE}
-        if self.key is None:
+        if self.keys is None:
             conn._pyroinst_proven = True
             return answer
         if isinstance(data, dict) and "pyroinst_auth" in data:
-            client_nonce = _nonce(data.get("nonce"))
-            if data.get("pyroinst_auth") != VERSION or client_nonce is None or len(data) != 2:
-                self._refuse(conn, "a malformed challenge", _NEEDS_TOKEN)
-            assert client_nonce is not None
-            with self._lock:
-                if client_nonce in self._seen:
-                    replayed = True
-                else:
-                    replayed = False
-                    self._seen[client_nonce] = None
-                    if len(self._seen) > _SEEN_NONCES:
-                        self._seen.popitem(last=False)
-            if replayed:
-                self._refuse(conn, "a reused nonce (a replayed handshake)", _NEEDS_TOKEN)
-            server_nonce = secrets.token_bytes(NONCE_BYTES)
-            conn._pyroinst_challenge = _Challenge(self.key, client_nonce, server_nonce, conn)
-            answer["nonce"] = server_nonce.hex()
-            return answer
+            return self._challenge(conn, data, answer)
         if isinstance(data, str) and data != _DEFAULT_HANDSHAKE:
             if not self.accept_plain_token:
                 self._refuse(conn, "a plain token, which this server does not take", _NO_PLAIN)
-            if not hmac.compare_digest(data.encode("utf-8"), self.token.encode("utf-8")):
+            user = self._plain_user(data)
+            if user is None:
                 self._refuse(conn, "a wrong plain token", _NEEDS_TOKEN)
             host, where = _peer(conn)
             if host not in self._plain_logged:
@@ -107,9 +100,55 @@ class ServerAuth:
                 )
             self.failures.succeeded(host)
             conn._pyroinst_proven = True
+            conn._pyroinst_user = user
             return answer
         self._refuse(conn, "no token", _NEEDS_TOKEN)
         raise AssertionError("not reached")
+
+    def _challenge(self, conn: Any, data: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        assert self.keys is not None
+        if data.get("pyroinst_auth") != VERSION:
+            self._refuse(conn, "another version of the protocol", _OLD_CLIENT)
+        client_nonce = _nonce(data.get("nonce"))
+        name = data.get("key")
+        if client_nonce is None or not isinstance(name, str) or len(data) != 3:
+            self._refuse(conn, "a malformed challenge", _NEEDS_TOKEN)
+        assert client_nonce is not None and isinstance(name, str)
+        if not isinstance(getattr(conn, "sock", None), ssl.SSLSocket):
+            self._refuse(conn, "a challenge without TLS", _NEEDS_TLS)
+        key = self.keys.get(name)
+        if key is None:
+            shown = name[:64].encode("ascii", "backslashreplace").decode()
+            self._refuse(
+                conn,
+                f"an unknown key name {shown!r}",
+                f"authentication failed: this server has no key named {shown!r} (removed "
+                "from its key file, or another lab's key): ask the lab's admin for yours",
+            )
+            assert key is not None
+        with self._lock:
+            replayed = client_nonce in self._seen
+            if not replayed:
+                self._seen[client_nonce] = None
+                if len(self._seen) > _SEEN_NONCES:
+                    self._seen.popitem(last=False)
+        if replayed:
+            self._refuse(conn, "a reused nonce (a replayed handshake)", _NEEDS_TOKEN)
+        server_nonce = secrets.token_bytes(NONCE_BYTES)
+        conn._pyroinst_challenge = _Challenge(
+            key.derived, (client_nonce, server_nonce), self.binding, conn, key.name
+        )
+        answer["nonce"] = server_nonce.hex()
+        return answer
+
+    def _plain_user(self, data: str) -> str | None:
+        """The name of the key whose token ``data`` is (compared in constant time)."""
+        assert self.keys is not None
+        found = None
+        for key in self.keys.keys.values():
+            if hmac.compare_digest(data.encode("utf-8"), key.token().encode("utf-8")):
+                found = key.name
+        return found
 
     def _refuse(self, conn: Any, why: str, message: str) -> None:
         host, _ = _peer(conn)
@@ -144,6 +183,7 @@ class ServerAuth:
         else:
             del conn._pyroinst_challenge
             conn._pyroinst_proven = True
+            conn._pyroinst_user = challenge.user
             self.failures.succeeded(challenge.host)
             reply = protocol.SendingMessage(
                 protocol.MSG_PING,
@@ -203,6 +243,14 @@ _NEEDS_TOKEN = (
     "authentication failed: this server needs the lab's token (set PYROINST_TOKEN, or "
     "--token-file). A plain Pyro5 script sets proxy._pyroHandshake = token, which the "
     "server takes only with accept_plain_token = true"
+)
+_NEEDS_TLS = (
+    "authentication failed: this server takes the lab's token over TLS only, and this "
+    "connection has none (something between client and server removed it?)"
+)
+_OLD_CLIENT = (
+    "authentication failed: this client speaks another version of pyroinst's token "
+    "protocol: install the same pyroinst version on clients and servers"
 )
 _NO_PLAIN = (
     "authentication failed: this server does not take the lab's token sent as plain "

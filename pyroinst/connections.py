@@ -79,9 +79,10 @@ class PendingConnection:
         "not_before",
         "events",
         "closed",
+        "refusal",
     )
 
-    def __init__(self, sock: Any, addr: Any, deadline: float) -> None:
+    def __init__(self, sock: Any, addr: Any, deadline: float, refusal: str | None = None) -> None:
         self.sock = sock
         self.addr = addr
         self.host = str(addr[0]) if isinstance(addr, tuple) and addr else "?"
@@ -96,6 +97,8 @@ class PendingConnection:
         self.not_before = 0.0
         self.events = 0
         self.closed = False
+        # Refused already (admission): only carried through TLS to hear the refusal.
+        self.refusal = refusal
 
 
 class ProvenJob(svr_threads.ClientConnectionJob):

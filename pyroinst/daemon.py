@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import weakref
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from typing import Any
 import Pyro5.client
 import Pyro5.errors
 import Pyro5.server
+from Pyro5 import config as pyro_config
 
-from . import compat
+from . import compat, identity
 from .admission import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -38,6 +40,7 @@ from .authserver import AuthDaemon, ServerAuth
 from .errors import AuthenticationFailed, ConfigurationError
 from .fastwire import FastwireDaemon
 from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
+from .keys import KeyRing
 
 __all__ = ["Guarding", "DeviceDaemon", "secure", "is_live", "LIVENESS_TIMEOUT"]
 
@@ -51,11 +54,14 @@ LIVENESS_TIMEOUT = 2.0
 class Guarding:
     """How a daemon guards its connections (see ``auth`` and ``admission``).
 
-    ``token``: the lab's token (None: every client is taken); ``accept_plain_token``: also
-    take the token sent as plain text by plain Pyro5 scripts; ``handshake_timeout``:
-    seconds a new connection gets to complete its handshake; ``max_connections_per_host``:
-    connections one client address may hold; ``max_pending_handshakes``: connections that
-    may be in their handshake at once (see ``pyroinst.handshakes``).
+    ``token``: the token this process proves when it connects (None: none);
+    ``keys``: the keys clients may prove (a ``pyroinst.keys.KeyRing``; default: the one
+    key ``token`` names; None and no token: every client is taken);
+    ``accept_plain_token``: also take a token sent as plain text by plain Pyro5 scripts;
+    ``handshake_timeout``: seconds a new connection gets to complete its handshake;
+    ``max_connections_per_host``: connections one client address may hold;
+    ``max_pending_handshakes``: connections that may be in their handshake at once (see
+    ``pyroinst.handshakes``).
     """
 
     token: str | None = None
@@ -63,8 +69,11 @@ class Guarding:
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     max_connections_per_host: int = DEFAULT_MAX_CONNECTIONS_PER_HOST
     max_pending_handshakes: int = DEFAULT_MAX_PENDING_HANDSHAKES
+    keys: KeyRing | None = None
 
     def __post_init__(self) -> None:
+        if self.keys is None and self.token:
+            self.keys = KeyRing.single(self.token)
         try:
             timeout = float(self.handshake_timeout)
         except (TypeError, ValueError):
@@ -90,15 +99,31 @@ class Guarding:
         self.accept_plain_token = bool(self.accept_plain_token)
 
 
+def server_tls(keys: KeyRing | None) -> tuple[ssl.SSLContext | None, bytes]:
+    """The TLS context a daemon's connections start (None where Pyro5's lab-CA TLS or no
+    token leaves it to Pyro5) and the channel binding of its certificate."""
+    if keys is None:
+        return None, b""
+    if pyro_config.SSL:
+        own = identity.identity_from_files(
+            pyro_config.SSL_SERVERCERT, pyro_config.SSL_SERVERKEY or None
+        )
+        return None, own.binding
+    own = identity.server_identity()
+    return own.context, own.binding
+
+
 def secure(daemon: Any, guarding: Guarding) -> None:
     """Give ``daemon`` (an AuthDaemon and AdmissionDaemon) the token protocol and limits."""
+    tls, binding = server_tls(guarding.keys)
     daemon._pyroinst_auth = ServerAuth(
-        guarding.token, guarding.accept_plain_token, FailureTracker()
+        guarding.keys, guarding.accept_plain_token, FailureTracker(), binding
     )
     daemon.guard_connections(
         guarding.max_connections_per_host,
         guarding.handshake_timeout,
         guarding.max_pending_handshakes,
+        tls,
     )
 
 

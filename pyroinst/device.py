@@ -44,7 +44,7 @@ from .members import (
     describe_device,
     signature_of,
 )
-from .reservations import Reservable, caller
+from .reservations import Reservable, caller, caller_lease
 from .retention import JobStore
 from .serialization import sendable
 from .workers import DEFAULT_MAX_QUEUED_JOBS, DeviceLock, DeviceWorker
@@ -211,6 +211,7 @@ class DeviceServant(Reservable):
             stream_items=self._stream_bounds[0],
             stream_bytes=self._stream_bounds[1],
             owner=caller(),
+            lease=caller_lease(),
         )
         self._worker.submit(job)
         log.debug("job %s (%s.%s) queued", job.id, self._name, method)

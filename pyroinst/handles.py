@@ -29,7 +29,7 @@ from .streams import Stream
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["JobHandle", "OWNER_ANNOTATION", "HANDLE_KIND", "WAIT_SLICE"]
+__all__ = ["JobHandle", "OWNER_ANNOTATION", "LEASE_ANNOTATION", "HANDLE_KIND", "WAIT_SLICE"]
 
 
 class _Client:
@@ -65,6 +65,8 @@ def _client_side() -> _Client:
 
 #: Request annotation naming the calling client, for reservations (see device.py).
 OWNER_ANNOTATION = "PIOW"
+#: Request annotation carrying the secret of the caller's reservation (its lease).
+LEASE_ANNOTATION = "PILS"
 #: The ``__pyroinst__`` marker value of a handle on the wire.
 HANDLE_KIND = "JobHandle"
 #: Longest single ``job_wait`` call a handle makes; longer waits are made of several.
@@ -81,7 +83,7 @@ class JobHandle:
     number of handles share one connection per thread.
     """
 
-    __slots__ = ("id", "device", "uri", "ns", "owner")
+    __slots__ = ("id", "device", "uri", "ns", "owner", "lease")
 
     def __init__(
         self,
@@ -90,20 +92,23 @@ class JobHandle:
         uri: str,
         ns: tuple[str | None, int | None] | None = None,
         owner: str | None = None,
+        lease: str | None = None,
     ) -> None:
         self.id = str(id)
         self.device = str(device)
         self.uri = str(uri)
         # Not sent on the wire: where to look the device up again if its server moves,
-        # and the reservation owner of the proxy that started the job.
+        # and the reservation owner (and its lease) of the proxy that started the job.
         self.ns = ns or (None, None)
         self.owner = owner
+        self.lease = lease
 
     def _proxy(self) -> Any:
         client = _client_side()
         assert client.cached_proxy is not None and client.default_timeout is not None
         proxy = client.cached_proxy(self.uri, self.device, self.ns)
         proxy._pyroinst_owner = self.owner
+        proxy._pyroinst_lease = self.lease
         timeout = client.default_timeout()
         if proxy._pyroTimeout != timeout:
             proxy._pyroTimeout = timeout
@@ -183,6 +188,7 @@ class JobHandle:
         client = _client_side()
         assert client.device_proxy is not None
         proxy = client.device_proxy(self.uri, self.device, *self.ns, owner=self.owner)
+        proxy._pyroinst_lease = self.lease
         label = f"stream of job {self.id} on '{self.device}'"
         return Stream(proxy, "job_stream", self.id, start, label, max_items=max_items)
 

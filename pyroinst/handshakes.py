@@ -69,8 +69,12 @@ class Handshaker:
         admission: Any,
         tls: ssl.SSLContext | None,
         max_pending: int = DEFAULT_MAX_PENDING_HANDSHAKES,
+        sniff: bool = False,
     ) -> None:
         self.daemon = daemon
+        # With the token's TLS on a plain listening socket, a connection's first byte says
+        # whether it starts TLS (0x16, a TLS record) or is a plain Pyro5 script.
+        self.sniff = bool(sniff and tls is not None)
         self.server = server
         self.admission = admission
         self.tls = tls
@@ -97,8 +101,11 @@ class Handshaker:
         self._thread.start()
 
     # -- the accept loop's side ----------------------------------------------------------
-    def offer(self, sock: socket.socket, addr: Any) -> str | None:
-        """Take a newly accepted connection; or the reason to refuse it (not taken)."""
+    def offer(self, sock: socket.socket, addr: Any, refusal: str | None = None) -> str | None:
+        """Take a newly accepted connection; or the reason to refuse it (not taken).
+
+        With ``refusal``, the connection is refused already (it was not counted by the
+        admission): it is carried through TLS only to be told ``refusal``."""
         host = str(addr[0]) if isinstance(addr, tuple) and addr else "?"
         with self._lock:
             if self._count >= self.max_pending:
@@ -116,7 +123,8 @@ class Handshaker:
                 )
             self._count += 1
             self._per_host[host] = held + 1
-            self._incoming.append(PendingConnection(sock, addr, time.monotonic() + self.timeout))
+            deadline = time.monotonic() + self.timeout
+            self._incoming.append(PendingConnection(sock, addr, deadline, refusal))
         self._wake()
         return None
 
@@ -181,11 +189,10 @@ class Handshaker:
             self._at(pending.deadline, pending)
             try:
                 pending.sock.setblocking(False)
-                if self.tls is not None:
-                    pending.sock = self.tls.wrap_socket(
-                        pending.sock, server_side=True, do_handshake_on_connect=False
-                    )
-                    pending.conn = HandshakeConnection(pending.sock)
+                if self.sniff:
+                    pending.state = "sniff"
+                elif self.tls is not None:
+                    self._start_tls(pending)
                 else:
                     pending.state = "read"
             except (OSError, ValueError) as exc:
@@ -236,7 +243,31 @@ class Handshaker:
             log.warning("handshake with %s failed", pending.host, exc_info=True)
             self._close(pending)
 
+    def _start_tls(self, pending: PendingConnection) -> None:
+        assert self.tls is not None
+        if pending.events:
+            self._selector.unregister(pending.sock)
+            pending.events = 0
+        pending.sock = self.tls.wrap_socket(
+            pending.sock, server_side=True, do_handshake_on_connect=False
+        )
+        pending.conn = HandshakeConnection(pending.sock)
+        pending.state = "tls"
+
     def _step(self, pending: PendingConnection, mask: int) -> None:
+        if pending.state == "sniff":
+            try:
+                first = pending.sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                return self._want(pending, selectors.EVENT_READ)
+            except (OSError, ValueError):
+                return self._close(pending)
+            if not first:
+                return self._close(pending)  # the client went away
+            if first == b"\x16":
+                self._start_tls(pending)
+            else:
+                pending.state = "read"
         if pending.state == "tls":
             try:
                 pending.sock.do_handshake()
@@ -296,6 +327,9 @@ class Handshaker:
             except MessageRefused as exc:
                 self.admission.timeouts.note(pending.host, str(exc).split(": ", 1)[-1])
                 self._refuse(pending, msg, str(exc).split(": ", 1)[-1])
+                return False
+            if pending.refusal is not None:
+                self._refuse(pending, msg, pending.refusal)
                 return False
             pending.need = _HEADER + msg.data_size + msg.annotations_size
             if pending.need > _HEADER:
@@ -446,7 +480,8 @@ class Handshaker:
         self._forget(pending)
         with contextlib.suppress(OSError):
             pending.sock.close()
-        self.admission.release(pending.host)
+        if pending.refusal is None:
+            self.admission.release(pending.host)
 
     def _hand_over(self, pending: PendingConnection) -> None:
         self._forget(pending)

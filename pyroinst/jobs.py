@@ -191,10 +191,13 @@ class Job:
         stream_items: int = DEFAULT_ITEMS,
         stream_bytes: int = DEFAULT_BYTES,
         owner: str | None = None,
+        lease: bytes | None = None,
     ) -> None:
         self.id = job_id or uuid.uuid4().hex[:16]
-        #: The owner name the client that started the job presented (reservations).
+        #: The owner name the client that started the job presented (reservations), and
+        #: the secret of its reservation's lease, if it presented one.
         self.owner = owner
+        self.lease = lease
         self._stream_bounds = (stream_items, stream_bytes)
         self._stream: StreamBuffer | None = None
         self._stream_lock = threading.Lock()

@@ -40,7 +40,7 @@ from .admission import (
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
     AdmissionDaemon,
 )
-from .auth import require_client_side, resolve_token
+from .auth import own_token, require_client_side, resolve_keys
 from .authserver import AuthDaemon
 from .daemon import Guarding, secure
 from .errors import ConfigurationError
@@ -279,12 +279,14 @@ class EmbeddedNameServer:
         self.storage = None if storage is None else check_storage(storage)
         self.autoclean = autoclean
         if guarding is None:
+            keys = resolve_keys(token, token_file)
             guarding = Guarding(
-                resolve_token(token, token_file),
+                own_token(keys),
                 accept_plain_token,
                 handshake_timeout,
                 max_connections_per_host,
                 max_pending_handshakes,
+                keys,
             )
         require_client_side(guarding.token)
         self.guarding = guarding

@@ -3,7 +3,9 @@
 Where the name server is, for every helper here: the explicit ``ns_host``/``ns_port``
 arguments, else the ``PYROINST_NS_HOST``/``PYROINST_NS_PORT`` environment variables, else
 Pyro5's own configuration (``Pyro5.config.NS_HOST``/``NS_PORT``, i.e. ``PYRO_NS_HOST``...)
-and its broadcast lookup.
+and its broadcast lookup. With the lab's token there is no broadcast lookup unless
+``PYROINST_NS_BROADCAST=1`` asks for one: anyone on the network can answer a broadcast,
+and even then the name server found must prove the token before anything is sent to it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,13 @@ import Pyro5.core
 import Pyro5.errors
 from Pyro5 import config as pyro_config
 
-from .auth import current_token, require_client_side, token_problem, use_token
+from .auth import (
+    broadcast_allowed,
+    current_token,
+    require_client_side,
+    token_problem,
+    use_token,
+)
 from .errors import AuthenticationFailed, ConfigurationError, DeviceNotFound, NameServerNotFound
 
 __all__ = [
@@ -62,7 +70,13 @@ def ns_address(
 def describe_ns_address(host: str | None, port: int | None) -> str:
     """Human-readable form of an address as ``ns_address`` returns it."""
     if host is None:
-        return f"{pyro_config.NS_HOST}:{port or pyro_config.NS_PORT} (Pyro5 config) or by broadcast"
+        where = f"{pyro_config.NS_HOST}:{port or pyro_config.NS_PORT} (Pyro5 config)"
+        if broadcast_allowed():
+            return f"{where} or by broadcast"
+        return (
+            f"{where}; no broadcast with the lab's token (an answer to one cannot be "
+            "trusted): set PYROINST_NS_HOST"
+        )
     return f"{host}:{port or pyro_config.NS_PORT}"
 
 
@@ -91,7 +105,7 @@ def locate_ns(
     refuse_marshal()
     try:
         if host is None:
-            ns = Pyro5.core.locate_ns(port=port)
+            ns = Pyro5.core.locate_ns(port=port, broadcast=broadcast_allowed(token))
         else:
             ns = Pyro5.client.Proxy(
                 f"PYRO:{Pyro5.core.NAMESERVER_NAME}@{host}:{port or pyro_config.NS_PORT}"

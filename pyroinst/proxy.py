@@ -35,7 +35,7 @@ from .errors import (
     NotSerializableError,
     ServerBusy,
 )
-from .handles import OWNER_ANNOTATION
+from .handles import LEASE_ANNOTATION, OWNER_ANNOTATION
 from .liveness import check_one
 from .naming import lookup, refuse_marshal
 from .streams import Stream
@@ -109,6 +109,8 @@ class DeviceProxy(Pyro5.client.Proxy):
         self._pyroinst_reconnect = float(reconnect_timeout)
         # Who this client is, for reservations; set by reserve() or given by the caller.
         self._pyroinst_owner = owner
+        #: The secret of this proxy's reservation (from reserve()), presented on each call.
+        self._pyroinst_lease: str | None = None
         self._pyroinst_peer_max: int | None = None
         # True while a call is a wait the server was asked to make (job_wait, a stream
         # read): no reply in time then means the server stopped answering, without a ping.
@@ -258,6 +260,7 @@ class DeviceProxy(Pyro5.client.Proxy):
             reconnect_timeout=self._pyroinst_reconnect,
             owner=self._pyroinst_owner,
         )
+        proxy._pyroinst_lease = self._pyroinst_lease
         label = f"channel {channel!r} of {self._pyroinst_label()}"
         return Stream(
             proxy, "channel_read", str(channel), start, label, pairs=True, max_items=max_items
@@ -283,6 +286,9 @@ class DeviceProxy(Pyro5.client.Proxy):
         annotations = current_context.annotations
         if owner:
             annotations[OWNER_ANNOTATION] = owner.encode("utf-8")
+        lease = self._pyroinst_lease
+        if lease:
+            annotations[LEASE_ANNOTATION] = bytes.fromhex(lease)
         fastwire.expect_peer_limit(self._pyroinst_peer_max, self._pyroinst_label())
         # Replies decoded during this call (job handles) learn where this proxy looks
         # devices up and who it is, also when the fast path is not in Pyro5.
@@ -315,6 +321,12 @@ class DeviceProxy(Pyro5.client.Proxy):
             fastwire.expect_peer_limit(None, "")
             if owner:
                 annotations.pop(OWNER_ANNOTATION, None)
-        if methodname == "reserve" and objectId is None:
-            self._pyroinst_owner = owner  # later calls present it
+            if lease:
+                annotations.pop(LEASE_ANNOTATION, None)
+        if objectId is None and methodname == "reserve":
+            self._pyroinst_owner = owner  # later calls present it, and the lease's secret
+            if isinstance(result, dict) and isinstance(result.get("lease"), str):
+                self._pyroinst_lease = result["lease"]
+        elif objectId is None and methodname == "release" and result is True:
+            self._pyroinst_lease = None
         return result

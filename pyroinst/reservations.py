@@ -1,8 +1,13 @@
 """Reservations: one client holds a device for a while; others' calls are refused.
 
-``Reservable`` is the part of every served device that keeps the reservation (owner and
-lease end) and checks callers against it. A caller names itself with the request
-annotation ``PIOW`` (a pyroinst proxy that reserved does so by itself).
+``Reservable`` is the part of every served device that keeps the reservation (owner,
+lease end and the lease's secret) and checks callers against it. A caller names itself
+with the request annotation ``PIOW``; ``reserve()`` answers with the lease's secret
+(``lease``, 128 random bits as hex), which the holder presents with the annotation
+``PILS`` on each call (a pyroinst proxy that reserved does both by itself). Knowing the
+owner's name is not enough: a call, a renewal or a ``release()`` without the secret is
+refused like anyone else's. Jobs the owner queued under its name before the grant (when
+no secret existed yet) still run.
 
 A granted reservation owns the device from that moment: jobs that other owners queued
 before the grant are cancelled when it is granted, each with DeviceReserved as its
@@ -14,27 +19,54 @@ decision: ``job_cancel`` stays open to the job's own client until the grant).
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from Pyro5.callcontext import current_context
 from Pyro5.server import expose
 
 from .errors import DeviceReserved
-from .handles import OWNER_ANNOTATION
+from .handles import LEASE_ANNOTATION, OWNER_ANNOTATION
 
-__all__ = ["Reservable", "caller"]
+__all__ = ["Reservable", "Reservation", "caller", "caller_lease"]
 
 log = logging.getLogger(__name__)
+
+
+class Reservation(NamedTuple):
+    """Who holds a device (``owner``), until when (epoch seconds), with which secret,
+    granted when (epoch seconds)."""
+
+    owner: str
+    until: float
+    secret: bytes
+    granted: float
+
+    def presented_by_caller(self) -> bool:
+        """True if the current request presents this reservation's secret."""
+        return _matches(caller_lease(), self.secret)
+
+    def admits(self, job: Any) -> bool:
+        """True if ``job`` belongs to this reservation: started with its secret, or queued
+        under the owner's name before the grant."""
+        if _matches(getattr(job, "lease", None), self.secret):
+            return True
+        return job.owner == self.owner and getattr(job, "created", self.granted) < self.granted
+
+
+def _matches(presented: bytes | None, secret: bytes) -> bool:
+    return presented is not None and hmac.compare_digest(presented, secret)
 
 
 class Reservable:
     """Mixin for device servants: ``reserve``, ``release``, ``reservation`` and the check."""
 
     _name: str
-    _reservation: tuple[str, float] | None = None
+    _reservation: Reservation | None = None
     _reservation_lock: threading.RLock
     _worker: Any
 
@@ -42,26 +74,34 @@ class Reservable:
     def reserve(self, owner: str, lease_s: float = 60.0) -> dict[str, Any]:
         """Reserve the device for ``owner`` for ``lease_s`` seconds (call again to renew).
 
-        While reserved, other clients' calls and jobs raise DeviceReserved; methods marked
-        @concurrent and the job_status/job_wait/job_result/job_list members stay open.
-        The owner's calls name it (a pyroinst proxy that reserved does so by itself).
+        Returns owner, until, remaining_s and ``lease``, the secret the holder presents on
+        its calls (a pyroinst proxy keeps and presents it by itself). While reserved,
+        other clients' calls and jobs raise DeviceReserved; methods marked @concurrent and
+        the job_status/job_wait/job_result/job_list members stay open. Renewing needs the
+        lease's secret, as releasing does.
         """
         owner = str(owner)
-        if not owner:
-            raise ValueError("owner must be a non-empty name")
+        if not owner or len(owner) > 128 or not owner.isprintable():
+            raise ValueError("owner must be a printable name of 1 to 128 characters")
         lease_s = float(lease_s)
         if not 0 < lease_s <= 7 * 24 * 3600:
             raise ValueError(f"lease_s must be between 0 and 604800 s, got {lease_s:g}")
         with self._reservation_lock:
             current = self._current_reservation()
-            if current is not None and current[0] != owner:
+            if current is not None and not (
+                current.owner == owner and current.presented_by_caller()
+            ):
                 raise self._reserved_error(current, "reserve()")
-            self._reservation = (owner, time.time() + lease_s)
+            now = time.time()
+            if current is None:
+                granted = Reservation(owner, now + lease_s, secrets.token_bytes(16), now)
+            else:
+                granted = current._replace(until=now + lease_s)
+            self._reservation = granted
             log.info("device '%s' reserved by %r for %g s", self._name, owner, lease_s)
             if current is None:
-                granted = self._reservation
                 refused = self._worker.refuse_queued(
-                    lambda job: job.owner == owner,
+                    granted.admits,
                     lambda job: self._reserved_error(granted, f"job {job.id} ({job.method})"),
                 )
                 if refused:
@@ -72,19 +112,22 @@ class Reservable:
                         refused,
                         owner,
                     )
-            return self.reservation()  # type: ignore[return-value]
+            answer = self.reservation()
+            assert answer is not None
+            return {**answer, "lease": granted.secret.hex()}
 
     @expose
     def release(self) -> bool:
-        """End the caller's reservation; False if the device was not reserved."""
+        """End the caller's reservation (it must present the lease's secret); False if the
+        device was not reserved."""
         with self._reservation_lock:
             current = self._current_reservation()
             if current is None:
                 return False
-            if caller() != current[0]:
+            if not current.presented_by_caller():
                 raise self._reserved_error(current, "release()")
             self._reservation = None
-            log.info("device '%s' released by %r", self._name, current[0])
+            log.info("device '%s' released by %r", self._name, current.owner)
             return True
 
     @expose
@@ -93,20 +136,23 @@ class Reservable:
         current = self._current_reservation()
         if current is None:
             return None
-        owner, until = current
-        return {"owner": owner, "until": until, "remaining_s": max(0.0, until - time.time())}
+        return {
+            "owner": current.owner,
+            "until": current.until,
+            "remaining_s": max(0.0, current.until - time.time()),
+        }
 
-    def _current_reservation(self) -> tuple[str, float] | None:
+    def _current_reservation(self) -> Reservation | None:
         current = self._reservation
-        if current is not None and time.time() >= current[1]:
+        if current is not None and time.time() >= current.until:
             # Cleared under the lock, and only if it is still the one found expired: a
             # reserve() that just granted a new lease must not be wiped by this check.
             with self._reservation_lock:
                 if self._reservation is current:
                     self._reservation = None
-            log.info("reservation of '%s' by %r expired", self._name, current[0])
+            log.info("reservation of '%s' by %r expired", self._name, current.owner)
             current = self._reservation
-            if current is not None and time.time() >= current[1]:
+            if current is not None and time.time() >= current.until:
                 return None
         return current
 
@@ -116,22 +162,22 @@ class Reservable:
         if self._reservation is None:
             return None
         current = self._current_reservation()
-        if current is not None and job.owner != current[0]:
+        if current is not None and not current.admits(job):
             return self._reserved_error(current, f"job {job.id} ({job.method})")
         return None
 
     def _check_reservation(self, what: str) -> None:
         current = self._current_reservation()
-        if current is not None and caller() != current[0]:
+        if current is not None and not current.presented_by_caller():
             raise self._reserved_error(current, what)
 
-    def _reserved_error(self, current: tuple[str, float], what: str) -> DeviceReserved:
-        owner, until = current
+    def _reserved_error(self, current: Reservation, what: str) -> DeviceReserved:
+        owner, until = current.owner, current.until
         when = time.strftime("%H:%M:%S", time.localtime(until))
         return DeviceReserved(
             f"device '{self._name}' is reserved by {owner!r} until {when} "
-            f"({until - time.time():.0f} s left); {what} from another client is refused. "
-            f"Ask {owner!r}, or wait until the lease ends.",
+            f"({until - time.time():.0f} s left); {what} without its lease is refused (the "
+            f"owner's name alone is not enough). Ask {owner!r}, or wait until the lease ends.",
             owner=owner,
             until=until,
             device=self._name,
@@ -147,3 +193,9 @@ def caller() -> str | None:
         return bytes(value).decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def caller_lease() -> bytes | None:
+    """The lease secret the current request presents (the PILS annotation), if any."""
+    value = (current_context.annotations or {}).get(LEASE_ANNOTATION)
+    return None if value is None else bytes(value)

@@ -291,6 +291,7 @@ def from_wire(d: dict[str, Any], recurse: Callable[[Any], Any] | None = None) ->
             d["uri"],
             getattr(proxy, "_pyroinst_ns", None),
             getattr(proxy, "_pyroinst_owner", None),
+            getattr(proxy, "_pyroinst_lease", None),
         )
     if kind == "dict":
         items = d["items"] if recurse is None else recurse(d["items"])

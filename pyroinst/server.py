@@ -31,7 +31,7 @@ from Pyro5 import config as pyro_config
 
 from .admission import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_HOST
 from .audit import AuditLog
-from .auth import require_client_side, resolve_token
+from .auth import own_token, require_client_side, resolve_keys
 from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS
 from .daemon import DeviceDaemon, Guarding, secure
 from .device import DeviceServant
@@ -153,7 +153,8 @@ class InstServer(Registration):
         self.shutdown_timeout = shutdown_timeout
         self.embed_ns = embed_ns
         self.heartbeat = float(heartbeat)
-        self.token = resolve_token(token, token_file)
+        self.keys = resolve_keys(token, token_file)
+        self.token = own_token(self.keys)
         require_client_side(self.token)
         self.guarding = Guarding(
             self.token,
@@ -161,6 +162,7 @@ class InstServer(Registration):
             handshake_timeout,
             max_connections_per_host,
             max_pending_handshakes,
+            self.keys,
         )
         self.max_queued_jobs = _queued_bound(max_queued_jobs)
         if max_message_size is not None and not 0 < int(max_message_size) <= WIRE_MAX:

@@ -13,7 +13,9 @@ from typing import Any
 from Pyro5 import protocol, serializers
 from Pyro5.socketutil import SocketConnection
 
-from pyroinst.auth import PROOF_ANNOTATION, client_proof, lab_key
+from pyroinst import identity
+from pyroinst.auth import PROOF_ANNOTATION, VERSION, client_proof
+from pyroinst.keys import parse_token
 
 SERPENT = serializers.serializers["serpent"]
 HEADER = struct.Struct(protocol._header_format)
@@ -158,26 +160,47 @@ def exchange(
 
 
 class RawClient:
-    """A connection that speaks the protocol by hand (from any loopback address)."""
+    """A connection that speaks the protocol by hand (from any loopback address): TLS,
+    then the challenge and the proof bound to the certificate it saw (``tls=False``: no
+    TLS, as a plain Pyro5 script connects)."""
 
     def __init__(
-        self, address: tuple[str, int], source: str = "127.0.0.1", timeout: float = 10.0
+        self,
+        address: tuple[str, int],
+        source: str = "127.0.0.1",
+        timeout: float = 10.0,
+        tls: bool = True,
     ) -> None:
         sock = socket.create_connection(address, timeout=timeout, source_address=(source, 0))
+        self.binding = b""
+        if tls:
+            sock = identity.client_context().wrap_socket(sock)
+            self.binding = identity.binding(sock.getpeercert(binary_form=True))
         self.conn = SocketConnection(sock)
         self.client_nonce = secrets.token_bytes(32)
 
-    def hello(self, object_id: str = "dev") -> tuple[int, Any]:
+    def hello(self, object_id: str = "dev", key_name: str = "lab") -> tuple[int, Any]:
         """Send the challenge; (reply type, decoded handshake answer)."""
         self.conn.send(
-            connect_message({"pyroinst_auth": 1, "nonce": self.client_nonce.hex()}, object_id)
+            connect_message(
+                {"pyroinst_auth": VERSION, "nonce": self.client_nonce.hex(), "key": key_name},
+                object_id,
+            )
         )
         reply = self.receive()
         return reply[0], decoded(reply)
 
-    def prove(self, token: str, server_nonce_hex: str) -> tuple[int, dict[str, bytes], Any]:
-        """Send the proof for ``token``; (reply type, annotations, decoded payload)."""
-        proof = client_proof(lab_key(token), self.client_nonce, bytes.fromhex(server_nonce_hex))
+    def prove(
+        self, token: str, server_nonce_hex: str, binding: bytes | None = None
+    ) -> tuple[int, dict[str, bytes], Any]:
+        """Send the proof for ``token`` (bound to ``binding``, default the certificate
+        seen); (reply type, annotations, decoded payload)."""
+        proof = client_proof(
+            parse_token(token).derived,
+            self.client_nonce,
+            bytes.fromhex(server_nonce_hex),
+            self.binding if binding is None else binding,
+        )
         self.conn.send(message(protocol.MSG_PING, b"", {PROOF_ANNOTATION: proof}))
         reply = self.receive()
         return reply[0], reply[2], (decoded(reply) if reply[0] != protocol.MSG_PING else None)
@@ -191,7 +214,7 @@ class RawClient:
 
     def authenticate(self, token: str, object_id: str = "dev") -> None:
         """The whole protocol; AssertionError unless the server proved itself."""
-        msgtype, answer = self.hello(object_id)
+        msgtype, answer = self.hello(object_id, parse_token(token).name)
         assert msgtype == protocol.MSG_CONNECTOK, answer
         reply_type, annotations, _ = self.prove(token, answer["handshake"]["nonce"])
         assert reply_type == protocol.MSG_PING and PROOF_ANNOTATION in annotations

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import Pyro5.api
@@ -9,6 +12,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Servers keep their TLS identity in a state folder: the tests' own, never the user's
+# (child processes inherit it); removed when the session ends.
+_STATE = tempfile.mkdtemp(prefix="pyroinst-test-state-")
+os.environ["PYROINST_STATE_DIR"] = _STATE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_STATE, ignore_errors=True)
+
 
 import pyroinst  # noqa: E402
 from pyroinst import EmbeddedNameServer, InstServer  # noqa: E402

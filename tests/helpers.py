@@ -24,6 +24,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without PYRO_*/PYROINST_* settings, for a child process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
     env["PYTHONPATH"] = str(ROOT)
+    if os.environ.get("PYROINST_STATE_DIR"):  # the tests' state folder (conftest)
+        env["PYROINST_STATE_DIR"] = os.environ["PYROINST_STATE_DIR"]
     env.update(extra)
     return env
 

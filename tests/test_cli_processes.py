@@ -21,7 +21,11 @@ PYROINST = [sys.executable, "-m", "pyroinst"]
 
 
 def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYRO_", "PYROINST_")) or k == "PYROINST_STATE_DIR"
+    }
     clean["PYTHONPATH"] = str(ROOT)
     return clean
 

@@ -22,7 +22,11 @@ def names(ns):
 
 
 def env_for(ns):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYRO_", "PYROINST_")) or k == "PYROINST_STATE_DIR"
+    }
     env.update(PYROINST_NS_HOST=ns.host, PYROINST_NS_PORT=str(ns.port), PYTHONPATH=str(ROOT))
     return env
 

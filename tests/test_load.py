@@ -12,7 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_small_load_run():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYRO_", "PYROINST_")) or k == "PYROINST_STATE_DIR"
+    }
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(
         [

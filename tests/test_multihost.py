@@ -56,7 +56,11 @@ class Lab:
         self.hub = f"pyi{tag}-hub"
         self.ns = {h: f"pyi{tag}-{h}" for h in HOSTS}
         self.procs: list[subprocess.Popen] = []
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("PYRO_", "PYROINST_")) or k == "PYROINST_STATE_DIR"
+        }
         self.env["PYTHONPATH"] = str(ROOT)
 
     def sh(self, *args: str) -> None:

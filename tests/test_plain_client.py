@@ -40,7 +40,11 @@ def test_plain_client_with_the_token_where_plain_tokens_are_taken():
         )
         server.add_device(DummyDevice(idn_delay=0.01), "dev")
         with server:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("PYRO_", "PYROINST_")) or k == "PYROINST_STATE_DIR"
+            }
             env.update(PYRO_NS_HOST=ns.host, PYRO_NS_PORT=str(ns.port), PYROINST_TOKEN=token)
             proc = subprocess.run(
                 [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
@@ -64,7 +68,11 @@ def test_plain_client_with_the_token_where_plain_tokens_are_taken():
 def test_plain_client_with_marshal_is_told_why(ns, make_server):
     make_server({"dev": DummyDevice(idn_delay=0.01)})
     code = "import Pyro5.api\nPyro5.api.Proxy('PYRONAME:dev').idn()\n"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYRO_", "PYROINST_")) or k == "PYROINST_STATE_DIR"
+    }
     env.update(PYRO_NS_HOST=ns.host, PYRO_NS_PORT=str(ns.port), PYRO_SERIALIZER="marshal")
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
@@ -84,7 +92,11 @@ def test_plain_client_runs_readme_lines(ns, make_server, serializer):
         "assert data.shape == (1000,) and data.dtype == np.float64\n"
         "print('PLAIN-CLIENT-OK')\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYRO_", "PYROINST_")) or k == "PYROINST_STATE_DIR"
+    }
     env.update(PYRO_NS_HOST=ns.host, PYRO_NS_PORT=str(ns.port), PYRO_SERIALIZER=serializer)
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
@@ -110,7 +122,11 @@ def test_plain_client_gets_big_arrays_inline(ns, make_server):
         "assert 'pyroinst' not in sys.modules\n"
         "print('BIG-OK')\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYRO_", "PYROINST_")) or k == "PYROINST_STATE_DIR"
+    }
     env.update(PYRO_NS_HOST=ns.host, PYRO_NS_PORT=str(ns.port), PYRO_SERIALIZER="msgpack")
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60

@@ -78,17 +78,48 @@ def test_plain_proxy_owner_annotation(two_clients, ns):
     import Pyro5.api
 
     alice, _ = two_clients
-    alice.reserve("alice", 30)
+    lease = alice.reserve("alice", 30)["lease"]
     plain = Pyro5.api.Proxy(f"PYRONAME:dev@{ns.host}:{ns.port}")
     with pytest.raises(pyroinst.DeviceReserved):
         plain.echo(1)
     current_context.annotations["PIOW"] = b"alice"
     try:
+        with pytest.raises(pyroinst.DeviceReserved, match="without its lease"):
+            plain.echo(1)  # the owner's name alone is not enough
+        current_context.annotations["PILS"] = bytes.fromhex(lease)
         assert plain.echo(1) == 1
     finally:
-        del current_context.annotations["PIOW"]
+        current_context.annotations.pop("PIOW", None)
+        current_context.annotations.pop("PILS", None)
     plain._pyroRelease()
     alice.release()
+
+
+def test_the_owners_name_does_not_borrow_the_lease(two_clients):
+    """A second client with the token and the owner's name can neither call, renew nor
+    release; the owner (the proxy that reserved, and its job handles) can."""
+    alice, mallory = two_clients
+    granted = alice.reserve("alice", 30)
+    assert len(bytes.fromhex(granted["lease"])) == 16
+    mallory._pyroinst_owner = "alice"  # what connect(owner="alice") would present
+    for attempt in (
+        lambda: mallory.echo(1),
+        lambda: mallory.big(3),
+        lambda: mallory.reserve("alice", 60),
+        lambda: mallory.release(),
+    ):
+        with pytest.raises(pyroinst.DeviceReserved, match="without its lease"):
+            attempt()
+    mallory._pyroinst_lease = "00" * 16  # a guessed secret
+    with pytest.raises(pyroinst.DeviceReserved):
+        mallory.echo(1)
+    assert alice.echo(2) == 2
+    job = alice.big(4)
+    assert job.result(timeout=10).shape == (4,)  # the handle presents the lease too
+    renewed = alice.reserve("alice", 60)
+    assert renewed["lease"] == granted["lease"] and renewed["remaining_s"] > 30
+    assert alice.release() is True
+    assert mallory.echo(3) == 3
 
 
 def test_bad_lease(two_clients):
@@ -99,7 +130,7 @@ def test_bad_lease(two_clients):
         alice.reserve("", 10)
 
 
-def test_cli_reserve_call_release(ns, make_server):
+def test_cli_reserve_call_release(ns, make_server, tmp_path):
     from typer.testing import CliRunner
 
     from pyroinst.cli import app
@@ -114,6 +145,12 @@ def test_cli_reserve_call_release(ns, make_server):
     result = runner.invoke(app, [*base, "--owner", "alice", "call", "dev", "echo", "1"])
     assert result.exit_code == 0 and result.stdout.strip() == "1"
     assert "reserved by alice" in runner.invoke(app, [*base, "info", "dev"]).stdout
+    # Another user (another state folder, so not alice's lease) naming alice is refused.
+    other = {"PYROINST_STATE_DIR": str(tmp_path / "mallory")}
+    result = runner.invoke(app, [*base, "--owner", "alice", "call", "dev", "echo", "1"], env=other)
+    assert result.exit_code == 1 and "without its lease" in result.stderr
+    result = runner.invoke(app, [*base, "--owner", "alice", "release", "dev"], env=other)
+    assert result.exit_code == 1
     result = runner.invoke(app, [*base, "--owner", "alice", "release", "dev"])
     assert result.exit_code == 0 and "released" in result.stdout
     assert runner.invoke(app, [*base, "--owner", "bob", "call", "dev", "echo", "2"]).exit_code == 0

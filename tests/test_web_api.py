@@ -129,6 +129,8 @@ def test_reserved_and_busy_are_409(lab):
     alice, bob = {"X-Pyroinst-Owner": "alice"}, {"X-Pyroinst-Owner": "bob"}
     reserved = client.post("/api/devices/echo/reserve", json={"args": ["alice", 30]}, headers=alice)
     assert reserved.status_code == 200 and reserved.json()["result"]["owner"] == "alice"
+    named_only = dict(alice)
+    alice["X-Pyroinst-Lease"] = reserved.json()["result"]["lease"]
     listed = {d["name"]: d for d in client.get("/api/devices").json()}
     wait_until(
         lambda: {d["name"]: d for d in client.get("/api/devices").json()}["echo"]["reservation"],
@@ -137,6 +139,8 @@ def test_reserved_and_busy_are_409(lab):
     refused = client.post("/api/devices/echo/echo", json={"args": [1]}, headers=bob)
     assert refused.status_code == 409 and refused.json()["error"] == "DeviceReserved"
     assert "alice" in refused.json()["message"]
+    borrowed = client.post("/api/devices/echo/echo", json={"args": [1]}, headers=named_only)
+    assert borrowed.status_code == 409  # alice's name without her lease
     assert client.post("/api/devices/echo/echo", json={"args": [1]}, headers=alice).json() == {
         "result": 1
     }
@@ -261,6 +265,20 @@ def test_browser_session_cookie_and_same_origin(lab):
         assert foreign.status_code == 403
         same = browser.post("/api/devices/echo/echo", json={"args": [1]}, headers={"Origin": base})
         assert same.status_code == 200
+        # The session that reserves keeps the lease; another session named carol does not.
+        origin = {"Origin": base}
+        reserved = browser.post(
+            "/api/devices/echo/reserve", json={"args": ["carol", 30]}, headers=origin
+        )
+        assert reserved.status_code == 200
+        assert browser.post(
+            "/api/devices/echo/echo", json={"args": [2]}, headers=origin
+        ).json() == {"result": 2}
+        with httpx.Client(base_url=base, timeout=30) as second:
+            assert second.get("/", params={"token": TOKEN, "owner": "carol"}).status_code == 303
+            other_tab = second.post("/api/devices/echo/echo", json={"args": [3]}, headers=origin)
+            assert other_tab.status_code == 409
+        assert browser.post("/api/devices/echo/release", headers=origin).status_code == 200
         page = browser.get("/")
         assert page.status_code == 200 and "/static/app.js" in page.text
     with httpx.Client(base_url=base, timeout=30) as other:

@@ -262,9 +262,14 @@ def ns_of(host: str | None, port: int | None) -> tuple[str | None, int | None]:
 def connect(name: str, timeout: float | None = None) -> Any:
     """A proxy of ``name`` whose calls wait at most ``timeout`` seconds (None: the default,
     PYROINST_TIMEOUT else 30 s)."""
-    return pyroinst.connect(
+    proxy = pyroinst.connect(
         name, ns_host=state.ns_host, ns_port=state.ns_port, owner=state.owner, timeout=timeout
     )
+    if state.owner:
+        from .leases import recall
+
+        proxy._pyroinst_lease = recall(name, state.owner, (state.ns_host, state.ns_port))
+    return proxy
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

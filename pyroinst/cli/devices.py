@@ -24,6 +24,7 @@ from pyroinst.errors import (
 )
 from pyroinst.liveness import DEFAULT_TIMEOUT, check_servers, server_key
 
+from . import leases
 from .app import (
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
@@ -326,6 +327,8 @@ def reserve_command(
         info = connect(device).reserve(state.owner, lease)
     except Exception as exc:  # noqa: BLE001
         raise guard(exc) from None
+    ns = (state.ns_host, state.ns_port)
+    leases.remember(device, state.owner, ns, info.pop("lease"), info["until"])
     if as_json:
         echo(json.dumps(info, indent=2))
     else:
@@ -343,6 +346,8 @@ def release_command(device: str) -> None:
         released = connect(device).release()
     except Exception as exc:  # noqa: BLE001
         raise guard(exc) from None
+    if state.owner:
+        leases.forget(device, state.owner, (state.ns_host, state.ns_port))
     echo(f"{device} released" if released else f"{device} was not reserved")
 
 

@@ -26,10 +26,20 @@ from typing import Any
 
 from ..errors import ConfigurationError
 
-__all__ = ["Access", "Caller", "AccessRefused", "check_bind", "COOKIE", "OWNER_HEADER"]
+__all__ = [
+    "Access",
+    "Caller",
+    "AccessRefused",
+    "check_bind",
+    "COOKIE",
+    "OWNER_HEADER",
+    "LEASE_HEADER",
+]
 
 COOKIE = "pyroinst_session"
 OWNER_HEADER = "x-pyroinst-owner"
+#: The secret of a reservation (``reserve`` answers it as ``lease``), for API clients.
+LEASE_HEADER = "x-pyroinst-lease"
 #: Seconds a browser session lasts without being used.
 SESSION_IDLE = 7 * 24 * 3600.0
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -61,9 +71,12 @@ class AccessRefused(Exception):
 
 @dataclass
 class Caller:
-    """Who makes a request: ``owner`` for reservations (None if unnamed)."""
+    """Who makes a request: ``owner`` for reservations (None if unnamed), the lease
+    secret it sent (``lease``), and its browser session (``session``), if any."""
 
     owner: str | None
+    lease: str | None = None
+    session: str | None = None
 
 
 class Access:
@@ -72,6 +85,9 @@ class Access:
     def __init__(self, token: str | None) -> None:
         self.token = token
         self._sessions: dict[str, tuple[str | None, float]] = {}
+        # The leases a browser session's reservations gave it, by device: the session
+        # that reserved presents them; another session (another person) does not.
+        self._leases: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -98,6 +114,32 @@ class Access:
         """End a session."""
         with self._lock:
             self._sessions.pop(session or "", None)
+            self._leases.pop(session or "", None)
+
+    def lease(self, caller: Caller | None, device: str) -> str | None:
+        """The lease ``caller`` presents for ``device``: the one it sent, else the one its
+        session's reservation got."""
+        if caller is None:
+            return None
+        if caller.lease:
+            return caller.lease
+        if caller.session:
+            with self._lock:
+                return self._leases.get(caller.session, {}).get(device)
+        return None
+
+    def keep_lease(self, caller: Caller | None, device: str, lease: str | None) -> None:
+        """Remember (None: forget) the lease of ``caller``'s session for ``device``."""
+        if caller is None or not caller.session:
+            return
+        with self._lock:
+            if caller.session not in self._sessions:
+                return
+            leases = self._leases.setdefault(caller.session, {})
+            if lease is None:
+                leases.pop(device, None)
+            elif len(leases) < 1000:
+                leases[device] = lease
 
     def _session_owner(self, session: str | None) -> tuple[bool, str | None]:
         if not session:
@@ -115,7 +157,9 @@ class Access:
         """Who a request comes from, or AccessRefused. ``origin`` is the server's own
         ``scheme://host[:port]`` as the request addressed it."""
         owner = headers.get(OWNER_HEADER) or None
-        has_session, session_owner = self._session_owner(cookies.get(COOKIE))
+        lease = headers.get(LEASE_HEADER) or None
+        session = cookies.get(COOKIE)
+        has_session, session_owner = self._session_owner(session)
         authorization = headers.get("authorization") or ""
         if authorization:
             scheme, _, given = authorization.partition(" ")
@@ -123,7 +167,7 @@ class Access:
                 raise AccessRefused(
                     401, "wrong token: send Authorization: Bearer <the lab's token>"
                 )
-            return Caller(owner)
+            return Caller(owner, lease)
         if has_session:
             if method.upper() not in _SAFE and not _same_origin(headers, origin):
                 raise AccessRefused(
@@ -131,9 +175,9 @@ class Access:
                     "a request that changes something must come from this page's own "
                     "origin (cross-site requests are refused)",
                 )
-            return Caller(owner or session_owner)
+            return Caller(owner or session_owner, lease, session)
         if self.open:
-            return Caller(owner)
+            return Caller(owner, lease)
         raise AccessRefused(
             401,
             "this needs the lab's token: send Authorization: Bearer <token>, or log in "

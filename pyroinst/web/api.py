@@ -49,8 +49,12 @@ def _owner(request: Request) -> str | None:
     return caller.owner if caller is not None else None
 
 
+def _lease(request: Request, name: str) -> str | None:
+    return request.app.state.access.lease(getattr(request.state, "caller", None), name)
+
+
 def _device(request: Request, name: str) -> Any:
-    return _lab(request).device(name, _owner(request))
+    return _lab(request).device(name, _owner(request), _lease(request, name))
 
 
 @router.get("/devices", summary="Every device of every host")
@@ -137,6 +141,12 @@ async def call(request: Request, name: str, method: str) -> Response:
                 methods[method], args, kwargs, text=False, where=f"{name}.{method}"
             )
         result = getattr(dev, method)(*call_args, **call_kwargs)
+        caller = getattr(request.state, "caller", None)
+        if method == "reserve" and isinstance(result, dict):
+            # A browser session keeps its lease; an API client gets it to send back.
+            request.app.state.access.keep_lease(caller, name, result.get("lease"))
+        elif method == "release" and result is True:
+            request.app.state.access.keep_lease(caller, name, None)
         if isinstance(result, JobHandle):
             return 202, result.status()
         return 200, {"result": to_json(result)}
@@ -271,8 +281,8 @@ async def channel(request: Request, name: str, channel: str) -> StreamingRespons
 
 
 def _remote(request: Request, name: str) -> Remote:
-    lab, owner = _lab(request), _owner(request)
-    return Remote(lambda: lab.open(name, owner), request.app.state.limiter)
+    lab, owner, lease = _lab(request), _owner(request), _lease(request, name)
+    return Remote(lambda: lab.open(name, owner, lease), request.app.state.limiter)
 
 
 def _sse(stream: Any) -> StreamingResponse:

@@ -47,8 +47,8 @@ class Lab:
         self._results_bytes = 0
         self._all: list[DeviceProxy] = []
 
-    def device(self, name: str, owner: str | None = None) -> DeviceProxy:
-        """This thread's proxy of ``name``, presenting ``owner``."""
+    def device(self, name: str, owner: str | None = None, lease: str | None = None) -> DeviceProxy:
+        """This thread's proxy of ``name``, presenting ``owner`` (and its ``lease``)."""
         proxies = getattr(self._local, "proxies", None)
         if proxies is None:
             proxies = self._local.proxies = {}
@@ -61,15 +61,17 @@ class Lab:
             with self._lock:
                 self._all.append(proxy)
         proxy._pyroinst_owner = owner
+        proxy._pyroinst_lease = lease
         return proxy
 
-    def open(self, name: str, owner: str | None = None) -> DeviceProxy:
+    def open(self, name: str, owner: str | None = None, lease: str | None = None) -> DeviceProxy:
         """A new proxy of ``name`` (its own connection), presenting ``owner``: for one
         event stream; the caller releases it."""
         proxy = connect(
             name, self.ns_host, self.ns_port, timeout=self.timeout, reconnect_timeout=RECONNECT
         )
         proxy._pyroinst_owner = owner
+        proxy._pyroinst_lease = lease
         return proxy
 
     def result(self, name: str, job_id: str, proxy: DeviceProxy) -> Any:
