@@ -391,6 +391,9 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
             if self.shutting_down:
                 csock.close()
                 return
+            # Handshakes are small messages both ways: no waiting for the peer's ACK.
+            with contextlib.suppress(OSError):
+                csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             host = str(caddr[0])
             pool = self.pool
             free = pyro_config.THREADPOOL_SIZE - len(pool.busy) - self.handshaker.promised()

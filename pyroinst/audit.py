@@ -10,12 +10,14 @@ property writes. Reads (``describe``, ``ping``, ``reservation``, ``job_status``,
 A line::
 
     {"time": "2026-12-02T10:31:07.412Z", "device": "stage", "method": "move_to",
-     "args": [12.5], "kwargs": {}, "owner": "alice", "peer": "10.0.0.7:53122",
-     "job": null, "outcome": "ok", "duration_s": 0.2031}
+     "args": [12.5], "kwargs": {}, "owner": "alice", "user": "alice",
+     "peer": "10.0.0.7:53122", "job": null, "outcome": "ok", "duration_s": 0.2031}
 
 ``args``/``kwargs`` are summarised (arrays as ``"ndarray float64[1000,3]"``, strings
 over 80 characters cut, long lists shortened); ``owner`` is the name the caller presents
-for reservations (None if it presents none); ``outcome`` is ``ok``, ``error: <type>``
+for reservations (None if it presents none), ``user`` the name of the key its connection
+proved (``pyroinst.keys``: ``lab`` for a shared token; None without a token): the owner
+is asserted, the user is proven; ``outcome`` is ``ok``, ``error: <type>``
 or ``refused: <why>`` (reserved by someone else, device busy, device closed).
 
 Each line is written whole with one ``write`` under a lock, so lines never interleave;
@@ -44,7 +46,7 @@ from Pyro5.callcontext import current_context
 
 from .errors import ConfigurationError, DeviceBusy, DeviceClosed, DeviceReserved
 from .handles import JobHandle
-from .reservations import caller
+from .reservations import authenticated_user, caller
 
 __all__ = ["AuditLog", "audited", "summarise", "read_records", "matching", "parse_since"]
 
@@ -177,6 +179,7 @@ class AuditLog:
     ) -> Any:
         """Run ``call`` (the action), then write its line whatever its outcome."""
         owner = caller()  # before the call: forwarders clear the request's annotations
+        user = authenticated_user()
         started = time.monotonic()
         when = _dt.datetime.now(_dt.UTC)
         outcome = "ok"
@@ -198,6 +201,7 @@ class AuditLog:
                     "args": summarise(list(args)),
                     "kwargs": summarise(dict(kwargs or {})),
                     "owner": owner,
+                    "user": user,
                     "peer": _peer(),
                     "job": None if job is None else str(job),
                     "outcome": outcome,

@@ -66,6 +66,7 @@ import hmac
 import logging
 import os
 import secrets
+import socket
 import ssl
 import threading
 from pathlib import Path
@@ -187,9 +188,17 @@ def outside_lab(proxy: Any) -> Any:
     return proxy
 
 
-def token_problem(who: str, token: str | None = None) -> str:
+#: Refusals whose own words say more than "wrong token": passed on as the server said them.
+_SPECIFIC = ("has no key named", "over TLS only", "another version of pyroinst")
+
+
+def token_problem(who: str, token: str | None = None, said: str | None = None) -> str:
     """Why ``who`` (e.g. "the name server at lab-ns:9090") refused this client: no token
-    here, or a token that is not the one it has."""
+    here, a token that is not the one it has, or what the server ``said`` when that is
+    more precise (an unknown key name, a connection without TLS, another version)."""
+    if said and any(marker in said for marker in _SPECIFIC):
+        words = said.rsplit("authentication failed: ", 1)[-1]
+        return f"authentication failed: {who} refused this client: {words}"
     if not (token or _token):
         return (
             f"authentication failed: {who} needs the lab's token, and this client has none: "
@@ -307,7 +316,9 @@ def _prove_to_server(
 
             raise ServerBusy(f"the server at {where} refused the connection: {reason}")
         # (Its own words are for clients without a token: this one proved one.)
-        problem = token_problem(f"the server at {where}", _proving_token())
+        problem = token_problem(
+            f"the server at {where}", _proving_token(), reason if isinstance(reason, str) else None
+        )
         if _proving_token():
             problem += (
                 "; or something between this client and the server ended TLS and showed a "
@@ -400,7 +411,8 @@ def _locate_ns(*args: Any, **kwargs: Any) -> Any:
             cause
         ):
             raise AuthenticationFailed(
-                f"{token_problem('the name server')} ({cause})", reason="refused"
+                f"{token_problem('the name server', None, str(cause))} ({cause})",
+                reason="refused",
             ) from None
         raise
 
@@ -423,6 +435,7 @@ def _create_socket(*args: Any, **kwargs: Any) -> Any:
         return sock  # the lab CA's TLS (configure_tls), checked by Pyro5
     where = kwargs["connect"]
     try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small TLS records
         return identity.client_context().wrap_socket(sock)
     except (OSError, ssl.SSLError) as exc:
         sock.close()

@@ -36,13 +36,14 @@ from .admission import (
     AdmissionDaemon,
     FailureTracker,
 )
+from .auth import use_token
 from .authserver import AuthDaemon, ServerAuth
 from .errors import AuthenticationFailed, ConfigurationError
 from .fastwire import FastwireDaemon
 from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
-from .keys import KeyRing
+from .keys import KeyRing, warn_if_weak
 
-__all__ = ["Guarding", "DeviceDaemon", "secure", "is_live", "LIVENESS_TIMEOUT"]
+__all__ = ["Guarding", "DeviceDaemon", "secure", "is_live", "holder", "LIVENESS_TIMEOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ def server_tls(keys: KeyRing | None) -> tuple[ssl.SSLContext | None, bytes]:
 
 def secure(daemon: Any, guarding: Guarding) -> None:
     """Give ``daemon`` (an AuthDaemon and AdmissionDaemon) the token protocol and limits."""
+    if guarding.keys is not None:
+        warn_if_weak(guarding.keys)
     tls, binding = server_tls(guarding.keys)
     daemon._pyroinst_auth = ServerAuth(
         guarding.keys, guarding.accept_plain_token, FailureTracker(), binding
@@ -177,19 +180,55 @@ class DeviceDaemon(FastwireDaemon, AdmissionDaemon, AuthDaemon, Pyro5.server.Dae
 
 def is_live(uri: str, timeout: float = LIVENESS_TIMEOUT) -> bool:
     """True if a daemon answers at ``uri`` and still serves that object."""
+    return holder(uri, timeout=timeout)[0]
+
+
+def holder(
+    uri: str,
+    token: str | None = None,
+    own_binding: bytes | None = None,
+    timeout: float = LIVENESS_TIMEOUT,
+) -> tuple[bool, str]:
+    """Whether the server at ``uri`` holds its name rightly, and why not.
+
+    Without ``token``: whether it answers (a server that turns us down is alive). With
+    the lab's ``token``: only a server that proves the token counts; one that cannot
+    (another token, none, an impostor) does not; nor does one that shows this server's
+    own certificate (``own_binding``) from another host: a relay of this very server.
+    """
     proxy = Pyro5.client.Proxy(uri)
     proxy._pyroTimeout = timeout
+    if token is not None:
+        use_token(proxy, token)
     try:
         proxy._pyroBind()
+        sock = getattr(proxy._pyroConnection, "sock", None)
+        if token is not None and own_binding and isinstance(sock, ssl.SSLSocket):
+            seen = sock.getpeercert(binary_form=True)
+            ours = {a[4][0] for a in _own_addresses()}
+            if seen and identity.binding(seen) == own_binding and proxy._pyroUri.host not in ours:
+                return False, "shows this server's own certificate from another host (a relay)"
     except AuthenticationFailed as exc:
+        if token is not None:
+            return False, f"cannot prove it belongs to the lab ({exc})"
         # Refused us (another token): a lab server, alive. Not proven: not a lab server.
-        return getattr(exc, "reason", "") == "refused"
+        alive = getattr(exc, "reason", "") == "refused"
+        return alive, "" if alive else str(exc)
     except Pyro5.errors.PyroError as exc:
         text = str(exc)
         if "rejected" in text and "unknown object" not in text:
-            return True  # a server answered and turned us down (busy, another token): alive
+            return True, ""  # a server answered and turned us down (busy): alive
         # refused, timed out, or another daemon on that port (no such object): stale
-        return False
+        return False, text or type(exc).__name__
     finally:
         proxy._pyroRelease()
-    return True
+    return True, ""
+
+
+def _own_addresses() -> list:
+    try:
+        return socket.getaddrinfo(socket.gethostname(), None) + socket.getaddrinfo(
+            "localhost", None
+        )
+    except OSError:
+        return []

@@ -96,6 +96,9 @@ def _server_context(pem_file: str, key_file: str | None = None) -> ssl.SSLContex
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(pem_file, key_file)
+    # No session tickets: nothing resumes a session here, and the tickets would be one
+    # more small write right after the handshake (with Nagle, a delayed answer).
+    context.num_tickets = 0
     return context
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "new_secret",
     "new_lab_id",
     "weakness",
+    "warn_if_weak",
     "SHARED_NAME",
     "SERVER_NAME",
 ]
@@ -81,6 +82,18 @@ class Key:
     def token(self) -> str:
         """The token string that proves this key."""
         return f"{self.name}@{self.lab}:{self.secret}" if self.lab else self.secret
+
+    @staticmethod
+    def parse_checked(token: str) -> Key:
+        """The named key ``token`` is; ValueError saying what does not fit if it is not one
+        (names: letters, digits, ``_.-``, 1 to 64; lab ids: letters, digits, ``_-``, 1 to 32)."""
+        key = parse_token(token)
+        if key.name == SHARED_NAME and not token.startswith(f"{SHARED_NAME}@"):
+            raise ValueError(
+                "a name may hold letters, digits, '_', '.' and '-' (1 to 64), a lab id "
+                "letters, digits, '_' and '-' (1 to 32)"
+            )
+        return key
 
 
 @functools.lru_cache(maxsize=256)
@@ -169,6 +182,20 @@ def new_secret() -> str:
 def new_lab_id() -> str:
     """A new lab id (8 random characters)."""
     return secrets.token_hex(4)
+
+
+def warn_if_weak(ring: KeyRing) -> None:
+    """Log a warning for each weak key in ``ring`` (serving goes on)."""
+    for key in ring.keys.values():
+        why = weakness(key.secret)
+        if why:
+            log.warning(
+                "the key %r of %s is weak: %s. Anyone who records one connection can guess "
+                "it offline; make a strong one with `pyroinst token new`",
+                key.name,
+                ring.where,
+                why,
+            )
 
 
 def weakness(token: str) -> str | None:

@@ -124,7 +124,7 @@ def locate_ns(
         where = describe_ns_address(host, port)
         if "authentication failed" in str(exc):
             raise AuthenticationFailed(
-                token_problem(f"the name server at {where}", token),
+                token_problem(f"the name server at {where}", token, str(exc)),
                 address=where,
                 reason="refused",
             ) from None

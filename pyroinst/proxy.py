@@ -172,7 +172,7 @@ class DeviceProxy(Pyro5.client.Proxy):
             except Pyro5.errors.CommunicationError as exc:
                 if "authentication failed" in str(exc):
                     raise AuthenticationFailed(
-                        token_problem(f"the server of {self._pyroinst_label()}"),
+                        token_problem(f"the server of {self._pyroinst_label()}", None, str(exc)),
                         device=self._pyroinst_name,
                         reason="refused",
                     ) from None
@@ -282,7 +282,8 @@ class DeviceProxy(Pyro5.client.Proxy):
                 self._pyroConnection.timeout = max(0.01, began + timeout - time.monotonic())
         owner = self._pyroinst_owner
         if methodname == "reserve" and objectId is None:
-            owner = str(vargs[0] if vargs else (kwargs or {}).get("owner", owner))
+            named = vargs[0] if vargs else (kwargs or {}).get("owner", owner)
+            owner = None if named is None else str(named)
         annotations = current_context.annotations
         if owner:
             annotations[OWNER_ANNOTATION] = owner.encode("utf-8")
@@ -324,8 +325,10 @@ class DeviceProxy(Pyro5.client.Proxy):
             if lease:
                 annotations.pop(LEASE_ANNOTATION, None)
         if objectId is None and methodname == "reserve":
-            self._pyroinst_owner = owner  # later calls present it, and the lease's secret
+            # Later calls present the owner (the server's choice when none was given) and
+            # the lease's secret.
             if isinstance(result, dict) and isinstance(result.get("lease"), str):
+                self._pyroinst_owner = str(result.get("owner") or owner)
                 self._pyroinst_lease = result["lease"]
         elif objectId is None and methodname == "release" and result is True:
             self._pyroinst_lease = None

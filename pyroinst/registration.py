@@ -18,7 +18,7 @@ import Pyro5.core
 import Pyro5.errors
 from Pyro5 import config as pyro_config
 
-from .daemon import LIVENESS_TIMEOUT, Guarding, is_live
+from .daemon import LIVENESS_TIMEOUT, Guarding, holder
 from .errors import ConfigurationError, NameInUse, NameServerNotFound, PyroinstError
 from .nameserver import EmbeddedNameServer
 from .naming import CLASS_TAG, DEVICE_TAG, HOST_TAG, SERVER_TAG, locate_ns
@@ -136,7 +136,8 @@ class Registration:
                 except Pyro5.errors.NamingError:
                     existing = None
                 if existing is not None and str(existing) != uri:
-                    if is_live(str(existing)):
+                    alive, why = self._holds(str(existing))
+                    if alive:
                         raise NameInUse(
                             f"the name {name!r} is held by a live server at {existing}; stop "
                             "that server, or serve this device under another name",
@@ -144,7 +145,11 @@ class Registration:
                             uri=str(existing),
                         )
                     log.warning(
-                        "replacing stale registration of %r (%s, not answering)", name, existing
+                        "replacing the registration of %r at %s (%s) with this server's at %s",
+                        name,
+                        existing,
+                        why or "not answering",
+                        uri,
                     )
                 ns.register(name, uri, safe=False, metadata=self._metadata(servant))
         except BaseException:
@@ -203,8 +208,10 @@ class Registration:
                     continue
                 if not self._still_registered(name, uri):
                     continue  # removed meanwhile
-                if current is not None and is_live(current):
-                    if name not in self._warned_taken:
+                why = ""
+                if current is not None:
+                    alive, why = self._holds(current)
+                    if alive and name not in self._warned_taken:
                         log.warning(
                             "the name %r is now held by another live server at %s; "
                             "not taking it back",
@@ -212,7 +219,16 @@ class Registration:
                             current,
                         )
                         self._warned_taken.add(name)
-                    continue
+                    if alive:
+                        continue
+                    if self.token is not None and why:
+                        log.warning(
+                            "the name %r was held by %s, which %s: registering it again at %s",
+                            name,
+                            current,
+                            why,
+                            uri,
+                        )
                 with self._lock:
                     # Removal wins: register only while the name is still ours to serve
                     # (remove_device holds this lock while it unregisters).
@@ -226,6 +242,12 @@ class Registration:
                     uri,
                     "lost it" if current is None else f"a dead entry {current}",
                 )
+
+    def _holds(self, uri: str) -> tuple[bool, str]:
+        """Whether the server at ``uri`` rightly holds a name (see ``daemon.holder``)."""
+        auth = getattr(self._daemon, "_pyroinst_auth", None)
+        own = getattr(auth, "binding", None) or None
+        return holder(uri, self.token, own)
 
     def _still_registered(self, name: str, uri: str) -> bool:
         return self._registered.get(name) == uri and not self._stopped

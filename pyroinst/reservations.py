@@ -31,8 +31,9 @@ from Pyro5.server import expose
 
 from .errors import DeviceReserved
 from .handles import LEASE_ANNOTATION, OWNER_ANNOTATION
+from .keys import SHARED_NAME
 
-__all__ = ["Reservable", "Reservation", "caller", "caller_lease"]
+__all__ = ["Reservable", "Reservation", "caller", "caller_lease", "authenticated_user"]
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,11 @@ class Reservable:
     _worker: Any
 
     @expose
-    def reserve(self, owner: str, lease_s: float = 60.0) -> dict[str, Any]:
+    def reserve(self, owner: str | None = None, lease_s: float = 60.0) -> dict[str, Any]:
         """Reserve the device for ``owner`` for ``lease_s`` seconds (call again to renew).
+
+        Without ``owner``, the reservation is in the name of the key the caller's
+        connection proved (a person's own key; a shared token has no person's name).
 
         Returns owner, until, remaining_s and ``lease``, the secret the holder presents on
         its calls (a pyroinst proxy keeps and presents it by itself). While reserved,
@@ -80,6 +84,11 @@ class Reservable:
         the job_status/job_wait/job_result/job_list members stay open. Renewing needs the
         lease's secret, as releasing does.
         """
+        if owner is None:
+            user = authenticated_user()
+            if user is None or user == SHARED_NAME:
+                raise ValueError("give an owner name: this connection proved no person's own key")
+            owner = user
         owner = str(owner)
         if not owner or len(owner) > 128 or not owner.isprintable():
             raise ValueError("owner must be a printable name of 1 to 128 characters")
@@ -199,3 +208,9 @@ def caller_lease() -> bytes | None:
     """The lease secret the current request presents (the PILS annotation), if any."""
     value = (current_context.annotations or {}).get(LEASE_ANNOTATION)
     return None if value is None else bytes(value)
+
+
+def authenticated_user() -> str | None:
+    """The name of the key the current request's connection proved (None without a
+    token: nobody proved anything)."""
+    return getattr(current_context.client, "_pyroinst_user", None)

@@ -36,7 +36,9 @@ class TamperingRelay:
     then goes to the server inside the relay's TLS, right after the client's next bytes.
     """
 
-    def __init__(self, target: tuple[str, int], terminate: bool = False) -> None:
+    def __init__(
+        self, target: tuple[str, int], terminate: bool = False, host: str = "127.0.0.1"
+    ) -> None:
         self.target = target
         self.terminate = terminate
         self.context = _own_context() if terminate else None
@@ -45,7 +47,8 @@ class TamperingRelay:
         self.injected = 0
         self.flipped = 0
         self.errors: list[str] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.host = host
+        self.listener = socket.create_server((host, 0))
         self.port = self.listener.getsockname()[1]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -55,7 +58,7 @@ class TamperingRelay:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def _start(self, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)

@@ -10,8 +10,12 @@ serving.
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import Pyro5.api
 import Pyro5.errors
+import Pyro5.server
 import pytest
 from Pyro5 import protocol, serializers
 
@@ -109,12 +113,20 @@ def test_a_relay_that_ends_tls_is_refused_by_both_sides(lab):
             Pyro5.api.Proxy(f"PYRO:dev@{relay.address}"),
         ):
             proxy._pyroTimeout = 10
-            relay.inject = forged_call("dev", "store", FORGED)  # right after the proof
             with pytest.raises(pyroinst.AuthenticationFailed) as info:
                 proxy.store("through a relay that reads everything")
             assert relay.address in str(info.value)
             assert "certificate" in str(info.value)
             proxy._pyroRelease()
+            # The relay also sends a call of its own right behind the client's messages:
+            # refused with the connection (which side closes first varies).
+            relay.inject = forged_call("dev", "store", FORGED)
+            with pytest.raises(Pyro5.errors.CommunicationError) as info:
+                proxy.store("again")
+            assert relay.address in str(info.value)
+            assert relay.injected
+            proxy._pyroRelease()
+            relay.injected = 0
     assert device.stored is None  # neither the client's call nor the forged one ran
     assert serves(ns)
 
@@ -213,3 +225,51 @@ def test_a_plain_relay_sees_only_tls(lab):
     finally:
         relay.close()
     assert message  # the helpers module is the same one the other tests use
+
+
+# -- a hijacked name -------------------------------------------------------------------------
+class _Impostor:
+    calls = 0
+
+    @Pyro5.server.expose
+    def echo(self, value):
+        _Impostor.calls += 1
+        return "from the impostor"
+
+
+def _hijack(ns: EmbeddedNameServer, uri: str) -> None:
+    with pyroinst.locate_ns(ns.host, ns.port) as nsp:
+        nsp.register("dev", uri, safe=False)
+
+
+def test_the_heartbeat_takes_a_name_back_from_an_impostor(lab, caplog):
+    ns, server, _ = lab
+    real = _ns_entry(ns)
+    daemon = Pyro5.server.Daemon(host="127.0.0.1", port=0)
+    fake = str(daemon.register(_Impostor(), "dev"))
+    thread = threading.Thread(target=daemon.requestLoop, daemon=True)
+    thread.start()
+    try:
+        _hijack(ns, fake)
+        with caplog.at_level(logging.WARNING, logger="pyroinst.registration"):
+            server.check_registrations()
+        assert _ns_entry(ns) == real
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert fake in said and real in said and "cannot prove it belongs" in said
+        assert _Impostor.calls == 0
+    finally:
+        daemon.shutdown()
+        thread.join(5)
+        daemon.close()
+
+
+def test_the_heartbeat_takes_a_name_back_from_a_relay_of_itself(lab, caplog):
+    ns, server, _ = lab
+    real = _ns_entry(ns)
+    with TamperingRelay(target(server.location), host="127.0.0.2") as relay:
+        _hijack(ns, f"PYRO:dev@{relay.address}")
+        with caplog.at_level(logging.WARNING, logger="pyroinst.registration"):
+            server.check_registrations()
+    assert _ns_entry(ns) == real
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert relay.address in said and "own certificate" in said

@@ -18,6 +18,7 @@ from . import live as _live  # noqa: F401 - registers the commands
 from . import properties as _properties  # noqa: F401 - registers the commands
 from . import servers as _servers  # noqa: F401 - registers the commands
 from . import service as _service  # noqa: F401 - registers the commands
+from . import tokens as _tokens  # noqa: F401 - registers the commands
 from . import web as _web  # noqa: F401 - registers the commands
 from .app import app
 from .devices import parse_call_args

@@ -57,7 +57,18 @@ def audit_command(
         echo("no matching actions")
         return
     table(
-        ["time (UTC)", "device", "method", "arguments", "owner", "peer", "job", "outcome", "s"],
+        [
+            "time (UTC)",
+            "device",
+            "method",
+            "arguments",
+            "owner",
+            "user",
+            "peer",
+            "job",
+            "outcome",
+            "s",
+        ],
         [
             [
                 str(r.get("time", "")).replace("T", " ").rstrip("Z"),
@@ -65,6 +76,7 @@ def audit_command(
                 r.get("method") or "",
                 _arguments(r),
                 r.get("owner") or "-",
+                r.get("user") or "-",
                 r.get("peer") or "-",
                 r.get("job") or "",
                 r.get("outcome") or "",

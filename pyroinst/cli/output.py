@@ -37,8 +37,16 @@ __all__ = [
 ]
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (newlines, escapes, ...) shown escaped: a value
+    from the network cannot add a line to a table or move the cursor."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 def table(header: list[str], rows: list[list[Any]]) -> None:
-    cells = [header] + [[str(c) for c in row] for row in rows]
+    cells = [header] + [[printable(str(c)) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for row in cells:
         echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
