@@ -13,8 +13,13 @@ import threading
 from pyroinst import identity
 
 
-def _own_context() -> ssl.SSLContext:
-    """A TLS server context with a fresh self-signed certificate (not the server's)."""
+def _own_context(cert: tuple[str, str] | None = None) -> ssl.SSLContext:
+    """A TLS server context with ``cert`` (certificate and key files), else a fresh
+    self-signed certificate (not the server's)."""
+    if cert is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*cert)
+        return context
     pem = identity._make_pem()
     with tempfile.NamedTemporaryFile(suffix=".pem") as tmp:
         os.chmod(tmp.name, 0o600)
@@ -37,11 +42,15 @@ class TamperingRelay:
     """
 
     def __init__(
-        self, target: tuple[str, int], terminate: bool = False, host: str = "127.0.0.1"
+        self,
+        target: tuple[str, int],
+        terminate: bool = False,
+        host: str = "127.0.0.1",
+        cert: tuple[str, str] | None = None,
     ) -> None:
         self.target = target
         self.terminate = terminate
-        self.context = _own_context() if terminate else None
+        self.context = _own_context(cert) if terminate else None
         self.inject: bytes | None = None
         self.flip_down = False
         self.injected = 0

@@ -181,3 +181,56 @@ def test_tls_proxy_reconnects_quietly_after_its_server_restarts(certs):
         timeout=60,
     )
     assert done.stdout.strip() == "OK after", done.stdout + done.stderr[-2000:]
+
+
+TOKEN_CLIENT = """
+import sys, pyroinst
+try:
+    dev = pyroinst.DeviceProxy(sys.argv[1])
+    dev._pyroTimeout = 10
+    print("OK", dev.echo("tls and token"))
+except Exception as exc:
+    print("ERR", type(exc).__name__, exc)
+"""
+
+
+def test_a_lab_ca_and_a_token_bind_the_proofs_to_the_ca_certificates(certs):
+    """With a lab CA and a token, a relay holding another valid certificate of the lab
+    (here the client's, signed by the same CA) passes the CA check, but not the proofs:
+    they are bound to the certificate the client saw."""
+    from tests.mitm import TamperingRelay
+
+    token = "ca-and-token-0123456789abcdef"
+    env = clean_env(
+        PYROINST_TOKEN=token,
+        PYROINST_TLS_CA=str(certs / "ca.pem"),
+        PYROINST_TLS_CERT=str(certs / "server.pem"),
+        PYROINST_TLS_KEY=str(certs / "server.key"),
+    )
+    proc, (_, uri) = start_fuzz_target(env)
+    location = uri.rsplit("@", 1)[1]
+    host, port = location.rsplit(":", 1)
+    tls = {"PYROINST_TLS_CA": str(certs / "ca.pem"), "PYROINST_TOKEN": token}
+
+    def run(target: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", TOKEN_CLIENT, target],
+            cwd=ROOT,
+            env=clean_env(**tls),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return done.stdout.strip() + done.stderr[-300:]
+
+    try:
+        assert run(uri).startswith("OK tls and token"), run(uri)
+        lab_cert = (str(certs / "client.pem"), str(certs / "client.key"))
+        with TamperingRelay((host, int(port)), terminate=True, cert=lab_cert) as relay:
+            answer = run(f"PYRO:dev@{relay.address}")
+        assert answer.startswith("ERR AuthenticationFailed"), answer
+        assert "certificate" in answer
+    finally:
+        proc.stdin.close()
+        proc.wait(30)
+        Path(proc.log).unlink()
