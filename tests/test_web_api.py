@@ -31,7 +31,9 @@ def lab():
         "echo": (Echo(), {"lock_timeout": 0.2}),
     }
     with web_lab(TOKEN, devices) as (ns, server, web):
-        with httpx.Client(base_url=web.url.rstrip("/"), headers=AUTH, timeout=30) as client:
+        # An API client: the token, and JSON on every request that changes something.
+        headers = {**AUTH, "Content-Type": "application/json"}
+        with httpx.Client(base_url=web.url.rstrip("/"), headers=headers, timeout=30) as client:
             yield ns, server, web, client
 
 
@@ -226,7 +228,7 @@ def test_channel_events(lab):
 def test_disconnected_event_clients_leave_nothing(lab):
     _, server, web, client = lab
     admission = server._daemon._pyroinst_admission
-    limiter = web.app.app.state.limiter  # the worker threads event streams read in
+    limiter = web.app.state.limiter  # the worker threads event streams read in
     job = client.post("/api/devices/dev/measure", json={"args": [60000]}).json()
 
     def round_of_clients(count: int) -> None:
@@ -266,7 +268,7 @@ def test_browser_session_cookie_and_same_origin(lab):
         same = browser.post("/api/devices/echo/echo", json={"args": [1]}, headers={"Origin": base})
         assert same.status_code == 200
         # The session that reserves keeps the lease; another session named carol does not.
-        origin = {"Origin": base}
+        origin = {"Origin": base, "Content-Type": "application/json"}
         reserved = browser.post(
             "/api/devices/echo/reserve", json={"args": ["carol", 30]}, headers=origin
         )

@@ -21,6 +21,13 @@ def web_command(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="Port (0: a free one).")] = 8080,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Another host name this server answers to (a proxy in front); repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the lab's dashboard and HTTP API until Ctrl-C (a client of the lab, like
     every command: any PC can run it)."""
@@ -35,7 +42,15 @@ def web_command(
         ) from None
     ns_host, ns_port = ns_of(None, None)
     try:
-        server = WebServer(host, port, ns_host, ns_port, auth.current_token(), log_level="warning")
+        server = WebServer(
+            host,
+            port,
+            ns_host,
+            ns_port,
+            auth.current_token(),
+            log_level="warning",
+            allow_hosts=tuple(allow_host or ()),
+        )
     except ConfigurationError as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except OSError as exc:

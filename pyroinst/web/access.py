@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..admission import FailureTracker
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -49,8 +50,12 @@ def check_bind(host: str, token: str | None) -> None:
     """ConfigurationError if ``host`` is not a loopback address and there is no token."""
     if token:
         return
+    name = host.strip("[]")
     try:
-        loopback = ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
+        loopback = bool(addresses) and all(
+            ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses
+        )
     except (OSError, ValueError):
         loopback = False
     if not loopback:
@@ -62,11 +67,13 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 class AccessRefused(Exception):
-    """A request without the right to be served: ``status`` (401 or 403) and why."""
+    """A request without the right to be served: ``status`` (401 or 403), why, and how
+    long its answer waits (``delay``: a wrong token costs the guesser)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, delay: float = 0.0) -> None:
         super().__init__(message)
         self.status = status
+        self.delay = delay
 
 
 @dataclass
@@ -89,6 +96,8 @@ class Access:
         # that reserved presents them; another session (another person) does not.
         self._leases: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
+        # Wrong tokens from one address are answered ever later, as the Pyro side does.
+        self.failures = FailureTracker()
 
     @property
     def open(self) -> bool:
@@ -102,6 +111,15 @@ class Access:
         return given is not None and hmac.compare_digest(
             given.encode("utf-8"), self.token.encode("utf-8")
         )
+
+    def check_token(self, given: str | None, host: str) -> float | None:
+        """None if ``given`` is the lab's token; else the seconds the refusal to ``host``
+        waits (none for the first few failures, then growing to 1 s; see
+        ``pyroinst.admission.FailureTracker``)."""
+        if self.token_ok(given):
+            self.failures.succeeded(host)
+            return None
+        return self.failures.failed(host, "a wrong token for the web server")
 
     def login(self, owner: str | None = None) -> str:
         """A new session id (the cookie's value)."""
@@ -153,9 +171,12 @@ class Access:
             self._sessions[session] = (entry[0], now)
             return True, entry[0]
 
-    def caller(self, method: str, headers: Any, cookies: dict[str, str], origin: str) -> Caller:
+    def caller(
+        self, method: str, headers: Any, cookies: dict[str, str], origin: str, host: str = "?"
+    ) -> Caller:
         """Who a request comes from, or AccessRefused. ``origin`` is the server's own
-        ``scheme://host[:port]`` as the request addressed it."""
+        ``scheme://host[:port]`` as the request addressed it; ``host`` the client's
+        address."""
         owner = headers.get(OWNER_HEADER) or None
         lease = headers.get(LEASE_HEADER) or None
         session = cookies.get(COOKIE)
@@ -163,9 +184,10 @@ class Access:
         authorization = headers.get("authorization") or ""
         if authorization:
             scheme, _, given = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not self.token_ok(given.strip()):
+            delay = self.check_token(given.strip() if scheme.lower() == "bearer" else None, host)
+            if delay is not None:
                 raise AccessRefused(
-                    401, "wrong token: send Authorization: Bearer <the lab's token>"
+                    401, "wrong token: send Authorization: Bearer <the lab's token>", delay
                 )
             return Caller(owner, lease)
         if has_session:

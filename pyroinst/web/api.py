@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..arguments import convert_arguments
 from ..errors import ChannelNotFound, JobCancelled, PyroinstError
 from ..handles import JobHandle
-from .events import Remote, channel_events, job_events
-from .values import as_array, npy_chunks, npy_length, to_csv, to_json
+from .feeds import Feeds
+from .values import as_array, npy_chunks, npy_length, summary, to_csv, to_json
 
 __all__ = ["router", "MethodNotFound", "BadRequest", "ItemNotFound"]
 
@@ -54,7 +56,9 @@ def _lease(request: Request, name: str) -> str | None:
 
 
 def _device(request: Request, name: str) -> Any:
-    return _lab(request).device(name, _owner(request), _lease(request, name))
+    """A proxy of ``name`` from the pool (``with _device(...) as dev``), presenting the
+    caller's owner and lease."""
+    return _lab(request).borrow(name, _owner(request), _lease(request, name))
 
 
 @router.get("/devices", summary="Every device of every host")
@@ -68,12 +72,24 @@ def devices(request: Request) -> list[dict[str, Any]]:
 def device(request: Request, name: str) -> dict[str, Any]:
     """``describe()`` (class, doc, methods with parameters, properties) plus ``jobs``
     (queued and running), ``channels`` and ``reservation``."""
-    dev = _device(request, name)
     description = dict(_lab(request).describe(name))
-    description["jobs"] = [j for j in dev.job_list() if j["state"] in _ACTIVE]
-    description["channels"] = dev.channels()
-    description["reservation"] = dev.reservation()
+    with _device(request, name) as dev:
+        description["jobs"] = [j for j in dev.job_list() if j["state"] in _ACTIVE]
+        description["channels"] = dev.channels()
+        description["reservation"] = dev.reservation()
+        description["values"] = _property_values(dev, description.get("properties", []))
     return to_json(description)
+
+
+def _property_values(dev: Any, properties: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each property's value now (a property that cannot be read: its error's words)."""
+    values: dict[str, Any] = {}
+    for prop in properties:
+        try:
+            values[prop["name"]] = summary(getattr(dev, prop["name"]))
+        except Exception as exc:  # noqa: BLE001 - shown instead of the value
+            values[prop["name"]] = {"error": type(exc).__name__, "message": str(exc)}
+    return values
 
 
 def _call_body(raw: bytes) -> tuple[list[Any], dict[str, Any]]:
@@ -120,14 +136,11 @@ async def call(request: Request, name: str, method: str) -> Response:
     """Body ``{"args": [...], "kwargs": {...}}``. A plain method answers ``200
     {"result": ...}`` once done (arrays as ``{dtype, shape, data}``); a job answers
     ``202`` with its status at once (``id`` included)."""
-    import anyio
-
     args, kwargs = _call_body(await request.body())
     limiter = request.app.state.limiter
 
     def run() -> tuple[int, Any]:
         lab = _lab(request)
-        dev = _device(request, name)
         methods = {m["name"]: m for m in lab.describe(name)["methods"]}
         if method not in methods and method not in CALLABLE_RESERVED:
             raise MethodNotFound(
@@ -140,7 +153,8 @@ async def call(request: Request, name: str, method: str) -> Response:
             call_args, call_kwargs = convert_arguments(
                 methods[method], args, kwargs, text=False, where=f"{name}.{method}"
             )
-        result = getattr(dev, method)(*call_args, **call_kwargs)
+        with _device(request, name) as dev:
+            result = getattr(dev, method)(*call_args, **call_kwargs)
         caller = getattr(request.state, "caller", None)
         if method == "reserve" and isinstance(result, dict):
             # A browser session keeps its lease; an API client gets it to send back.
@@ -158,13 +172,15 @@ async def call(request: Request, name: str, method: str) -> Response:
 @router.get("/devices/{name}/jobs", summary="The device's jobs, newest first")
 def jobs(request: Request, name: str) -> list[dict[str, Any]]:
     """The status of every job the device keeps."""
-    return to_json(_device(request, name).job_list())
+    with _device(request, name) as dev:
+        return to_json(dev.job_list())
 
 
 @router.get("/devices/{name}/jobs/{job_id}", summary="A job's status")
 def job(request: Request, name: str, job_id: str) -> dict[str, Any]:
     """id, device, method, state, progress, message, created, started, finished, error."""
-    return to_json(_device(request, name).job_status(job_id))
+    with _device(request, name) as dev:
+        return to_json(dev.job_status(job_id))
 
 
 def _format(value: str) -> str:
@@ -204,32 +220,33 @@ def result(request: Request, name: str, job_id: str, format: str = "json") -> Re
     ``numpy.load`` reads), or ``csv`` (1-D and 2-D arrays). 409 while the job runs or
     if it was cancelled; a failed job's error as the error."""
     fmt = _format(format)
-    dev = _device(request, name)
-    status = dev.job_status(job_id)
-    if status["state"] in _ACTIVE:
-        raise JobStillRunning(
-            f"job {job_id} ({status['method']}) is {status['state']} "
-            f"({status['progress']:.0%}); its result comes when it is done"
-        )
-    if status["state"] == "failed":
-        error = str(status.get("error") or "")
-        kind = error.split(":", 1)[0] if ":" in error else "JobError"
-        return JSONResponse(
-            {"error": kind, "message": f"job {job_id} ({status['method']}) failed: {error}"},
-            status_code=500,
-        )
-    if status["state"] == "cancelled":
-        raise JobCancelled(f"job {job_id} ({status['method']}) was cancelled: no result")
-    return _download(_lab(request).result(name, job_id, dev), fmt, f"{name}-{job_id}")
+    with _device(request, name) as dev:
+        status = dev.job_status(job_id)
+        if status["state"] in _ACTIVE:
+            raise JobStillRunning(
+                f"job {job_id} ({status['method']}) is {status['state']} "
+                f"({status['progress']:.0%}); its result comes when it is done"
+            )
+        if status["state"] == "failed":
+            error = str(status.get("error") or "")
+            kind = error.split(":", 1)[0] if ":" in error else "JobError"
+            return JSONResponse(
+                {"error": kind, "message": f"job {job_id} ({status['method']}) failed: {error}"},
+                status_code=500,
+            )
+        if status["state"] == "cancelled":
+            raise JobCancelled(f"job {job_id} ({status['method']}) was cancelled: no result")
+        value = _lab(request).result(name, job_id, dev)
+    return _download(value, fmt, f"{name}-{job_id}")
 
 
 @router.post("/devices/{name}/jobs/{job_id}/cancel", summary="Cancel a job")
 def cancel(request: Request, name: str, job_id: str) -> dict[str, Any]:
     """``{"cancelled": true}`` if it was queued or running (it stops soon), false if it
     had already finished; then its status."""
-    dev = _device(request, name)
-    cancelled = dev.job_cancel(job_id)
-    return {"cancelled": bool(cancelled), "status": to_json(dev.job_status(job_id))}
+    with _device(request, name) as dev:
+        cancelled = dev.job_cancel(job_id)
+        return {"cancelled": bool(cancelled), "status": to_json(dev.job_status(job_id))}
 
 
 @router.get("/devices/{name}/jobs/{job_id}/events", summary="A job's events (SSE)")
@@ -237,13 +254,8 @@ async def events(request: Request, name: str, job_id: str) -> StreamingResponse:
     """Server-Sent Events: ``status`` on each change of state or progress (at most 20 a
     second), ``item`` per published item (``{index, value}``, arrays summarised), a
     final ``end``."""
-    remote = _remote(request, name)
-    try:
-        await remote.call(lambda p: p.job_status(job_id))  # 404 now, not inside the stream
-    except BaseException:
-        await remote.close()
-        raise
-    return _sse(job_events(request, remote, job_id))
+    await _run(request, lambda: _check(request, name, lambda d: d.job_status(job_id)))
+    return await _sse(request, "job", name, job_id)
 
 
 @router.get("/devices/{name}/jobs/{job_id}/items/{index}", summary="One stream item")
@@ -253,7 +265,8 @@ def item(request: Request, name: str, job_id: str, index: int, format: str = "js
     fmt = _format(format)
     if index < 0:
         raise BadRequest(f"index={index}: items count from 0")
-    answer = _device(request, name).job_stream(job_id, index, 0, 1)
+    with _device(request, name) as dev:
+        answer = dev.job_stream(job_id, index, 0, 1)
     first = answer["cursor"] - len(answer["items"])
     if answer["items"] and first == index:
         return _download(answer["items"][0], fmt, f"{name}-{job_id}-{index}")
@@ -266,28 +279,55 @@ def item(request: Request, name: str, job_id: str, index: int, format: str = "js
 async def channel(request: Request, name: str, channel: str) -> StreamingResponse:
     """Server-Sent Events: ``item`` with ``{index, time, value}`` for each item the
     channel gets from now on."""
-    remote = _remote(request, name)
-    try:
-        names = await remote.call(lambda p: p.channels())
+
+    def known(dev: Any) -> None:
+        names = dev.channels()
         if channel not in {c["name"] for c in names}:
             raise ChannelNotFound(
                 f"device '{name}' has no channel {channel!r}; its channels: "
                 f"{', '.join(sorted(c['name'] for c in names)) or 'none'}"
             )
-    except BaseException:
-        await remote.close()
-        raise
-    return _sse(channel_events(request, remote, channel))
+
+    await _run(request, lambda: _check(request, name, known))
+    return await _sse(request, "channel", name, channel)
 
 
-def _remote(request: Request, name: str) -> Remote:
-    lab, owner, lease = _lab(request), _owner(request), _lease(request, name)
-    return Remote(lambda: lab.open(name, owner, lease), request.app.state.limiter)
+async def _run(request: Request, fn: Any) -> Any:
+    return await anyio.to_thread.run_sync(fn, limiter=request.app.state.limiter)
 
 
-def _sse(stream: Any) -> StreamingResponse:
-    return StreamingResponse(
-        stream,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+def _check(request: Request, name: str, fn: Any) -> Any:
+    with _device(request, name) as dev:
+        return fn(dev)
+
+
+class EventStream(StreamingResponse):
+    """Server-Sent Events whose end (``on_end``) runs when the response ends, however it
+    ends: a client that leaves frees its stream at once, not at garbage collection."""
+
+    def __init__(self, events: Any, on_end: Any) -> None:
+        super().__init__(
+            events,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+        self._on_end = on_end
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):
+                    await self.body_iterator.aclose()  # type: ignore[attr-defined]
+                await self._on_end()
+
+
+async def _sse(request: Request, kind: str, name: str, target: str) -> EventStream:
+    feeds: Feeds = request.app.state.feeds
+    caller = getattr(request.state, "caller", None)
+    client = (caller.session if caller is not None else None) or (
+        request.client.host if request.client is not None else "?"
     )
+    events, end = await feeds.stream(request, client, kind, name, target)
+    return EventStream(events, end)

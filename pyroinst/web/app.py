@@ -28,7 +28,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__, errors
 from .access import COOKIE, Access, AccessRefused
 from .api import BadRequest, ItemNotFound, JobStillRunning, MethodNotFound, router
+from .feeds import MAX_STREAMS, Feeds, TooManyStreams
+from .guard import RequestGuard
 from .lab import Lab
+from .pool import MAX_DEVICE_CONNECTIONS, WebServerBusy
 
 __all__ = ["create_app", "ERRORS", "BODY_LIMIT"]
 
@@ -41,6 +44,8 @@ BODY_LIMIT = 1 << 20
 #: HTTP status per exception type (the first that matches); anything else: 500.
 ERRORS: list[tuple[type[BaseException], int]] = [
     (AccessRefused, 401),
+    (TooManyStreams, 429),
+    (WebServerBusy, 503),
     (BadRequest, 400),
     (MethodNotFound, 404),
     (ItemNotFound, 404),
@@ -119,6 +124,10 @@ class _BodyLimit:
             await self.app(scope, limited, send)
         except _TooLarge:
             await too_large(scope, receive, send)
+        except BaseExceptionGroup as group:  # raised inside a task group (a streamed body)
+            if group.subgroup(_TooLarge) is None:
+                raise
+            await too_large(scope, receive, send)
         except Exception:  # noqa: BLE001
             # Answered already (JSON, by the app's handler); Starlette raises it again
             # for the server's log, which would print a stack trace: the handler logged it.
@@ -130,15 +139,23 @@ class _TooLarge(Exception):
 
 
 def create_app(ns_host: str | None = None, ns_port: int | None = None, token: str | None = None,
-               body_limit: int = BODY_LIMIT) -> FastAPI:  # fmt: skip
+               body_limit: int = BODY_LIMIT, bind_host: str = "127.0.0.1",
+               allow_hosts: tuple[str, ...] = (), max_streams: int = MAX_STREAMS,
+               max_device_connections: int = MAX_DEVICE_CONNECTIONS) -> FastAPI:  # fmt: skip
     """The web server's ASGI application, a client of the lab at ``ns_host``:``ns_port``
-    (None: as every pyroinst client finds it), requiring ``token`` (None: nobody logs in)."""
+    (None: as every pyroinst client finds it), requiring ``token`` (None: nobody logs in),
+    answering to the names ``RequestGuard`` allows (``bind_host``, ``allow_hosts``), with at
+    most ``max_streams`` event streams per client and ``max_device_connections``
+    connections per device server."""
     access = Access(token)
-    lab = Lab(ns_host, ns_port)
+    lab = Lab(ns_host, ns_port, max_device_connections=max_device_connections)
+    limiter = anyio.CapacityLimiter(64)
+    feeds = Feeds(lab.pool, limiter, max_streams)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        await feeds.close()
         lab.close()
 
     app = FastAPI(
@@ -152,20 +169,24 @@ def create_app(ns_host: str | None = None, ns_port: int | None = None, token: st
     )
     app.state.access = access
     app.state.lab = lab
-    app.state.limiter = anyio.CapacityLimiter(64)
+    app.state.limiter = limiter
+    app.state.feeds = feeds
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.middleware("http")
     async def authorize(request: Request, call_next: Any) -> Response:
-        path = request.url.path
+        # The path as the server received it: never a URL rebuilt from the Host header.
+        path = request.scope["path"]
         if path.startswith("/api/") and path not in ("/api/openapi.json", "/api/docs"):
             origin = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
             try:
                 request.state.caller = access.caller(
-                    request.method, request.headers, request.cookies, origin
+                    request.method, request.headers, request.cookies, origin, _client(request)
                 )
             except AccessRefused as exc:
+                if exc.delay > 0:
+                    await anyio.sleep(exc.delay)  # this request waits; nobody else does
                 return error_response(exc, exc.status)
         return await call_next(request)
 
@@ -199,7 +220,9 @@ def create_app(ns_host: str | None = None, ns_port: int | None = None, token: st
         request: Request, token: str | None = None, owner: str | None = None
     ) -> Response:
         if token is not None:
-            if not access.token_ok(token):
+            delay = access.check_token(token, _client(request))
+            if delay is not None:
+                await anyio.sleep(delay)
                 return _login_page("that token is not the lab's", 401)
             response = RedirectResponse("/", status_code=303)
             _set_session(response, access.login(owner), request)
@@ -216,7 +239,9 @@ def create_app(ns_host: str | None = None, ns_port: int | None = None, token: st
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         given = (form.get("token") or [""])[0]
         owner = (form.get("owner") or [""])[0] or None
-        if not access.token_ok(given):
+        delay = access.check_token(given, _client(request))
+        if delay is not None:
+            await anyio.sleep(delay)
             return _login_page("that token is not the lab's", 401)
         response = RedirectResponse("/", status_code=303)
         _set_session(response, access.login(owner), request)
@@ -233,7 +258,13 @@ def create_app(ns_host: str | None = None, ns_port: int | None = None, token: st
     async def docs() -> HTMLResponse:
         return HTMLResponse(_docs_page(app.openapi()))
 
-    return _BodyLimit(app, body_limit)  # type: ignore[return-value]
+    wrapped = _BodyLimit(RequestGuard(app, bind_host, allow_hosts), body_limit)
+    wrapped.state = app.state  # the application's state (lab, access, limiter)
+    return wrapped  # type: ignore[return-value]
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
 
 
 def _set_session(response: Response, session: str, request: Request) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import Pyro5.client
 
 from ..client import DeviceProxy, connect, list_devices
+from .pool import MAX_DEVICE_CONNECTIONS, ProxyPool
 
 __all__ = ["Lab"]
 
@@ -31,48 +32,36 @@ RESULT_CACHE_BYTES = 512 << 20
 class Lab:
     """A client of the lab's name server and devices, shared by the web server's threads.
 
-    Each thread keeps its own proxies (Pyro5 proxies belong to one thread); a request
-    sets the owner its caller presents before it calls.
+    Proxies come from a bounded pool (``pool``, see ``pyroinst.web.pool``); a request
+    borrows one presenting its caller's owner and lease, and gives it back.
     """
 
-    def __init__(self, ns_host: str | None, ns_port: int | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        ns_host: str | None,
+        ns_port: int | None,
+        timeout: float = 30.0,
+        max_device_connections: int = MAX_DEVICE_CONNECTIONS,
+    ) -> None:
         self.ns_host, self.ns_port = ns_host, ns_port
         self.timeout = timeout
-        self._local = threading.local()
         self._lock = threading.Lock()
         self._listed: tuple[float, list[dict[str, Any]]] | None = None
         self._described: dict[str, tuple[float, dict[str, Any]]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="pyroinst-web")
         self._results: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._results_bytes = 0
-        self._all: list[DeviceProxy] = []
+        self.pool = ProxyPool(self._connect, max_device_connections)
 
-    def device(self, name: str, owner: str | None = None, lease: str | None = None) -> DeviceProxy:
-        """This thread's proxy of ``name``, presenting ``owner`` (and its ``lease``)."""
-        proxies = getattr(self._local, "proxies", None)
-        if proxies is None:
-            proxies = self._local.proxies = {}
-        proxy = proxies.get(name)
-        if proxy is None:
-            proxy = connect(
-                name, self.ns_host, self.ns_port, timeout=self.timeout, reconnect_timeout=RECONNECT
-            )
-            proxies[name] = proxy
-            with self._lock:
-                self._all.append(proxy)
-        proxy._pyroinst_owner = owner
-        proxy._pyroinst_lease = lease
-        return proxy
+    def borrow(self, name: str, owner: str | None = None, lease: str | None = None) -> Any:
+        """A proxy of ``name`` from the pool (``with lab.borrow(...) as proxy``), presenting
+        ``owner`` and ``lease`` (see ``pyroinst.web.pool``)."""
+        return self.pool.borrow(name, owner, lease)
 
-    def open(self, name: str, owner: str | None = None, lease: str | None = None) -> DeviceProxy:
-        """A new proxy of ``name`` (its own connection), presenting ``owner``: for one
-        event stream; the caller releases it."""
-        proxy = connect(
+    def _connect(self, name: str) -> DeviceProxy:
+        return connect(
             name, self.ns_host, self.ns_port, timeout=self.timeout, reconnect_timeout=RECONNECT
         )
-        proxy._pyroinst_owner = owner
-        proxy._pyroinst_lease = lease
-        return proxy
 
     def result(self, name: str, job_id: str, proxy: DeviceProxy) -> Any:
         """A finished job's result, kept for repeated downloads (``.npy`` then ``.csv``,
@@ -101,7 +90,8 @@ class Lab:
         cached = self._described.get(name)
         if cached is not None and now - cached[0] < DESCRIBE_TTL:
             return cached[1]
-        description = self.device(name).describe()
+        with self.pool.borrow(name) as proxy:  # describe is open to all: nobody presented
+            description = proxy.describe()
         self._described[name] = (now, description)
         return description
 
@@ -124,14 +114,7 @@ class Lab:
     def close(self) -> None:
         """Release every proxy and the helper threads."""
         self._pool.shutdown(wait=True)
-        with self._lock:
-            proxies, self._all = self._all, []
-        for proxy in proxies:
-            try:
-                proxy._pyroClaimOwnership()  # each belonged to a worker thread
-                proxy._pyroRelease()
-            except Exception as exc:  # noqa: BLE001 - closing down: the rest still goes
-                log.debug("releasing a proxy of %s: %s", proxy._pyroUri, exc)
+        self.pool.close()
 
 
 def _reservation(uri: str) -> dict[str, Any] | None:

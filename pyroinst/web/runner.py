@@ -29,12 +29,12 @@ class WebServer:
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, ns_host: str | None = None,
-                 ns_port: int | None = None, token: str | None = None,
-                 log_level: str = "warning") -> None:  # fmt: skip
+                 ns_port: int | None = None, token: str | None = None, log_level: str = "warning",
+                 allow_hosts: tuple[str, ...] = ()) -> None:  # fmt: skip
         check_bind(host, token)
         self.host = host
         self.token = token
-        self.app = create_app(ns_host, ns_port, token)
+        self.app = create_app(ns_host, ns_port, token, bind_host=host, allow_hosts=allow_hosts)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

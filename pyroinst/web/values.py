@@ -79,8 +79,13 @@ def summary(value: Any) -> Any:
         if value.size <= INLINE_EVENT:
             out["data"] = _clean(value.tolist())
         return out
-    if isinstance(value, (list, tuple)) and len(value) > INLINE_EVENT:
-        return {"type": type(value).__name__, "length": len(value)}
+    if isinstance(value, (list, tuple)):
+        if len(value) > INLINE_EVENT:
+            return {"type": type(value).__name__, "length": len(value)}
+        return [summary(v) for v in value]
+    if isinstance(value, dict):
+        # Arrays anywhere inside an item are summarised too (the item route has it whole).
+        return {str(k): summary(v) for k, v in value.items()}
     return to_json(value)
 
 
@@ -104,16 +109,21 @@ def _header(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
+    return array if array.flags.c_contiguous else np.array(array, order="C")
+
+
 def npy_length(array: np.ndarray) -> int:
     """The size of ``array``'s ``.npy`` file in bytes."""
-    return len(_header(np.ascontiguousarray(array))) + array.nbytes
+    return len(_header(_contiguous(array))) + array.nbytes
 
 
 def npy_chunks(array: np.ndarray) -> Iterator[bytes | memoryview]:
     """``array`` as a ``.npy`` file, in pieces straight from its memory (no copy)."""
     if array.dtype.hasobject:
         raise TypeError("an array of Python objects has no .npy form here")
-    array = np.ascontiguousarray(array)
+    array = _contiguous(array)
     yield _header(array)
     flat = memoryview(array.reshape(-1).view(np.uint8))
     for start in range(0, len(flat), CHUNK):
