@@ -155,6 +155,9 @@ async def call(request: Request, name: str, method: str) -> Response:
             )
         with _device(request, name) as dev:
             result = getattr(dev, method)(*call_args, **call_kwargs)
+            if isinstance(result, JobHandle):
+                # Over the same connection (a handle's own would be one per thread).
+                return 202, dev.job_status(result.id)
         caller = getattr(request.state, "caller", None)
         if method == "reserve" and isinstance(result, dict):
             # A browser session keeps its lease; an API client gets it to send back.

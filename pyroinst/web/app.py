@@ -87,6 +87,39 @@ def error_response(exc: BaseException, status: int | None = None) -> JSONRespons
     return JSONResponse({"error": name, "message": str(exc)}, status_code=status)
 
 
+class _Authorize:
+    """ASGI middleware: who an API request comes from (``request.state.caller``), or its
+    refusal. Plain ASGI, not Starlette's BaseHTTPMiddleware, which would cancel a
+    streamed response (an event stream) whose client merely stopped reading for a while.
+    """
+
+    def __init__(self, app: Any, access: Access) -> None:
+        self.app, self.access = app, access
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        # The path as the server received it: never a URL rebuilt from the Host header.
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        if path in ("/api/openapi.json", "/api/docs"):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        origin = f"{scope.get('scheme', 'http')}://{request.headers.get('host', '')}"
+        try:
+            caller = self.access.caller(
+                request.method, request.headers, request.cookies, origin, _client(request)
+            )
+        except AccessRefused as exc:
+            if exc.delay > 0:
+                await anyio.sleep(exc.delay)  # this request waits; nobody else does
+            await error_response(exc, exc.status)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+
 class _BodyLimit:
     """ASGI middleware: a request body over ``limit`` bytes gets 413, read or announced."""
 
@@ -174,22 +207,6 @@ def create_app(ns_host: str | None = None, ns_port: int | None = None, token: st
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.middleware("http")
-    async def authorize(request: Request, call_next: Any) -> Response:
-        # The path as the server received it: never a URL rebuilt from the Host header.
-        path = request.scope["path"]
-        if path.startswith("/api/") and path not in ("/api/openapi.json", "/api/docs"):
-            origin = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-            try:
-                request.state.caller = access.caller(
-                    request.method, request.headers, request.cookies, origin, _client(request)
-                )
-            except AccessRefused as exc:
-                if exc.delay > 0:
-                    await anyio.sleep(exc.delay)  # this request waits; nobody else does
-                return error_response(exc, exc.status)
-        return await call_next(request)
-
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
@@ -258,7 +275,7 @@ def create_app(ns_host: str | None = None, ns_port: int | None = None, token: st
     async def docs() -> HTMLResponse:
         return HTMLResponse(_docs_page(app.openapi()))
 
-    wrapped = _BodyLimit(RequestGuard(app, bind_host, allow_hosts), body_limit)
+    wrapped = _BodyLimit(RequestGuard(_Authorize(app, access), bind_host, allow_hosts), body_limit)
     wrapped.state = app.state  # the application's state (lab, access, limiter)
     return wrapped  # type: ignore[return-value]
 

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 import Pyro5.client
+import Pyro5.core
 
-from ..client import DeviceProxy, connect, list_devices
+from ..client import DeviceProxy, connect, list_devices, lookup
 from .pool import MAX_DEVICE_CONNECTIONS, ProxyPool
 
 __all__ = ["Lab"]
@@ -51,12 +52,16 @@ class Lab:
         self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="pyroinst-web")
         self._results: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._results_bytes = 0
-        self.pool = ProxyPool(self._connect, max_device_connections)
+        self.pool = ProxyPool(self._connect, max_device_connections, locate=self._locate)
 
     def borrow(self, name: str, owner: str | None = None, lease: str | None = None) -> Any:
         """A proxy of ``name`` from the pool (``with lab.borrow(...) as proxy``), presenting
         ``owner`` and ``lease`` (see ``pyroinst.web.pool``)."""
         return self.pool.borrow(name, owner, lease)
+
+    def _locate(self, name: str) -> str:
+        uri = Pyro5.core.URI(lookup(name, self.ns_host, self.ns_port))
+        return f"{uri.host}:{uri.port}"
 
     def _connect(self, name: str) -> DeviceProxy:
         return connect(

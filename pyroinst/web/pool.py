@@ -49,7 +49,8 @@ class _Entry:
 class ProxyPool:
     """Proxies by device name, at most ``per_server`` per device server (see above).
 
-    ``open_proxy(name)`` makes a new connected proxy of the device ``name``.
+    ``open_proxy(name)`` makes a new proxy of the device ``name``; ``locate(name)`` says
+    which server (``host:port``) holds it.
     """
 
     def __init__(
@@ -58,16 +59,19 @@ class ProxyPool:
         per_server: int = MAX_DEVICE_CONNECTIONS,
         idle: float = IDLE,
         wait: float = WAIT,
+        locate: Callable[[str], str] | None = None,
     ) -> None:
         if per_server < 1:
             raise ValueError("max_device_connections must be at least 1")
         self._open = open_proxy
+        self._locate = locate
         self.per_server = per_server
         self.idle_after = idle
         self.wait = wait
         self._idle: list[_Entry] = []
         self._busy: dict[int, _Entry] = {}
         self._servers: dict[str, str] = {}  # device name -> server address (once known)
+        self._creating: dict[str, int] = {}  # server -> connections being made now
         self._cond = threading.Condition()
         self._closed = False
 
@@ -78,8 +82,10 @@ class ProxyPool:
             return sum(1 for e in entries if server is None or e.server == server)
 
     def _count(self, server: str) -> int:
-        return sum(1 for e in self._idle if e.server == server) + sum(
-            1 for e in self._busy.values() if e.server == server
+        return (
+            sum(1 for e in self._idle if e.server == server)
+            + sum(1 for e in self._busy.values() if e.server == server)
+            + self._creating.get(server, 0)
         )
 
     def _prune(self, now: float) -> list[_Entry]:
@@ -89,6 +95,12 @@ class ProxyPool:
         return old
 
     def _take(self, name: str) -> _Entry:
+        if self._locate is not None and name not in self._servers:
+            # Which server holds it, before the first connection: the bound holds from
+            # the start, also when many requests for a new device arrive at once.
+            server = self._locate(name)
+            with self._cond:
+                self._servers.setdefault(name, server)
         deadline = time.monotonic() + self.wait
         to_close: list[_Entry] = []
         try:
@@ -102,13 +114,17 @@ class ProxyPool:
                             self._idle.remove(entry)
                             return entry
                     server = self._servers.get(name)
-                    if server is None or self._count(server) < self.per_server:
+                    if server is None:
+                        break
+                    if self._count(server) < self.per_server:
+                        self._creating[server] = self._creating.get(server, 0) + 1
                         break
                     # Full: make room by closing an idle connection to the same server.
                     spare = next((e for e in self._idle if e.server == server), None)
                     if spare is not None:
                         self._idle.remove(spare)
                         to_close.append(spare)
+                        self._creating[server] = self._creating.get(server, 0) + 1
                         break
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -120,11 +136,16 @@ class ProxyPool:
                     self._cond.wait(min(left, 0.5))
         finally:
             _release(to_close)
-        proxy = self._open(name)
-        server = _server_of(proxy)
+        try:
+            proxy = self._open(name)
+        finally:
+            if server is not None:
+                with self._cond:
+                    self._creating[server] -= 1
+        actual = _server_of(proxy)
         with self._cond:
-            self._servers[name] = server
-        return _Entry(proxy, name, server)
+            self._servers[name] = actual  # where it is now (a server may have moved)
+        return _Entry(proxy, name, actual)
 
     @contextlib.contextmanager
     def borrow(
