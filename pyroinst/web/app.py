@@ -143,28 +143,34 @@ class _BodyLimit:
             await too_large(scope, receive, send)
             return
         seen = 0
+        over = started = False
 
         async def limited() -> dict:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    over = True
                     raise _TooLarge
             return message
 
+        async def guarded(message: dict) -> None:
+            nonlocal started
+            if over:
+                return  # the app's answer to the interrupted body (a 500): 413 instead
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await too_large(scope, receive, send)
-        except BaseExceptionGroup as group:  # raised inside a task group (a streamed body)
-            if group.subgroup(_TooLarge) is None:
-                raise
-            await too_large(scope, receive, send)
-        except Exception:  # noqa: BLE001
-            # Answered already (JSON, by the app's handler); Starlette raises it again
-            # for the server's log, which would print a stack trace: the handler logged it.
+            await self.app(scope, limited, guarded)
+        except Exception:  # noqa: BLE001 - also groups: a body streamed in a task group
+            # Otherwise answered already (JSON, by the app's handler); Starlette raises it
+            # again for the server's log, which would print a stack trace: it was logged.
             pass
+        if over and not started:
+            await too_large(scope, receive, send)
 
 
 class _TooLarge(Exception):
