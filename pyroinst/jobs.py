@@ -207,6 +207,8 @@ class Job:
         self.func = func
         self.args = args
         self.kwargs = kwargs or {}
+        # Kept as text: the arguments themselves are dropped once the job has run.
+        self.args_text = self.call_text()
         self.concurrent = concurrent
         self.state = QUEUED
         self.progress = 0.0
@@ -300,7 +302,15 @@ class Job:
             "started": self.started,
             "finished": self.finished,
             "error": self.error,
+            "args": self.args_text,
         }
+
+    def call_text(self, limit: int = 120) -> str:
+        """The job's arguments as a short text (``2000, mode='fast'``; arrays by shape)."""
+        parts = [_short(a) for a in self.args]
+        parts += [f"{k}={_short(v)}" for k, v in self.kwargs.items()]
+        text = ", ".join(parts)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
     def outcome(self, timeout: float | None = None) -> Any:
         """The result; re-raises the method's exception, or JobCancelled / JobTimeout."""
@@ -399,3 +409,11 @@ class Job:
         self.args = ()
         self.kwargs = {}
         self._done.set()
+
+
+def _short(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    if shape is not None and getattr(value, "dtype", None) is not None and len(shape):
+        return f"<{value.dtype} array {'x'.join(str(n) for n in shape)}>"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -154,3 +154,31 @@ def test_a_server_that_goes_away_and_comes_back(lab, browser):
     with again:
         wait(browser, lambda d: rows(d).get("flaky") == "true")
     browser.save_screenshot(str(ARTIFACTS / "device-table.png"))
+
+
+def test_a_measurement_is_one_growing_trace_and_channels_have_trends(lab, browser):
+    _, _, web = lab
+    browser.get(web.url + "#/device/dev")
+    form = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'form[data-method="measure"]'))
+    # The device view shows property values, and a trend of each channel (its history).
+    gain = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-property="gain"]'))
+    wait(browser, lambda d: gain.text not in ("", "…") and float(gain.text) == 1.0)
+    trend = '.trend[data-channel="temperature"]'
+    wait(
+        browser,
+        lambda d: int(d.find_element(By.CSS_SELECTOR, trend).get_attribute("data-points")) > 1,
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "device-view.png"))
+    form.find_element(By.NAME, "time").send_keys("1000")
+    form.find_element(By.CSS_SELECTOR, "button").click()
+    wait(browser, lambda d: form.find_element(By.CSS_SELECTOR, "pre.result a")).click()
+    wait(browser, lambda d: d.find_element(By.ID, "job-state").text == "done")
+    plot = browser.find_element(By.ID, "plot")
+    wait(browser, lambda d: plot.get_attribute("data-points") == "1000")
+    assert plot.get_attribute("data-kind") == "line"
+    assert plot.find_elements(By.CSS_SELECTOR, "canvas")
+    browser.save_screenshot(str(ARTIFACTS / "job-trace.png"))
+    # The job table shows each job's arguments.
+    browser.get(web.url + "#/device/dev")
+    wait(browser, lambda d: "measure(1000)" in d.find_element(By.ID, "jobs").text)

@@ -295,6 +295,29 @@ async def channel(request: Request, name: str, channel: str) -> StreamingRespons
     return await _sse(request, "channel", name, channel)
 
 
+@router.get("/devices/{name}/channels/{channel}/history", summary="A channel's recent items")
+def history(request: Request, name: str, channel: str, count: int = 500) -> dict[str, Any]:
+    """``{"items": [[timestamp, value], ...]}``: the newest ``count`` items (at most 5000)
+    the server keeps of the channel, oldest first (arrays summarised)."""
+    count = max(1, min(int(count), 5000))
+    kept: list[Any] = []
+    with _device(request, name) as dev:
+        names = {c["name"] for c in dev.channels()}
+        if channel not in names:
+            raise ChannelNotFound(
+                f"device '{name}' has no channel {channel!r}; its channels: "
+                f"{', '.join(sorted(names)) or 'none'}"
+            )
+        cursor = 0
+        for _ in range(20):  # the buffer holds at most 10,000 items by default
+            answer = dev.channel_read(channel, cursor, 0, 1000)
+            kept = (kept + answer["items"])[-count:]
+            if not answer["items"] or answer["cursor"] == cursor:
+                break
+            cursor = answer["cursor"]
+    return {"items": [[stamp, summary(value)] for stamp, value in kept]}
+
+
 async def _run(request: Request, fn: Any) -> Any:
     return await anyio.to_thread.run_sync(fn, limiter=request.app.state.limiter)
 

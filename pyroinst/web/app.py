@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -324,12 +325,13 @@ def _docs_page(schema: dict[str, Any]) -> str:
                     html.escape(params),
                 )
                 + "<tr class='doc'><td></td><td colspan='3'>{}</td></tr>".format(
-                    html.escape(op.get("description", "")).replace("\n\n", "<br>")
+                    _doc_html(op.get("description", ""))
                 )
             )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>pyroinst API</title>"
         "<link rel='stylesheet' href='/static/app.css'></head><body class='docs'>"
+        "<p><a href='/'>&larr; back to the dashboard</a></p>"
         f"<h1>pyroinst HTTP API {html.escape(schema.get('info', {}).get('version', ''))}</h1>"
         "<p>The schema: <a href='/api/openapi.json'>/api/openapi.json</a>. Errors are "
         '<code>{"error", "message"}</code>. With a token: <code>Authorization: Bearer '
@@ -338,6 +340,14 @@ def _docs_page(schema: dict[str, Any]) -> str:
         + "".join(rows)
         + "</table></body></html>"
     )
+
+
+def _doc_html(text: str) -> str:
+    """A docstring as HTML: escaped, ``code`` and `code` as <code>, paragraphs kept."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"``(.+?)``", r"<code>\1</code>", escaped)
+    escaped = re.sub(r"`([^`]+?)`", r"<code>\1</code>", escaped)
+    return escaped.replace("\n\n", "<br><br>")
 
 
 def login_url(host: str, port: int, token: str | None) -> str:

@@ -20,6 +20,9 @@ __all__ = ["to_json", "summary", "npy_chunks", "npy_length", "to_csv", "as_array
 CHUNK = 4 << 20
 #: Arrays up to this many elements travel inline in an event (a scalar series, a short line).
 INLINE_EVENT = 16
+#: 1-D numeric arrays up to this many points carry their data in an event too: the page
+#: adds them to a growing trace without fetching each one.
+INLINE_LINE = 256
 
 
 def _number(value: float) -> float | str:
@@ -76,7 +79,8 @@ def summary(value: Any) -> Any:
         for key in ("min", "max", "mean"):
             if key in out:
                 out[key] = _number(out[key])
-        if value.size <= INLINE_EVENT:
+        inline_line = value.ndim == 1 and value.dtype.kind in "biuf" and value.size <= INLINE_LINE
+        if value.size <= INLINE_EVENT or inline_line:
             out["data"] = _clean(value.tolist())
         return out
     if isinstance(value, (list, tuple)):

@@ -192,7 +192,7 @@ function jobRow(name, job, refresh) {
   const base = `/api/devices/${encode(name)}/jobs/${job.id}`;
   return el("tr", { dataset: { job: job.id, state: job.state } },
     el("td", {}, el("a", { href: `#/job/${encode(name)}/${job.id}` }, job.id)),
-    el("td", {}, job.method),
+    el("td", {}, job.method + "(" + (job.args || "") + ")"),
     el("td", { class: "state" }, job.state),
     el("td", {}, progressBar(job)),
     el("td", {}, elapsed(job)),
@@ -201,6 +201,39 @@ function jobRow(name, job, refresh) {
       : job.state === "done"
         ? [el("a", { href: base + "/result?format=npy", download: "" }, ".npy"), " ", el("a", { href: base + "/result?format=csv", download: "" }, ".csv")]
         : (job.error || "")));
+}
+
+// A channel's trend: its recent history (what the server keeps), then live values.
+function channelTrend(name, c) {
+  const MAX = 2000;
+  const value = el("span", { class: "value", dataset: { channel: c.name } }, "…");
+  const when = el("span", { class: "when" });
+  const box = el("div", { class: "trend", dataset: { channel: c.name, points: "0" } });
+  const times = [], ys = [];
+  let line = null, pendingDraw = false;
+  const draw = () => {
+    pendingDraw = false;
+    if (ys.length < 2) return;
+    if (!line) line = new Plot.Line(box, c.name, { time: true, height: 160 });
+    line.draw(times, ys);
+  };
+  const add = (t, v) => {
+    value.textContent = typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
+    when.textContent = new Date(t * 1000).toLocaleTimeString();
+    if (typeof v !== "number") return;
+    times.push(t); ys.push(v);
+    if (ys.length > MAX) { times.shift(); ys.shift(); }
+    box.dataset.points = String(ys.length);
+    if (!pendingDraw) { pendingDraw = true; requestAnimationFrame(draw); }
+  };
+  api(`/devices/${encode(name)}/channels/${encode(c.name)}/history?count=500`).then(({ body }) => {
+    for (const [t, v] of body.items) add(t, v);
+  }).catch(() => {}).finally(() => {
+    events(`/api/devices/${encode(name)}/channels/${encode(c.name)}/events`, {
+      item: (item) => add(item.time, item.value),
+    }, (state) => { if (state === "reconnecting") when.textContent = "reconnecting…"; });
+  });
+  return el("div", { class: "channel" }, el("code", {}, c.name), " ", value, " ", when, box);
 }
 
 function deviceView(name) {
@@ -242,22 +275,26 @@ function deviceView(name) {
       ...d.methods.filter((m) => !m.monitor).map((m) => methodForm(name, m, refreshJobs)));
     if (d.properties.length) {
       methods.append(el("h2", {}, "Properties"),
-        el("ul", { class: "properties" }, d.properties.map((p) => el("li", {}, el("code", {}, p.name), p.writable ? " (read/write) " : " (read) ", p.doc))));
+        el("ul", { class: "properties" }, d.properties.map((p) => el("li", {}, el("code", {}, p.name), " = ",
+          el("span", { class: "value", dataset: { property: p.name } }, "…"),
+          p.writable ? " (read/write) " : " (read) ", p.doc))));
     }
     channels.replaceChildren(d.channels.length ? el("h2", {}, "Channels") : "",
-      ...d.channels.map((c) => {
-        const value = el("span", { class: "value", dataset: { channel: c.name } }, "…");
-        const when = el("span", { class: "when" });
-        events(`/api/devices/${encode(name)}/channels/${encode(c.name)}/events`, {
-          item: (item) => {
-            const v = item.value;
-            value.textContent = typeof v === "object" && v !== null ? JSON.stringify(v) : String(v);
-            when.textContent = new Date(item.time * 1000).toLocaleTimeString();
-          },
-        }, (state) => { if (state === "reconnecting") when.textContent = "reconnecting…"; });
-        return el("div", { class: "channel" }, el("code", {}, c.name), " ", value, " ", when);
-      }));
+      ...d.channels.map((c) => channelTrend(name, c)));
+    showValues(d);
   };
+  const showValues = (d) => {
+    for (const p of d.properties || []) {
+      const cell = values.querySelector(`[data-property="${CSS.escape(p.name)}"]`);
+      const v = (d.values || {})[p.name];
+      if (cell) cell.textContent = v && typeof v === "object" ? JSON.stringify(v) : String(v);
+    }
+  };
+  const values = methods;
+  every(2000, async () => {
+    if (!loaded) return;
+    try { showValues((await api(`/devices/${encode(name)}`)).body); } catch (e) { /* shown by load */ }
+  });
   every(3000, async () => { if (!loaded) await load(); });
   every(1000, refreshJobs);
 }
@@ -277,8 +314,15 @@ function jobView(name, id) {
   view.replaceChildren(el("h1", {}, `Job ${id}`),
     el("div", { class: "job-head" }, state, bar, time, message, cancel, downloads), plotBox, stats);
 
-  let status = null, received = 0, drawn = 0, latest = -1, shown = -1, busy = false, plot = null;
-  const series = { x: [], y: [] };
+  // 1-D items accumulate into one growing trace (x: the item's own "x" if it publishes
+  // one, else the running index), at most MAX_POINTS drawn (halved by taking every second
+  // point when full); "newest item only" draws each item alone (frames, spectra).
+  const MAX_POINTS = 20000;
+  const newestOnly = el("input", { type: "checkbox", id: "newest-only" });
+  plotBox.before(el("label", { class: "toggle" }, newestOnly, " newest item only"));
+  let status = null, received = 0, drawn = 0, busy = false, plot = null, step = 1, counter = 0;
+  const trace = { x: [], y: [], next: 0 };
+  const pending = [];  // item indexes of arrays to fetch, in order
   const started = performance.now();
   const update = (s) => {
     status = s;
@@ -297,8 +341,9 @@ function jobView(name, id) {
     const skipped = Math.max(0, received - drawn);
     plotBox.dataset.drawn = String(drawn);
     plotBox.dataset.skipped = String(skipped);
+    plotBox.dataset.points = String(trace.next);
     const seconds = (performance.now() - started) / 1000;
-    stats.textContent = `items ${received}, drawn ${drawn}, skipped ${skipped} (${(drawn / seconds).toFixed(1)} draws/s)`;
+    stats.textContent = `items ${received}, drawn ${drawn}, skipped ${skipped}, points ${trace.next} (${(drawn / seconds).toFixed(1)} draws/s)`;
   };
   const ensure = (kind) => {
     if (plotBox.dataset.kind === kind) return;
@@ -307,10 +352,33 @@ function jobView(name, id) {
     plot = kind === "image" ? new Plot.Image(plotBox) : new Plot.Line(plotBox, name);
     plotBox.dataset.kind = kind;
   };
-  const drawNewest = async () => {
-    if (busy || latest <= shown) return;
+  const append = (xs, ys) => {
+    for (let i = 0; i < ys.length; i++) {
+      const x = xs ? xs[i] : trace.next;
+      trace.next++;
+      if (counter++ % step) continue;
+      trace.x.push(x);
+      trace.y.push(ys[i]);
+    }
+    if (trace.y.length > MAX_POINTS) {  // decimate: every second point, and from now on
+      trace.x = trace.x.filter((_, i) => i % 2 === 0);
+      trace.y = trace.y.filter((_, i) => i % 2 === 0);
+      step *= 2;
+    }
+  };
+  let drawPending = false;
+  const drawTrace = () => {
+    drawPending = false;
+    ensure("line");
+    plot.draw(trace.x, trace.y);
+    showStats();
+  };
+  const redraw = () => { if (!drawPending) { drawPending = true; requestAnimationFrame(drawTrace); } };
+  const fetchNext = async () => {
+    if (busy || !pending.length) return;
     busy = true;
-    const index = latest;
+    // Newest only: skip to the latest item; a trace needs every one, in order.
+    const index = newestOnly.checked ? pending.splice(0).pop() : pending.shift();
     try {
       const response = await fetch(`/api${base}/items/${index}?format=npy`, { credentials: "same-origin" });
       if (response.ok) {
@@ -318,43 +386,39 @@ function jobView(name, id) {
         if (a.shape.length === 2) {
           ensure("image");
           plot.draw(a.data, a.shape[0], a.shape[1]);
-        } else {
+        } else if (newestOnly.checked) {
           ensure("line");
-          const x = Array.from({ length: a.data.length }, (_, i) => i);
-          plot.draw(x, Array.from(a.data));
+          plot.draw(Array.from({ length: a.data.length }, (_, i) => i), Array.from(a.data));
+        } else {
+          append(null, Array.from(a.data));
+          redraw();
         }
         drawn++;
       }
-      shown = index;
     } catch (e) {
-      shown = index;
+      /* an item no longer kept: the next one */
     } finally {
       busy = false;
       showStats();
-      if (latest > shown) requestAnimationFrame(drawNewest);
+      if (pending.length) fetchNext();
     }
   };
-  let seriesPending = false;
-  const drawSeries = () => {
-    seriesPending = false;
-    ensure("line");
-    plot.draw(series.x, series.y);
-    drawn = received;
-    showStats();
-  };
+  const numbers = (v) => typeof v === "number" ? [v] : v && Array.isArray(v.data) && v.shape && v.shape.length <= 1 ? v.data : null;
   const source = events(`/api${base}/events`, {
     status: update,
     end: (s) => { source.close(); update(s); showStats(); banner(""); },
     item: (item) => {
       received++;
       const v = item.value;
-      if (typeof v === "number") {
-        series.x.push(item.index);
-        series.y.push(v);
-        if (!seriesPending) { seriesPending = true; requestAnimationFrame(drawSeries); }
+      const inline = numbers(v);
+      const xy = v && typeof v === "object" && !v.shape && "x" in v && "y" in v ? [numbers(v.x), numbers(v.y)] : null;
+      if (xy && xy[0] && xy[1] && xy[0].length === xy[1].length) {
+        append(xy[0], xy[1]); drawn++; redraw();
+      } else if (inline && !newestOnly.checked) {
+        append(null, inline); drawn++; redraw();
       } else if (v && v.shape && v.shape.length >= 1 && v.shape.length <= 2) {
-        latest = Math.max(latest, item.index);
-        requestAnimationFrame(drawNewest);
+        pending.push(item.index);
+        fetchNext();
       } else {
         drawn++;
         stats.textContent = JSON.stringify(v);

@@ -27,18 +27,20 @@ const Plot = (() => {
   }
 
   class Line {
-    constructor(el, label) {
+    constructor(el, label, options = {}) {
       this.el = el;
       this.label = label;
+      this.time = Boolean(options.time);
+      this.height = options.height || 320;
       this.u = null;
     }
     draw(x, y) {
       const width = Math.max(this.el.clientWidth, 320);
       if (!this.u) {
         this.u = new uPlot({
-          width, height: 320,
-          scales: { x: { time: false } },
-          series: [{ label: "index" }, { label: this.label, stroke: "#2c72b8", width: 1.5 }],
+          width, height: this.height,
+          scales: { x: { time: this.time } },
+          series: [{ label: this.time ? "time" : "index" }, { label: this.label, stroke: "#2c72b8", width: 1.5 }],
           legend: { show: false },
         }, [x, y], this.el);
       } else {
