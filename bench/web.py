@@ -11,6 +11,9 @@
   fetches never see.
 * WEB2: latency from ``publish`` on the device to the event at an HTTP SSE client
   (the device publishes ``time.time()``; same clock). Goal: median at most 20 ms.
+* WEB5: fan-out: 100 SSE clients on one job stream publishing 100 items a second; items
+  a second each client gets, and the CPU of the lab's process (one reader upstream,
+  whatever the number of clients).
 * WEB3, WEB4 (only where Debian's chromium and chromedriver are installed): plot updates
   per second in the dashboard's job view, for 1,000-point lines published 50 times a
   second and 512 x 512 images published 20 times a second. Goals: at least 10 and 5.
@@ -27,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,7 +42,7 @@ from bench.bench import Server, client  # noqa: E402
 POINTS = 10_000_000
 
 
-def start_lab() -> tuple[subprocess.Popen, str, str]:
+def start_lab() -> tuple[subprocess.Popen, str, str]:  # the process, its url and token
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(
@@ -57,7 +61,8 @@ def request(url: str, token: str, method: str, path: str, body: dict | None = No
     host, port = url.split("//")[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=120)
     data = json.dumps(body).encode() if body is not None else None
-    conn.request(method, path, data, {"Authorization": f"Bearer {token}"})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    conn.request(method, path, data, headers)
     answer = json.loads(conn.getresponse().read())
     conn.close()
     return answer
@@ -137,6 +142,55 @@ def sse_latency_ms(url: str, token: str, count: int = 200) -> list[float]:
     return latencies[10:]  # the first items were published before the stream opened
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fan_out(url: str, token: str, pid: int, clients: int = 100, seconds: float = 5.0) -> dict:
+    """``clients`` SSE clients on one job stream (100 items a second): items a second each
+    client gets (median, lowest), and the lab process's CPU meanwhile (the web server and
+    the device server share that process; the device's share is its publishing)."""
+    count = int((seconds + 3) * 100)
+    job = request(url, token, "POST", "/api/devices/web/ticks", {"args": [count, 0.01]})["id"]
+    host, port = url.split("//")[1].split(":")
+    got = [0] * clients
+    stop = threading.Event()
+    opened = threading.Barrier(clients + 1)
+
+    def read(n: int) -> None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request(
+            "GET",
+            f"/api/devices/web/jobs/{job}/events",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        response = conn.getresponse()
+        opened.wait(60)
+        while not stop.is_set():
+            line = response.fp.readline()
+            if not line:
+                break
+            if line.startswith(b"event: item"):
+                got[n] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=read, args=(n,), daemon=True) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    opened.wait(60)
+    start_counts, cpu0, t0 = list(got), _cpu_seconds(pid), time.perf_counter()
+    time.sleep(seconds)  # measuring a rate: the window is the measurement
+    elapsed = time.perf_counter() - t0
+    cpu = (_cpu_seconds(pid) - cpu0) / elapsed
+    rates = [(g - s) / elapsed for g, s in zip(got, start_counts, strict=True)]
+    stop.set()
+    request(url, token, "POST", f"/api/devices/web/jobs/{job}/cancel")
+    for thread in threads:
+        thread.join(10)
+    return {"median": statistics.median(rates), "lowest": min(rates), "cpu": cpu * 100}
+
+
 def page_rates(url: str, token: str) -> dict[str, float] | None:
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
@@ -160,6 +214,8 @@ def page_rates(url: str, token: str) -> dict[str, float] | None:
             job = request(url, token, "POST", f"/api/devices/web/{method}", {"args": args})["id"]
             driver.get(f"{url}/#/job/web/{job}")
             plot = driver.find_element(By.ID, "plot")
+            if kind == "lines":  # frame-like lines: each drawn alone, as they come
+                driver.find_element(By.ID, "newest-only").click()
             deadline = time.monotonic() + 30
             while int(plot.get_attribute("data-drawn") or 0) < 5:
                 if time.monotonic() > deadline:
@@ -183,6 +239,7 @@ def main() -> None:
         tcp_mbps = client("tcp", tcp.address, "w2", POINTS, 3 if quick else 7)["mbps"]
         web_mbps, cached_mbps = download_mbps(url, token, 3 if quick else 7)
         latencies = sse_latency_ms(url, token, 100 if quick else 300)
+        fans = fan_out(url, token, lab.pid, 100, 3.0 if quick else 5.0)
         rates = page_rates(url, token)
     finally:
         tcp.stop()
@@ -206,6 +263,13 @@ def main() -> None:
             f"{len(latencies)} events",
         ),
     ]
+    rows.append(
+        (
+            "WEB5 100 SSE clients on one job stream (100 items/s)",
+            f"median {fans['median']:.0f}, lowest {fans['lowest']:.0f} items/s per client",
+            f"lab process CPU {fans['cpu']:.0f} % of a core (web and device server)",
+        )
+    )
     checks = [
         (
             "WEB1 repeated ≥ 0.3 × raw TCP",

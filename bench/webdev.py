@@ -1,7 +1,8 @@
 """The web benchmark's lab, in its own process: ``python -m bench.webdev``.
 
 A name server, an InstServer with a ``WebBench`` device, and ``pyroinst web`` in front of
-it, all on 127.0.0.1 with a token. Prints "<web url> <token>", serves until stdin closes.
+it, all on 127.0.0.1 with a token. Prints "<web url> <token> <pid>", serves until stdin
+closes.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def main() -> None:
         from bench.webdev import WebBench as Bench  # its class named by module, not __main__
 
         server.add_device(Bench(), "web", stream_buffer_bytes=1 << 30)
-        with server, WebServer("127.0.0.1", 0, ns.host, ns.port, TOKEN) as web:
+        # The fan-out figure opens 100 streams from one address: above the default cap.
+        web_server = WebServer("127.0.0.1", 0, ns.host, ns.port, TOKEN, max_streams=256)
+        with server, web_server as web:
             print(f"{web.url} {TOKEN}", flush=True)
             sys.stdin.read()
 

@@ -28,6 +28,13 @@ def web_command(
             help="Another host name this server answers to (a proxy in front); repeatable.",
         ),
     ] = None,
+    max_streams: Annotated[
+        int,
+        typer.Option(help="Event streams one browser session (else address) may hold at once."),
+    ] = 16,
+    max_device_connections: Annotated[
+        int, typer.Option(help="Connections this web server may hold to one device server.")
+    ] = 16,
 ) -> None:
     """Serve the lab's dashboard and HTTP API until Ctrl-C (a client of the lab, like
     every command: any PC can run it)."""
@@ -50,6 +57,8 @@ def web_command(
             auth.current_token(),
             log_level="warning",
             allow_hosts=tuple(allow_host or ()),
+            max_streams=max_streams,
+            max_device_connections=max_device_connections,
         )
     except ConfigurationError as exc:
         raise fail(str(exc), EXIT_USAGE) from None

@@ -12,6 +12,8 @@ import uvicorn
 
 from .access import check_bind
 from .app import create_app, login_url
+from .feeds import MAX_STREAMS
+from .pool import MAX_DEVICE_CONNECTIONS
 
 __all__ = ["WebServer"]
 
@@ -25,16 +27,27 @@ class WebServer:
     ``login_url`` the link that logs a browser in.
 
     ConfigurationError at once if ``host`` is not a loopback address and there is no
-    token.
+    token. ``allow_hosts``: other host names it answers to (a proxy in front);
+    ``max_streams``: event streams one client (a browser session, else an address) may
+    hold at once; ``max_device_connections``: connections to one device server.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8080, ns_host: str | None = None,
                  ns_port: int | None = None, token: str | None = None, log_level: str = "warning",
-                 allow_hosts: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 allow_hosts: tuple[str, ...] = (), max_streams: int = MAX_STREAMS,
+                 max_device_connections: int = MAX_DEVICE_CONNECTIONS) -> None:  # fmt: skip
         check_bind(host, token)
         self.host = host
         self.token = token
-        self.app = create_app(ns_host, ns_port, token, bind_host=host, allow_hosts=allow_hosts)
+        self.app = create_app(
+            ns_host,
+            ns_port,
+            token,
+            bind_host=host,
+            allow_hosts=allow_hosts,
+            max_streams=max_streams,
+            max_device_connections=max_device_connections,
+        )
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
