@@ -395,8 +395,7 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
             with contextlib.suppress(OSError):
                 csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             host = str(caddr[0])
-            pool = self.pool
-            free = pyro_config.THREADPOOL_SIZE - len(pool.busy) - self.handshaker.promised()
+            free = self.handshaker.free_workers()
             reason = self.admission.admit(host, free, pyro_config.THREADPOOL_SIZE)
             if reason is None:
                 reason = self.handshaker.offer(csock, caddr)

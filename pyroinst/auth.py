@@ -116,14 +116,8 @@ _PROXY_TOKEN = "_pyroinst_token"
 def read_token_file(path: str | Path) -> str:
     """The token a process proves from the key file ``path`` (its one key, or the key
     named ``server``); ConfigurationError if unusable."""
-    ring = read_key_file(path)
-    token = ring.own_token()
-    if token is None:
-        raise ConfigurationError(
-            f"the token file {str(path)!r} holds several keys and none named 'server': add "
-            f"one (pyroinst token new --name server --key-file {path}), or give this "
-            "process its own token (PYROINST_TOKEN)"
-        )
+    token = own_token(read_key_file(path))
+    assert token is not None  # a ring read from a file is never None
     return token
 
 

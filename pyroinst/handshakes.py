@@ -132,10 +132,6 @@ class Handshaker:
         """Connections in their handshake now."""
         return self._count
 
-    def promised(self) -> int:
-        """Connections told their handshake is complete that have no worker yet."""
-        return self._promised
-
     def _keep_promise(self, pending: PendingConnection) -> None:
         if pending.then == "worker":
             pending.then = ""
@@ -344,7 +340,9 @@ class Handshaker:
         return False
 
     # -- answering -----------------------------------------------------------------------
-    def _free_workers(self) -> int:
+    def free_workers(self) -> int:
+        """Workers free for new connections: those of the pool not busy, less the ones
+        promised to connections told their handshake is complete."""
         pool = self.server.pool
         if pool is None:
             return 0
@@ -366,7 +364,7 @@ class Handshaker:
             self._refuse(pending, msg, f"refused: {exc}")
             return
         conn = pending.conn
-        denied = None if self._free_workers() > 0 else self._busy_reason()
+        denied = None if self.free_workers() > 0 else self._busy_reason()
         accepted = self.daemon._handshake(conn, denied)
         out = conn.take_output()
         delay = float(conn.__dict__.pop("_pyroinst_delay", 0.0))
@@ -379,7 +377,7 @@ class Handshaker:
 
     def _answer_proof(self, pending: PendingConnection, msg: Any) -> None:
         conn = pending.conn
-        if self._free_workers() <= 0:
+        if self.free_workers() <= 0:
             out = _connect_fail(msg.seq, msg.serializer_id, self._busy_reason())
             return self._answer(pending, out, "close")
         try:

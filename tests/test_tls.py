@@ -101,9 +101,11 @@ def serve(certs: Path, require_client_cert: bool):
     return proc, ns_port
 
 
-def client(ns_port: str, **tls: str) -> str:
+def client(ns_port: str, script: str = CLIENT, **tls: str) -> str:
+    """What ``script`` (given ``ns_port``, or another argument) prints in a process with
+    the ``tls`` environment."""
     done = subprocess.run(
-        [sys.executable, "-c", CLIENT, ns_port],
+        [sys.executable, "-c", script, ns_port],
         cwd=ROOT,
         env=clean_env(**tls),
         capture_output=True,
@@ -213,15 +215,7 @@ def test_a_lab_ca_and_a_token_bind_the_proofs_to_the_ca_certificates(certs):
     tls = {"PYROINST_TLS_CA": str(certs / "ca.pem"), "PYROINST_TOKEN": token}
 
     def run(target: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-c", TOKEN_CLIENT, target],
-            cwd=ROOT,
-            env=clean_env(**tls),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return done.stdout.strip() + done.stderr[-300:]
+        return client(target, TOKEN_CLIENT, **tls)
 
     try:
         assert run(uri).startswith("OK tls and token"), run(uri)
