@@ -35,6 +35,7 @@ from .naming import (
     lookup,
     ns_address,
 )
+from .perthread import MAX_CONNECTIONS
 from .proxy import DeviceProxy
 from .timeouts import (
     CALL_TIMEOUT,
@@ -50,6 +51,7 @@ __all__ = [
     "JobHandle",
     "DeviceProxy",
     "connect",
+    "disconnect",
     "list_devices",
     "locate_ns",
     "ns_address",
@@ -77,10 +79,19 @@ def connect(
     timeout: float | None = None,
     reconnect_timeout: float = RECONNECT_TIMEOUT,
     owner: str | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+    per_thread: bool = True,
 ) -> DeviceProxy:
     """A proxy of the device ``name``, looked up in the name server.
 
     ``owner`` names this client for reservations (``reserve(owner, ...)`` sets it too).
+
+    The proxy belongs to no thread: any thread (a Qt or ophyd worker, a thread pool,
+    ``asyncio.to_thread``) may call it at any time, each over a connection of its own,
+    made on its first call and closed when that thread ends or by ``disconnect(proxy)``
+    (also at the end of a ``with`` block); at most ``max_connections`` at once (a thread
+    then takes over the connection idle longest). ``per_thread=False``: one connection
+    for all threads, which the caller must then use one at a time.
 
     The proxy uses the serializer pyroinst configured (msgpack, unless PYRO_SERIALIZER
     says otherwise) and waits at most ``timeout`` seconds for a call's reply (None: the
@@ -90,10 +101,27 @@ def connect(
     """
     seconds = timeout_arg(timeout)
     proxy = DeviceProxy(
-        lookup(name, ns_host, ns_port), name, ns_host, ns_port, reconnect_timeout, owner
+        lookup(name, ns_host, ns_port),
+        name,
+        ns_host,
+        ns_port,
+        reconnect_timeout,
+        owner,
+        per_thread=per_thread,
+        max_connections=max_connections,
     )
     proxy._pyroTimeout = seconds
     return proxy
+
+
+def disconnect(proxy: Any) -> None:
+    """Close every connection of ``proxy`` (a ``connect()`` proxy: those of all threads;
+    a plain Pyro5 proxy: its one). It stays usable: the next call connects again."""
+    release_all = getattr(proxy, "_pyroinst_release_all", None)
+    if release_all is not None:
+        release_all()
+    else:
+        proxy._pyroRelease()
 
 
 def list_devices(
@@ -182,7 +210,7 @@ def cached_proxy(
         cache = _local.proxies = {}
     proxy = cache.get(uri)
     if proxy is None:
-        proxy = cache[uri] = DeviceProxy(uri, name, *ns)
+        proxy = cache[uri] = DeviceProxy(uri, name, *ns, per_thread=False)
         proxy._pyroTimeout = default_timeout()
     return proxy
 

@@ -10,6 +10,8 @@ The tree::
     ├── ConnectionLost          (also ConnectionError) the connection broke during a call
     ├── ServerBusy              the server refused a connection: limits (threadpool_size,
     │                           max_connections_per_host) reached
+    ├── ClientBusy              every connection a proxy may open is in a call of another
+    │                           thread (connect(max_connections=))
     ├── AuthenticationFailed    (also Pyro5 CommunicationError) wrong or missing token, or a
     │                           server that could not prove it knows the lab's token
     ├── DeviceReserved          another client holds a reservation on the device
@@ -57,6 +59,7 @@ __all__ = [
     "CallTimeout",
     "ConnectionLost",
     "ServerBusy",
+    "ClientBusy",
     "AuthenticationFailed",
     "DeviceReserved",
     "NameServerNotFound",
@@ -119,6 +122,11 @@ class ConnectionLost(PyroinstError, builtins.ConnectionError):
 class ServerBusy(PyroinstError):
     """The server refused the connection: all its connections are in use, or the client's
     address holds as many as ``max_connections_per_host`` allows."""
+
+
+class ClientBusy(PyroinstError):
+    """Every connection a proxy may open (``max_connections``) stayed in calls of other
+    threads for the whole of this call's time."""
 
 
 class AuthenticationFailed(PyroinstError, Pyro5.errors.CommunicationError):

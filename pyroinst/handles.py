@@ -27,7 +27,7 @@ from .errors import JobTimeout
 from .streams import Stream
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Generator
 
 __all__ = ["JobHandle", "OWNER_ANNOTATION", "LEASE_ANNOTATION", "HANDLE_KIND", "WAIT_SLICE"]
 
@@ -73,6 +73,8 @@ HANDLE_KIND = "JobHandle"
 WAIT_SLICE = 10.0
 #: Seconds a reply may take beyond the wait the server was asked to make.
 SLACK = 0.5
+#: Seconds a handle's repr waits for the job's status before it shows it without.
+REPR_TIMEOUT = 2.0
 
 
 class JobHandle:
@@ -187,10 +189,50 @@ class JobHandle:
         """
         client = _client_side()
         assert client.device_proxy is not None
-        proxy = client.device_proxy(self.uri, self.device, *self.ns, owner=self.owner)
+        proxy = client.device_proxy(
+            self.uri, self.device, *self.ns, owner=self.owner, per_thread=False
+        )
         proxy._pyroinst_lease = self.lease
         label = f"stream of job {self.id} on '{self.device}'"
         return Stream(proxy, "job_stream", self.id, start, label, max_items=max_items)
+
+    # -- asyncio (see pyroinst.aio) ------------------------------------------------------
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await job``: the job's result (its error raised), without blocking the loop."""
+        from . import aio
+
+        return aio.result(self).__await__()
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """``await job.wait_async(timeout)``: True once the job finished, False after
+        ``timeout`` seconds. Cancelling the awaiting task does not cancel the job."""
+        from . import aio
+
+        return await aio.wait(self, timeout)
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        """``await job.result_async(timeout)``: ``result()`` for asyncio code."""
+        from . import aio
+
+        return await aio.result(self, timeout)
+
+    async def cancel_async(self) -> bool:
+        """``await job.cancel_async()``: ``cancel()`` for asyncio code."""
+        from . import aio
+
+        return await aio.run(self.cancel)
+
+    async def status_async(self) -> dict[str, Any]:
+        """``await job.status_async()``: ``status()`` for asyncio code."""
+        from . import aio
+
+        return await aio.run(self.status)
+
+    def plot(self, **options: Any) -> Any:
+        """A live plot of the job's stream in a notebook (extra ``pyroinst[notebook]``):
+        returns at once, updates while the job runs, final when it ends. Lines for 1-D
+        items, an image for 2-D ones; see ``pyroinst.notebook``."""
+        return self.stream().plot(f"job {self.id} ({self.device})", **options)
 
     def to_wire(self) -> dict[str, str]:
         """The handle as sent over the network (a plain dict)."""
@@ -203,4 +245,15 @@ class JobHandle:
         return hash((self.id, self.uri))
 
     def __repr__(self) -> str:
-        return f"JobHandle(id={self.id!r}, device={self.device!r}, uri={self.uri!r})"
+        # Shows where the job is (one short status call; without it if none comes).
+        proxy = self._proxy()
+        timeout = proxy._pyroTimeout
+        proxy._pyroTimeout = REPR_TIMEOUT
+        try:
+            status = proxy.job_status(self.id)
+            state = f", state={status['state']!r}, progress={float(status['progress']):.2f}"
+        except Exception as exc:  # noqa: BLE001 - a repr never raises
+            state = f", state unknown ({type(exc).__name__})"
+        finally:
+            proxy._pyroTimeout = timeout
+        return f"JobHandle(id={self.id!r}, device={self.device!r}{state})"

@@ -36,10 +36,15 @@ from .errors import (
     ServerBusy,
 )
 from .handles import LEASE_ANNOTATION, OWNER_ANNOTATION
+from .introspect import RemoteMethod, add_driver_note, describe_html, describe_text
 from .liveness import check_one
 from .naming import lookup, refuse_marshal
+from .perthread import MAX_CONNECTIONS, Connections, install_descriptors
 from .streams import Stream
 from .timeouts import CONNECT_TIMEOUT, PING_TIMEOUT, RECONNECT_TIMEOUT
+
+#: Seconds a proxy's help (describe) may take before it shows what it knows without it.
+HELP_TIMEOUT = 5.0
 
 __all__ = ["DeviceProxy"]
 
@@ -83,7 +88,13 @@ def _tls_closed(sock: ssl.SSLSocket) -> bool:
 
 
 class DeviceProxy(Pyro5.client.Proxy):
-    """A Pyro5 proxy that finds its device again when the device's server restarts.
+    """A Pyro5 proxy that belongs to no thread and finds its device again when the
+    device's server restarts.
+
+    Any thread may call it at any time: each thread talks over a connection of its own,
+    made on its first call and closed when the thread ends, or by ``with`` /
+    ``pyroinst.disconnect()`` (at most ``max_connections``; see ``pyroinst.perthread``).
+    A plain Pyro5 ``Proxy`` keeps Pyro5's rule instead: one owning thread.
 
     Before a call, if the proxy has no connection, or its idle connection was closed by
     the server, it connects again; when the old address does not answer it looks the
@@ -102,7 +113,11 @@ class DeviceProxy(Pyro5.client.Proxy):
         ns_port: int | None = None,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         owner: str | None = None,
+        per_thread: bool = True,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        # Before Pyro5's __init__: the connection attributes it sets live in slots.
+        self._pyroinst_conns = Connections(per_thread, max_connections)
         super().__init__(uri)
         self._pyroinst_name = name
         self._pyroinst_ns = (ns_host, ns_port)
@@ -122,18 +137,111 @@ class DeviceProxy(Pyro5.client.Proxy):
         else:
             super().__setattr__(name, value)
 
+    def __setstate__(self, state: Any) -> None:
+        # A copy or an unpickled proxy: per-thread connections like any other.
+        if "_pyroinst_conns" not in self.__dict__:
+            object.__setattr__(self, "_pyroinst_conns", Connections())
+            for attr, value in (
+                ("_pyroinst_name", None),
+                ("_pyroinst_ns", (None, None)),
+                ("_pyroinst_reconnect", RECONNECT_TIMEOUT),
+                ("_pyroinst_owner", None),
+                ("_pyroinst_lease", None),
+                ("_pyroinst_peer_max", None),
+            ):
+                object.__setattr__(self, attr, value)
+        super().__setstate__(state)
+
+    def __exit__(self, *exc: object) -> None:
+        self._pyroinst_release_all()
+
+    def _pyroinst_release_all(self) -> None:
+        """Close the connections of every thread (each connects again on its next call)."""
+        self._pyroinst_conns.release_all()
+
     def _pyroValidateHandshake(self, response: Any) -> None:  # noqa: N802 - Pyro5's name
         # A pyroinst server says how large a message it accepts.
         if isinstance(response, dict) and "max_message_size" in response:
             self._pyroinst_peer_max = int(response["max_message_size"])
 
     def __getattr__(self, name: str) -> Any:
-        if not name.startswith("_") and not self._pyroMethods and not self._pyroAttrs:
+        if name.startswith("_"):
+            if not (name.startswith("__") and name.endswith("__")):
+                # Pyro5 never exposes private names: IPython's probes (_repr_latex_,
+                # _ipython_display_, ...) are answered here, without a connection.
+                raise AttributeError(name)
+            return super().__getattr__(name)
+        if not self._pyroMethods and not self._pyroAttrs:
             # The first call connects here (it needs the metadata), with the retries,
             # within the call's timeout.
             timeout = self._pyroTimeout
-            self._pyroinst_connect(None if timeout is None else time.monotonic() + timeout)
+            conns = self._pyroinst_conns
+            slot = conns.enter()
+            try:
+                self._pyroinst_connect(None if timeout is None else time.monotonic() + timeout)
+            finally:
+                conns.leave(slot)
+        if name in self._pyroMethods and name not in self._pyroAttrs:
+            return RemoteMethod(self._pyroInvoke, name, self._pyroMaxRetries, self)
         return super().__getattr__(name)
+
+    # -- help, for people (IPython, help(), inspect) ---------------------------------------
+    def _pyroinst_description(self) -> dict[str, Any] | None:
+        """The device's ``describe()``, fetched once (None if it cannot be had quickly)."""
+        cached = self.__dict__.get("_pyroinst_described")
+        if cached is not None:
+            return cached
+        slot = self._pyroinst_conns.slot()
+        saved = slot.timeout
+        own = self._pyroTimeout
+        # Help never waits long: a frozen server leaves the help short, not the notebook.
+        slot.timeout = HELP_TIMEOUT if own is None else min(own, HELP_TIMEOUT)
+        try:
+            description = self._pyroInvoke("describe", (), {})
+        except Exception as exc:  # noqa: BLE001 - help degrades to what is known
+            log.debug("describe() of %s for help failed: %s", self._pyroinst_label(), exc)
+            return None
+        finally:
+            slot.timeout = saved
+        if isinstance(description, dict):
+            object.__setattr__(self, "_pyroinst_described", description)
+            return description
+        return None
+
+    def _pyroinst_method_info(self, name: str) -> dict[str, Any] | None:
+        description = self._pyroinst_description() or {}
+        for method in description.get("methods") or []:
+            if method.get("name") == name:
+                return method  # type: ignore[no-any-return]
+        return None
+
+    def __repr__(self) -> str:
+        what = f"device {self._pyroinst_name!r}" if self._pyroinst_name else "device"
+        uri = self._pyroUri
+        where = getattr(uri, "location", None) or str(uri)
+        state = []
+        conns = self._pyroinst_conns
+        opened = conns.open_connections()
+        state.append(f"{opened} connection{'s' if opened != 1 else ''} open")
+        if self._pyroinst_lease:
+            state.append(f"reserved by {self._pyroinst_owner}")
+        return f"<DeviceProxy {what} on server {where} ({uri.object}); {', '.join(state)}>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's display: the device, its server, its methods and properties."""
+        if cycle:
+            printer.text(repr(self))
+            return
+        description = self._pyroinst_description()
+        if description is None:
+            printer.text(repr(self) + "\n(its description could not be had now)")
+        else:
+            printer.text(describe_text(description, repr(self)))
+
+    def _repr_html_(self) -> str | None:
+        """A notebook's display: the same as an HTML table."""
+        description = self._pyroinst_description()
+        return None if description is None else describe_html(description, repr(self))
 
     def _pyroinst_connect(self, deadline: float | None = None) -> bool:
         """Connect if not connected (True if it did): each attempt within CONNECT_TIMEOUT,
@@ -149,17 +257,26 @@ class DeviceProxy(Pyro5.client.Proxy):
         until = began + self._pyroinst_reconnect
         if deadline is not None:
             until = min(until, deadline)
-        call_timeout = self._pyroTimeout
+        conns = self._pyroinst_conns
+        conns.reserve(until, self._pyroinst_label())
+        try:
+            return self._pyroinst_connect_within(began, until)
+        finally:
+            conns.unreserve()  # a no-op once the connection was made
+
+    def _pyroinst_connect_within(self, began: float, until: float) -> bool:
+        slot = self._pyroinst_conns.slot()
         delay = 0.05
         while True:
             attempt = max(0.05, min(CONNECT_TIMEOUT, until - time.monotonic()))
             try:
-                # The call's own timeout goes back on the connection once it is made.
-                self._pyroTimeout = attempt
+                # This thread's connect waits at most `attempt`; the call's own timeout
+                # goes on the connection once it is made.
+                saved, slot.timeout = slot.timeout, attempt
                 try:
                     self._pyroBind()
                 finally:
-                    self._pyroTimeout = call_timeout
+                    slot.timeout = saved
                 return True
             except MessageRefused as exc:
                 raise MessageRefused(f"{self._pyroinst_label()}: {exc}") from None
@@ -259,6 +376,7 @@ class DeviceProxy(Pyro5.client.Proxy):
             *self._pyroinst_ns,
             reconnect_timeout=self._pyroinst_reconnect,
             owner=self._pyroinst_owner,
+            per_thread=False,  # the stream reads one batch at a time, from any thread
         )
         proxy._pyroinst_lease = self._pyroinst_lease
         label = f"channel {channel!r} of {self._pyroinst_label()}"
@@ -272,6 +390,14 @@ class DeviceProxy(Pyro5.client.Proxy):
         return str(self._pyroUri)
 
     def _pyroInvoke(self, methodname, vargs, kwargs, flags=0, objectId=None):  # noqa: N802, N803
+        conns = self._pyroinst_conns
+        slot = conns.enter()
+        try:
+            return self._pyroinst_invoke(methodname, vargs, kwargs, flags, objectId)
+        finally:
+            conns.leave(slot)
+
+    def _pyroinst_invoke(self, methodname, vargs, kwargs, flags, objectId):  # noqa: N803
         timeout = self._pyroTimeout
         began = time.monotonic()
         if objectId is None and self._pyroinst_connect(
@@ -280,6 +406,10 @@ class DeviceProxy(Pyro5.client.Proxy):
             if timeout is not None:
                 # Connecting took part of this call's time: the rest is what it may wait.
                 self._pyroConnection.timeout = max(0.01, began + timeout - time.monotonic())
+        else:
+            conn = self._pyroConnection
+            if conn is not None and conn.timeout != timeout:
+                conn.timeout = timeout  # set by another thread since this one's last call
         owner = self._pyroinst_owner
         if methodname == "reserve" and objectId is None:
             named = vargs[0] if vargs else (kwargs or {}).get("owner", owner)
@@ -308,12 +438,18 @@ class DeviceProxy(Pyro5.client.Proxy):
                 device=self._pyroinst_name,
             ) from None
         except Pyro5.errors.ConnectionClosedError as exc:
+            if getattr(exc, "_pyroTraceback", None):
+                add_driver_note(exc)
+                raise
             raise ConnectionLost(
                 f"the connection to {self._pyroinst_label()} broke during {methodname}(): "
                 f"{exc}. The call may or may not have run on the device; it was not "
                 "re-sent. The next call reconnects.",
                 device=self._pyroinst_name,
             ) from None
+        except Exception as exc:
+            add_driver_note(exc)  # a remote error: where in the driver it was raised
+            raise
         finally:
             conn = self._pyroConnection
             if conn is not None and conn.timeout != timeout:
@@ -333,3 +469,6 @@ class DeviceProxy(Pyro5.client.Proxy):
         elif objectId is None and methodname == "release" and result is True:
             self._pyroinst_lease = None
         return result
+
+
+install_descriptors(DeviceProxy)

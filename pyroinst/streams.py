@@ -19,6 +19,7 @@ the device's proxy goes on being used), with the lab's token, TLS and fast array
   within ``POLL`` + ``SLACK``. A server that stops answering (a frozen PC) is retried
   until the device proxy's ``reconnect_timeout`` has passed since the last answer; then
   the iteration raises ``DeviceUnreachable`` naming the server.
+* Any thread may read it, several at once (each item goes to one of them, in order).
 * ``close()`` may be called from any thread, also while another thread reads: the
   reading thread's iteration then ends (StopIteration), and the connection is released.
   ``read()`` returns what one read brings (perhaps nothing) for callers that must stay
@@ -32,7 +33,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .errors import ChannelNotFound, ConnectionLost, DeviceUnreachable
@@ -87,6 +88,7 @@ class Stream:
         self._closed = False
         self._released = False
         self._lock = threading.Lock()
+        self._reading = threading.Lock()  # one reading thread at a time
         self._reader: int | None = None  # the thread reading now
         self._run: str | None = None
         self._last_answer = time.monotonic()
@@ -105,27 +107,36 @@ class Stream:
     def __iter__(self) -> Iterator[Any]:
         return self
 
+    def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for item in stream``: read in pyroinst's thread pool (``pyroinst.aio``)."""
+        from .aio import stream_items
+
+        return stream_items(self)
+
     def __next__(self) -> Any:
-        while self._index >= len(self._batch):
-            if self._done or self._closed:
-                self.close()
-                raise StopIteration
-            self._read(self._fetch)
-        return self._take()
+        # Several threads may read one stream: each item goes to one of them, in order.
+        with self._reading:
+            while self._index >= len(self._batch):
+                if self._done or self._closed:
+                    self.close()
+                    raise StopIteration
+                self._read(self._fetch)
+            return self._take()
 
     def read(self) -> list[Any] | None:
         """The items one read brings (waiting at most about POLL seconds; perhaps none),
         or None once the stream has ended or was closed. ``number`` is then the item number
         of the last item returned."""
-        if self._index >= len(self._batch):
-            if self._done or self._closed:
-                self.close()
-                return None
-            self._read(self._fetch)
-        items = []
-        while self._index < len(self._batch):
-            items.append(self._take())
-        return items
+        with self._reading:
+            if self._index >= len(self._batch):
+                if self._done or self._closed:
+                    self.close()
+                    return None
+                self._read(self._fetch)
+            items = []
+            while self._index < len(self._batch):
+                items.append(self._take())
+            return items
 
     def _take(self) -> Any:
         item = self._batch[self._index]
@@ -245,6 +256,13 @@ class Stream:
             self._released = True
         self._proxy._pyroClaimOwnership()
         self._proxy._pyroRelease()
+
+    def plot(self, title: str = "", **options: Any) -> Any:
+        """A live plot of this stream in a notebook (extra ``pyroinst[notebook]``); it
+        returns at once and updates while items come. See ``pyroinst.notebook``."""
+        from .notebook import live_plot
+
+        return live_plot(self, title or self._label, **options)
 
     def __enter__(self) -> Stream:
         return self

@@ -203,7 +203,9 @@ def test_a_relay_cannot_change_the_name_server(lab):
             lambda: proxy.register("dev", evil, safe=False),
             lambda: proxy.remove("dev"),
         ):
-            with pytest.raises(pyroinst.AuthenticationFailed):
+            # Refused: told why (AuthenticationFailed), or, when the relay drops the
+            # refusal it cannot forward, the connection just ends. Either way nothing ran.
+            with pytest.raises(Pyro5.errors.CommunicationError):
                 action()
         proxy._pyroRelease()
     assert _ns_entry(ns) == real

@@ -65,7 +65,12 @@ class Lab:
 
     def _connect(self, name: str) -> DeviceProxy:
         return connect(
-            name, self.ns_host, self.ns_port, timeout=self.timeout, reconnect_timeout=RECONNECT
+            name,
+            self.ns_host,
+            self.ns_port,
+            timeout=self.timeout,
+            reconnect_timeout=RECONNECT,
+            per_thread=False,  # the pool lends each proxy to one thread at a time
         )
 
     def result(self, name: str, job_id: str, proxy: DeviceProxy) -> Any:
