@@ -296,3 +296,43 @@ def test_ns_port_in_use():
         port = s.getsockname()[1]
         result = runner.invoke(app, ["ns", "--host", "127.0.0.1", "--port", str(port)])
     one_line_error(result, 1, f"127.0.0.1:{port}")
+
+
+def test_shell_completion_is_available():
+    """`pyroinst --install-completion` exists; the completion it installs completes."""
+    import subprocess
+    import sys
+
+    from pathlib import Path
+
+    from tests.helpers import ROOT, clean_env
+
+    script = str(Path(sys.executable).parent / "pyroinst")  # the installed command
+
+    shown = subprocess.run(
+        [script, "--show-completion", "bash"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and "_pyroinst_completion" in shown.stdout, shown.stderr
+    helped = subprocess.run(
+        [script, "--help"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "--install-completion" in helped.stdout
+    completed = subprocess.run(
+        [script],
+        cwd=ROOT,
+        env=clean_env(_PYROINST_COMPLETE="complete_bash", COMP_WORDS="pyroinst ca", COMP_CWORD="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.stdout.split() == ["call"], completed.stdout + completed.stderr

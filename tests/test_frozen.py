@@ -138,6 +138,37 @@ def test_job_wait_and_result(frozen):
     assert frozen.address in str(error)
 
 
+def test_another_thread_and_asyncio(frozen):
+    """The thread-free proxy from another thread, and pyroinst.aio, are bounded too."""
+    import asyncio
+    import concurrent.futures
+
+    import pyroinst.aio
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        error, took = pool.submit(timed, lambda: frozen.dev.ping()).result(30)
+    assert isinstance(error, pyroinst.DeviceUnreachable), error
+    assert took <= ALLOWED, took
+
+    async def awaited(make):
+        began = time.monotonic()
+        with pytest.raises(pyroinst.PyroinstError) as caught:
+            await make()
+        return caught.value, time.monotonic() - began
+
+    async def main():
+        results = [await awaited(lambda: frozen.job.wait_async(TIMEOUT))]
+        results.append(await awaited(lambda: frozen.job))
+        dev = pyroinst.aio.AsyncDeviceProxy(frozen.dev)
+        results.append(await awaited(lambda: dev.idn()))
+        return results
+
+    for error, took in asyncio.run(main()):
+        assert isinstance(error, pyroinst.DeviceUnreachable), error
+        assert took <= ALLOWED, took
+        assert frozen.address in str(error)
+
+
 def test_watch(frozen):
     began = time.monotonic()
     with pytest.raises(pyroinst.DeviceUnreachable) as caught:
