@@ -302,7 +302,6 @@ def test_shell_completion_is_available():
     """`pyroinst --install-completion` exists; the completion it installs completes."""
     import subprocess
     import sys
-
     from pathlib import Path
 
     from tests.helpers import ROOT, clean_env
