@@ -215,6 +215,19 @@ class DeviceProxy(Pyro5.client.Proxy):
                 return method  # type: ignore[no-any-return]
         return None
 
+    def __dir__(self) -> list[str]:
+        if not self._pyroMethods and not self._pyroAttrs:
+            # Tab completion asks before any call: learn the methods (briefly).
+            conns = self._pyroinst_conns
+            slot = conns.enter()
+            try:
+                self._pyroinst_connect(time.monotonic() + HELP_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - completion shows what is known
+                log.debug("no methods of %s for dir(): %s", self._pyroinst_label(), exc)
+            finally:
+                conns.leave(slot)
+        return super().__dir__()  # type: ignore[no-any-return]
+
     def __repr__(self) -> str:
         what = f"device {self._pyroinst_name!r}" if self._pyroinst_name else "device"
         uri = self._pyroUri

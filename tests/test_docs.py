@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 import pyroinst
 from devices.dummy import DummyDevice
 from tests import docs
@@ -30,7 +32,7 @@ def test_the_readme_is_the_newcomers_page():
     readme = docs.page("README.md")
     assert len(readme.splitlines()) < 200, "the reference belongs in docs/"
     for needed in (
-        "pip install -e '.[test,web]'",  # install
+        "pip install -e '.[test,web,notebook]'",  # install
         "pyroinst serve --demo",  # the demo
         ".venv/bin/python -m pytest",  # the test command
         "pyroinst.connect(",  # a client
@@ -104,3 +106,24 @@ def test_the_readme_server_serves_and_stops(ns):
     assert server.returncode == 0, out
     with pyroinst.locate_ns(ns.host, ns.port) as nsp:
         assert "cam" not in nsp.list()
+
+
+@pytest.mark.parametrize("marker", ["readme-asyncio", "clients-asyncio"])
+def test_the_asyncio_examples_run(make_server, ns, marker):
+    make_server({"dev": DummyDevice(idn_delay=0.01)})
+    env = clean_env(PYROINST_NS_HOST=ns.host, PYROINST_NS_PORT=str(ns.port))
+    proc = subprocess.run(
+        [sys.executable, "-c", docs.block(marker)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    if marker == "readme-asyncio":
+        assert lines[0].startswith("pyroinst,DummyDevice,"), lines
+        assert sum(int(n) for n in lines[1:-1]) == 500 and lines[-1] == "(500,)", lines
+    else:
+        assert lines[0].startswith("True (300,) "), lines
+        assert lines[1] == "1", lines  # a hundred concurrent calls, one identity

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+
+import pyroinst
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -24,6 +27,7 @@ def lab():
     server = InstServer(host="127.0.0.1", port=0, ns_host=ns.host, ns_port=ns.port)
     server.add_device(DummyDevice(idn_delay=0.01), "dmm")
     server.add_device(Echo(), "echo")
+    server.add_device(DummyDevice(idn_delay=0.01), "dev")
     server.start()
     yield ns
     server.stop()
@@ -86,3 +90,72 @@ def test_a_notebook_drives_a_lab(lab):
     # The remote error's traceback names the driver's function.
     assert "RemoteError" in texts[5] and "from the notebook" in texts[5]
     assert "in fail" in texts[5] and "helpers.py" in texts[5]
+
+
+def test_the_readmes_notebook_runs(lab, monkeypatch):
+    """The README's notebook, cell by cell (``# %%``), in a real kernel."""
+    from tests import docs
+
+    monkeypatch.setenv("PYROINST_NS_HOST", lab.host)  # the kernel inherits these
+    monkeypatch.setenv("PYROINST_NS_PORT", str(lab.port))
+    sources = [c.strip() for c in docs.block("readme-notebook").split("# %%") if c.strip()]
+    sources.append("print('SHAPE', data.shape)")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
+    texts = [_outputs_text(cell) for cell in nb.cells]
+    assert "measure(time: int)" in texts[0]
+    assert "application/vnd.jupyter.widget-view+json" in texts[1]
+    assert "SHAPE (2000,)" in texts[-1]
+
+
+class Imager:
+    """Publishes frames and (x, y) pieces."""
+
+    @pyroinst.job
+    def frames(self, n: int) -> int:
+        """``n`` 2-D frames, the last one all n."""
+        for i in range(n):
+            pyroinst.current_job().publish(np.full((4, 6), float(i + 1)))
+        return n
+
+    @pyroinst.job
+    def pieces(self, n: int) -> int:
+        """``n`` items {"x": [...], "y": [...]} of two points each."""
+        for i in range(n):
+            pyroinst.current_job().publish({"x": [10 * i, 10 * i + 5], "y": [i, -i]})
+        return n
+
+
+def test_live_plot_items_lines_images_and_pairs(lab):
+    from pyroinst.notebook import LivePlot
+
+    server = pyroinst.InstServer(host="127.0.0.1", port=0, ns_host=lab.host, ns_port=lab.port)
+    server.add_device(Imager(), "imager")
+    server.start()
+    try:
+        dev = pyroinst.connect("imager", lab.host, lab.port)
+        frames = dev.frames(3).plot()
+        assert frames.wait(30)
+        w = frames.widget
+        assert (w.kind, w.shape, w.items, w.state) == ("image", [4, 6], 3, "done")
+        assert np.all(np.frombuffer(w.image, dtype=np.float32) == 3.0)  # the newest frame
+        pieces = dev.pieces(4).plot()
+        assert pieces.wait(30)
+        w = pieces.widget
+        assert w.x == [0, 5, 10, 15, 20, 25, 30, 35] and w.y == [0, 0, 1, -1, 2, -2, 3, -3]
+        small = LivePlot(dev.pieces(50).stream(), max_points=16)
+        assert small.wait(30)
+        assert len(small.widget.y) <= 16 and small.widget.items == 50
+        pyroinst.disconnect(dev)
+    finally:
+        server.stop()
+
+
+def test_live_plot_without_the_extra_says_what_to_install(monkeypatch):
+    from pyroinst import notebook
+
+    monkeypatch.setattr(notebook, "anywidget", None)
+    monkeypatch.delitem(notebook.__dict__, "_LIVE_PLOT_CLASS", raising=False)
+    with pytest.raises(pyroinst.ConfigurationError, match=r"pyroinst\[notebook\]"):
+        notebook._widget_class()

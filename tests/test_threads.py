@@ -215,3 +215,19 @@ def test_plain_pyro5_proxies_keep_their_owner_rule(lab):
         with pytest.raises(Pyro5.errors.PyroError, match="not the owner"):
             pool.submit(proxy.square, 3).result(10)
     proxy._pyroRelease()
+
+
+def test_help_comes_from_describe(lab):
+    import inspect
+
+    dev = connect(lab)
+    assert "square" in dir(dev)  # tab completion, before any call
+    assert str(inspect.signature(dev.square)) == "(value: int) -> int"
+    assert dev.square.__doc__ == "``value`` squared."
+    assert "Publishes 0..n-1" in dev.ramp.__doc__ and "JobHandle" in dev.ramp.__doc__
+    text = repr(dev)
+    assert "'par'" in text and dev._pyroUri.location in text and "connection" in text
+    job = dev.ramp(3)
+    job.wait(10)
+    assert "state='done'" in repr(job) and "progress=" in repr(job)
+    pyroinst.disconnect(dev)
