@@ -41,6 +41,10 @@
     stream_buffer_items = 1000           # override the server's, for this device
     stream_buffer_bytes = 67108864
     max_queued_jobs = 100                # overrides the server's, for this device
+    expose = []               # offered even if hidden (names or glob patterns)
+    hide = []                 # not offered, e.g. ["reset*"]
+    attributes = []           # other attributes offered as properties, e.g. ["timeout"]
+    profile = "auto"          # auto (by class), none, qcodes, pymeasure, pyvisa
 
 Every error is a ``LabFileError`` naming the file and, where it can, the table and key
 (or line, for TOML syntax), raised before any device is created or registered. Classes
@@ -58,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError, PyroinstError
+from .offering import PROFILES
 
 __all__ = ["LabFileError", "DeviceStartError", "LabConfig", "DeviceSpec", "load_lab", "demo_lab"]
 
@@ -105,6 +110,10 @@ _DEVICE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "stream_buffer_items": ((int,), "a whole number of items"),
     "stream_buffer_bytes": ((int,), "a whole number of bytes"),
     "max_queued_jobs": ((int,), "a whole number of jobs"),
+    "expose": ((list,), "a list of member names or patterns"),
+    "hide": ((list,), "a list of member names or patterns"),
+    "attributes": ((list,), "a list of attribute names"),
+    "profile": ((str,), "auto, none, qcodes, pymeasure or pyvisa"),
 }
 
 
@@ -129,6 +138,10 @@ class DeviceSpec:
     stream_buffer_items: int | None = None
     stream_buffer_bytes: int | None = None
     max_queued_jobs: int | None = None
+    expose: list[str] = field(default_factory=list)
+    hide: list[str] = field(default_factory=list)
+    attributes: list[str] = field(default_factory=list)
+    profile: str | None = None
     cls: type | None = None
 
     def create(self) -> Any:
@@ -269,6 +282,16 @@ def parse_lab(data: dict[str, Any], path: Path | None = None) -> LabConfig:
         jobs = table.get("jobs", [])
         if not all(isinstance(j, str) for j in jobs):
             raise LabFileError(f"{dwhere}: jobs = {jobs!r} should be a list of method names")
+        for key in ("expose", "hide", "attributes"):
+            names = table.get(key, [])
+            if not all(isinstance(n, str) and n for n in names):
+                raise LabFileError(f"{dwhere}: {key} = {names!r} should be a list of names")
+        profile = table.get("profile")
+        if profile is not None and profile not in ("auto", "none", *PROFILES):
+            raise LabFileError(
+                f"{dwhere}: profile = {profile!r} is unknown: use auto, none or one of "
+                f"{', '.join(sorted(PROFILES))}"
+            )
         specs.append(
             DeviceSpec(
                 name=name,
@@ -280,6 +303,10 @@ def parse_lab(data: dict[str, Any], path: Path | None = None) -> LabConfig:
                 stream_buffer_items=table.get("stream_buffer_items"),
                 stream_buffer_bytes=table.get("stream_buffer_bytes"),
                 max_queued_jobs=table.get("max_queued_jobs"),
+                expose=list(table.get("expose", [])),
+                hide=list(table.get("hide", [])),
+                attributes=list(table.get("attributes", [])),
+                profile=profile,
             )
         )
     return LabConfig(path, server, log_level.upper() if log_level else None, specs, tls)

@@ -64,6 +64,8 @@ class DeviceServant(Reservable):
 
     _pyroinst_jobs: frozenset[str] = frozenset()
     _pyroinst_concurrent: frozenset[str] = frozenset()
+    _pyroinst_members: dict[str, Any] | None = None
+    _pyroinst_hidden: dict[str, str] = {}  # noqa: RUF012 - set per servant class
     _pyroinst_properties: frozenset[str] = frozenset()
     _pyroinst_monitors: tuple[tuple[str, float], ...] = ()
     #: The server's audit log (None: no audit), set by InstServer.add_device.
@@ -223,7 +225,12 @@ class DeviceServant(Reservable):
     def describe(self) -> dict[str, Any]:
         """The device's class, docstring, methods (signature, doc, job flag) and properties."""
         return describe_device(
-            self._device, self._name, self._pyroinst_jobs, self._pyroinst_concurrent
+            self._device,
+            self._name,
+            self._pyroinst_jobs,
+            self._pyroinst_concurrent,
+            self._pyroinst_members,
+            self._pyroinst_hidden,
         )
 
     @expose

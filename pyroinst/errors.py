@@ -48,6 +48,9 @@ client that imports pyroinst.
 from __future__ import annotations
 
 import builtins
+import contextlib
+import os
+import sys
 from typing import Any
 
 import Pyro5.errors
@@ -199,6 +202,7 @@ class RemoteError(PyroinstError):
     remote_message: str = ""
     remote_traceback: str = ""
     remote_builtin_base: str = ""
+    remote_attributes: dict[str, Any] = {}  # noqa: RUF012 - read-only default
 
 
 class JobError(PyroinstError):
@@ -292,12 +296,64 @@ def remote_error_class(base_name: str) -> type[RemoteError]:
     return klass
 
 
+#: Modules (and their submodules) whose exceptions a client raises as themselves.
+DEFAULT_EXCEPTION_MODULES = ("builtins", "numpy", "pyvisa", "qcodes", "pymeasure")
+_allowed_modules: set[str] = set(DEFAULT_EXCEPTION_MODULES)
+
+
+def allow_remote_exceptions(*modules: str) -> None:
+    """Raise remote exceptions of classes from ``modules`` (and their submodules) as
+    those classes, not as RemoteError: ``except pyvisa.errors.VisaIOError`` then catches
+    them. A class is used only if its module is already imported here: a module is never
+    imported because a server named it. Also ``PYROINST_REMOTE_EXCEPTIONS`` (commas)."""
+    _allowed_modules.update(m.strip() for m in modules if m.strip())
+
+
+def _allowed(module: str) -> bool:
+    extra = os.environ.get("PYROINST_REMOTE_EXCEPTIONS", "")
+    allowed = _allowed_modules | {m.strip() for m in extra.split(",") if m.strip()}
+    return any(module == m or module.startswith(m + ".") for m in allowed)
+
+
+def _as_remote_class(attributes: dict) -> BaseException | None:
+    """The remote exception as its own class, if allowed and already imported here."""
+    remote_type = str(attributes.get("remote_type", ""))
+    module_name, _, qualname = remote_type.rpartition(".")
+    if not module_name or not _allowed(module_name):
+        return None
+    module = sys.modules.get(module_name)
+    if module is None:
+        return None
+    klass: Any = module
+    for part in qualname.split("."):
+        klass = getattr(klass, part, None)
+    if not (isinstance(klass, type) and issubclass(klass, Exception)):
+        return None
+    try:
+        exc = klass.__new__(klass)
+        Exception.__init__(exc, str(attributes.get("remote_message", "")))
+    except Exception:  # noqa: BLE001 - a class that cannot be made so: RemoteError then
+        return None
+    for key, value in dict(attributes.get("remote_attributes") or {}).items():
+        with contextlib.suppress(Exception):
+            setattr(exc, key, value)
+    for key in ("remote_type", "remote_message", "remote_traceback"):
+        with contextlib.suppress(Exception):
+            setattr(exc, key, attributes.get(key, ""))
+    return exc  # type: ignore[no-any-return]
+
+
 def _rebuild(classname: str, data: dict) -> BaseException:
     """Pyro5 dict-to-class hook: rebuild a pyroinst exception with its own type."""
     name = classname.rsplit(".", 1)[-1]
     klass = globals()[name]
     attributes = dict(data.get("attributes") or {})
     if klass is RemoteError:
+        own = _as_remote_class(attributes)
+        if own is not None:
+            with contextlib.suppress(Exception):
+                own._pyroTraceback = attributes.get("_pyroTraceback")  # type: ignore[attr-defined]
+            return own
         klass = remote_error_class(str(attributes.get("remote_builtin_base", "")))
     exc = klass.__new__(klass)
     Exception.__init__(exc, *data.get("args", ()))

@@ -21,7 +21,8 @@ from .channels import check_monitor, monitor_period
 from .device import RESERVED_NAMES, DeviceServant
 from .errors import DeviceDefinitionError
 from .jobs import is_concurrent, is_job
-from .members import function_of, public_members
+from .members import function_of
+from .offering import Offer, hidden_members, offered_members
 from .retention import JobStore
 from .workers import DEFAULT_MAX_QUEUED_JOBS
 
@@ -136,10 +137,13 @@ def make_servant(
     lock_timeout: float | None = None,
     stream_bounds: tuple[int, int] = (DEFAULT_ITEMS, DEFAULT_BYTES),
     max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
+    offer: Offer | None = None,
 ) -> DeviceServant:
-    """The exposed servant for ``device`` (DeviceDefinitionError if it cannot be served)."""
+    """The exposed servant for ``device`` (DeviceDefinitionError if it cannot be served);
+    ``offer``: which members it offers (see ``pyroinst.offering``)."""
     cls = type(device)
-    members = public_members(cls)
+    offer = offer or Offer()
+    members = offered_members(cls, offer)
     clash = sorted(set(members) & RESERVED_NAMES)
     if clash:
         raise DeviceDefinitionError(
@@ -149,7 +153,7 @@ def make_servant(
             method=clash[0],
         )
     job_names = _job_names(cls, members, jobs or ())
-    key = (cls, job_names)
+    key = (cls, job_names, offer)
     with _classes_lock:
         servant_cls = _servant_classes.get(key)
         if servant_cls is None:
@@ -168,6 +172,8 @@ def make_servant(
                         concurrent and member_name not in job_names,
                     )
             namespace["_pyroinst_jobs"] = job_names
+            namespace["_pyroinst_members"] = dict(members)
+            namespace["_pyroinst_hidden"] = hidden_members(cls, offer)
             namespace["_pyroinst_concurrent"] = frozenset(
                 n
                 for n, m in members.items()

@@ -165,6 +165,11 @@ def transportable(exc: BaseException) -> BaseException:
         remote_message=str(exc),
         remote_traceback=tb,
         remote_builtin_base=builtin_base(etype),
+        remote_attributes={
+            k: v
+            for k, v in vars(exc).items()
+            if not k.startswith("_") and isinstance(v, str | int | float | bool | None)
+        },
     )
     err.__cause__ = exc
     return err

@@ -186,12 +186,16 @@ def describe_device(
     name: str,
     jobs: frozenset[str] = frozenset(),
     concurrent: frozenset[str] = frozenset(),
+    members: dict[str, Any] | None = None,
+    hidden: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """What ``describe()`` returns: class, docstring, methods and properties of ``device``."""
+    """What ``describe()`` returns: class, docstring, methods and properties of ``device``
+    (``members``: those it offers; else every public one)."""
     cls = type(device)
     methods = []
     properties = []
-    for member_name, member in sorted(public_members(cls).items()):
+    offered = public_members(cls) if members is None else members
+    for member_name, member in sorted(offered.items()):
         if isinstance(member, property):
             properties.append(
                 {
@@ -224,4 +228,5 @@ def describe_device(
         "methods": methods,
         "properties": properties,
         "reserved": sorted(RESERVED_NAMES),
+        "hidden": dict(sorted((hidden or {}).items())),
     }

@@ -183,7 +183,24 @@ class DeviceProxy(Pyro5.client.Proxy):
                 conns.leave(slot)
         if name in self._pyroMethods and name not in self._pyroAttrs:
             return RemoteMethod(self._pyroInvoke, name, self._pyroMaxRetries, self)
-        return super().__getattr__(name)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            raise self._pyroinst_not_offered(name) from None
+
+    def _pyroinst_not_offered(self, name: str) -> AttributeError:
+        """The error for a member the device does not offer: why, if it is hidden."""
+        hidden = (self._pyroinst_description() or {}).get("hidden") or {}
+        if name in hidden:
+            return AttributeError(
+                f"{name!r} of {self._pyroinst_label()} is not offered to clients: "
+                f"{hidden[name]}. The lab can offer it: expose = [{name!r}] in the "
+                "device's lab-file table, or add_device(..., expose=[...])."
+            )
+        return AttributeError(
+            f"{self._pyroinst_label()} has no method or property {name!r}; "
+            "dev.describe() lists what it offers"
+        )
 
     # -- help, for people (IPython, help(), inspect) ---------------------------------------
     def _pyroinst_description(self) -> dict[str, Any] | None:

@@ -46,6 +46,7 @@ from .forwarders import make_servant
 from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
 from .nameserver import EmbeddedNameServer
 from .naming import ns_address
+from .offering import Offer
 from .registration import Registration, is_loopback
 from .retention import JobStore
 from .workers import DEFAULT_MAX_QUEUED_JOBS
@@ -201,8 +202,17 @@ class InstServer(Registration):
         stream_buffer_items: int | None = None,
         stream_buffer_bytes: int | None = None,
         max_queued_jobs: int | None = None,
+        expose: list[str] | tuple[str, ...] | None = None,
+        hide: list[str] | tuple[str, ...] | None = None,
+        attributes: list[str] | tuple[str, ...] | None = None,
+        profile: str | None = None,
     ) -> str | None:
         """Serve the driver instance ``device`` under ``name``.
+
+        ``expose``, ``hide`` and ``attributes`` (names or glob patterns) choose what
+        clients may reach, on top of the driver family's safe ``profile`` (``"auto"``,
+        ``"none"``, ``"qcodes"``, ``"pymeasure"``, ``"pyvisa"``): see
+        ``pyroinst.offering``.
 
         ``jobs`` names methods to run as jobs besides those marked ``@pyroinst.job``;
         ``lock_timeout``, ``stream_buffer_items``, ``stream_buffer_bytes`` and
@@ -239,6 +249,7 @@ class InstServer(Registration):
                     self.stream_bounds[1] if stream_buffer_bytes is None else stream_buffer_bytes,
                 ),
                 _queued_bound(self.max_queued_jobs if max_queued_jobs is None else max_queued_jobs),
+                Offer.of(expose, hide, attributes, profile),
             )
             servant._audit = self.audit
             self._servants[name] = servant

@@ -219,6 +219,10 @@ def serve_command(
                 stream_buffer_items=spec.stream_buffer_items,
                 stream_buffer_bytes=spec.stream_buffer_bytes,
                 max_queued_jobs=spec.max_queued_jobs,
+                expose=spec.expose or None,
+                hide=spec.hide or None,
+                attributes=spec.attributes or None,
+                profile=spec.profile,
             )
         # Blocks until Ctrl-C or SIGTERM; stopping removes the names and closes the devices,
         # also when starting fails.
