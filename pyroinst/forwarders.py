@@ -21,7 +21,7 @@ from .channels import check_monitor, monitor_period
 from .device import RESERVED_NAMES, DeviceServant
 from .errors import DeviceDefinitionError
 from .jobs import is_concurrent, is_job
-from .members import function_of
+from .members import Extra, function_of
 from .offering import Offer, hidden_members, offered_members
 from .retention import JobStore
 from .workers import DEFAULT_MAX_QUEUED_JOBS
@@ -33,7 +33,7 @@ _PLAIN_RESULTS = frozenset({str, int, float, bool, type(None), bytes, complex})
 
 
 def _make_forwarder(
-    name: str, doc: str | None, plain: bool, concurrent: bool
+    name: str, doc: str | None, plain: bool, concurrent: bool, extra: Extra | None = None
 ) -> Callable[..., Any]:
     if not plain:  # jobs and @concurrent methods
 
@@ -43,7 +43,7 @@ def _make_forwarder(
     else:
         # The hot path of every plain call, flattened: it is most of pyroinst's overhead.
         def call(self: DeviceServant, args: tuple, kwargs: dict) -> Any:
-            func = getattr(self._device, name)
+            func = getattr(self._device, name) if extra is None else extra.bind(self._device)
             if self._reservation is not None:
                 self._check_reservation(f"{name}()")
             lock = self._lock
@@ -161,6 +161,10 @@ def make_servant(
             for member_name, member in members.items():
                 if isinstance(member, property):
                     namespace[member_name] = _make_property(member_name, member)
+                elif isinstance(member, Extra):
+                    namespace[member_name] = _make_forwarder(
+                        member_name, member.__doc__, True, False, member
+                    )
                 else:
                     func = function_of(member)
                     concurrent = is_concurrent(func)

@@ -6,6 +6,7 @@ names everything wrong with a call's arguments (``binding_problems``).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from .channels import monitor_period
 
 __all__ = [
+    "Extra",
     "RESERVED_NAMES",
     "HIDDEN_NAMES",
     "binding_problems",
@@ -44,6 +46,21 @@ RESERVED_NAMES = frozenset(
 )
 # Never reachable remotely: one client must not shut an instrument for everyone.
 HIDDEN_NAMES = frozenset({"close"})
+
+
+class Extra:
+    """A member a driver family's profile adds: ``func(device, *args)`` offered as the
+    method ``name`` of the device (see ``pyroinst.offering``)."""
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def bind(self, device: Any) -> Callable[..., Any]:
+        """The method as the device's: ``func`` with the device given."""
+        bound = functools.partial(self.func, device)
+        functools.update_wrapper(bound, self.func)  # type: ignore[arg-type]
+        return bound
 
 
 def _first_line(doc: str | None) -> str:
@@ -206,7 +223,7 @@ def describe_device(
                 }
             )
             continue
-        func = getattr(device, member_name)
+        func = member.bind(device) if isinstance(member, Extra) else getattr(device, member_name)
         sig = signature_of(func)
         doc = inspect.getdoc(func) or ""
         methods.append(

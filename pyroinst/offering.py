@@ -22,13 +22,14 @@ never offered (one client must not shut an instrument for everyone).
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import DeviceDefinitionError
-from .members import HIDDEN_NAMES, public_members
+from .members import HIDDEN_NAMES, Extra, public_members
 
 __all__ = ["Offer", "PROFILES", "Profile", "hidden_members", "offered_members", "profile_of"]
 
@@ -41,6 +42,16 @@ class Profile:
     modules: tuple[str, ...]  # a class in the MRO from one of these module prefixes
     hide: tuple[str, ...] = ()
     attributes: tuple[str, ...] = ()
+    #: "module:NAME" of a dict of functions(device, ...) offered as methods too.
+    extras: str = ""
+
+    def extra_members(self) -> dict[str, Extra]:
+        """The methods this profile adds (imported only for a device of its family)."""
+        if not self.extras:
+            return {}
+        module, _, attr = self.extras.partition(":")
+        table = getattr(importlib.import_module(module), attr)
+        return {name: Extra(func) for name, func in table.items()}
 
 
 PROFILES: dict[str, Profile] = {
@@ -76,6 +87,7 @@ PROFILES: dict[str, Profile] = {
             "device_clear",
             "close_visa",
         ),
+        extras="pyroinst.contrib.qcodes:SERVED",
     ),
     "pymeasure": Profile(
         "pymeasure",
@@ -234,7 +246,9 @@ def offered_members(cls: type, offer: Offer | None = None) -> dict[str, Any]:
     offer = offer or Offer()
     profile = profile_of(cls, offer.profile)
     hidden = (*(profile.hide if profile else ()), *offer.hide)
-    members = public_members(cls)
+    members: dict[str, Any] = dict(public_members(cls))
+    if profile is not None:
+        members.update(profile.extra_members())
     offered = {
         name: member
         for name, member in members.items()
