@@ -145,10 +145,16 @@ def test_stop_mid_scan_cancels_the_move(devices):
         )
     )
     pausing.start()
-    with pytest.raises(bluesky.utils.RunEngineInterrupted):
+    # Pausing stops the motor (bluesky calls its stop()): the move job is cancelled, and
+    # the run either pauses or ends on the cancelled move's failed status first.
+    with pytest.raises((bluesky.utils.RunEngineInterrupted, bluesky.utils.FailedStatus)):
         engine(scan([det], motor, 0, 10, 2))
     pausing.join(30)
-    engine.stop()
+    if engine.state != "idle":
+        try:
+            engine.stop()
+        except bluesky.utils.FailedStatus:
+            pass  # the cancelled move's status, reported while stopping
     wait_until(lambda: stage.moves and stage.moves[-1][1] == "cancelled", timeout=10)
     assert stage.position < 10  # the move was cut short
     assert motor._job is not None and motor._job.status()["state"] == "cancelled"
