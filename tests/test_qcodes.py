@@ -27,6 +27,10 @@ kwargs = { name = "dci" }
 [devices.dmm]
 class = "tests.qcodes_drivers:Meter"
 kwargs = { name = "dmm", source = "dac" }
+
+[devices.src]
+class = "tests.qcodes_drivers:SimSource"
+kwargs = { name = "src", address = "GPIB0::7::INSTR", pyvisa_sim_file = "tests.sims:source.yaml" }
 """
 
 
@@ -54,7 +58,7 @@ def lab(tmp_path_factory):
         text=True,
     )
     try:
-        wanted = {"dac", "dci", "dmm"}
+        wanted = {"dac", "dci", "dmm", "src"}
         wait_until(
             lambda: (
                 proc.poll() is not None
@@ -150,3 +154,18 @@ def test_do1d_into_a_real_database(lab, remote, tmp_path):
     assert np.allclose(y, 2 * x + 0.1)
     snapshot = load_by_id(dataset.run_id).snapshot
     assert snapshot["station"]["instruments"]["dac_m"]["pyroinst_device"] == "dac"
+
+
+def test_a_pyvisa_sim_backed_driver(lab, remote):
+    src = remote("src_here", "src")
+    assert src.IDN()["model"] == "SimSource"
+    src.voltage(2.5)
+    assert src.voltage() == 2.5 and src.voltage.unit == "V"
+    with pytest.raises(ValueError):
+        src.voltage(11)  # its validator, here
+    proxy = pyroinst.connect("src", lab[0].host, lab[0].port)
+    for name in ("write", "ask", "write_raw", "visa_handle", "close_all"):
+        with pytest.raises(AttributeError, match="not offered"):
+            getattr(proxy, name)
+    assert proxy.qcodes_get("voltage") == 2.5
+    pyroinst.disconnect(proxy)

@@ -1,0 +1,1 @@
+"""pyvisa-sim descriptions of the instruments the tests simulate."""
