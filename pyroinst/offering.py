@@ -116,6 +116,7 @@ PROFILES: dict[str, Profile] = {
             "clear",
             "adapter",
         ),
+        extras="pyroinst.contrib.pymeasure:SERVED",
     ),
     "pyvisa": Profile(
         "pyvisa",

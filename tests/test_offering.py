@@ -15,6 +15,27 @@ from pyroinst.config import LabFileError, parse_lab
 pyvisa = pytest.importorskip("pyvisa")
 pytest.importorskip("pyvisa_sim")
 fakes = pytest.importorskip("pymeasure.instruments.fakes")
+from pymeasure.instruments import Channel, Instrument  # noqa: E402
+
+
+class Output(Channel):
+    """One output of the fake: its level kept here."""
+
+    @property
+    def level(self) -> float:
+        """The output level (V)."""
+        return getattr(self, "_level", 0.0)
+
+    @level.setter
+    def level(self, value: float) -> None:
+        self._level = float(value)
+
+
+class ChannelFake(fakes.SwissArmyFake):
+    """PyMeasure's SwissArmyFake with two channels."""
+
+    out_a = Instrument.ChannelCreator(Output, "A")
+    out_b = Instrument.ChannelCreator(Output, "B")
 
 
 class Plain:
@@ -76,7 +97,7 @@ def lab():
     server = pyroinst.InstServer(host="127.0.0.1", port=0, ns_host=ns.host, ns_port=ns.port)
     rm = pyvisa.ResourceManager("@sim")
     resource = rm.open_resource("ASRL1::INSTR", read_termination="\n", write_termination="\r\n")
-    fake = fakes.SwissArmyFake()
+    fake = ChannelFake()
     plain = Plain()
     server.add_device(plain, "plain", hide=["write*"], expose=["write_config"], attributes=["rate"])
     server.add_device(Plain(), "only", hide=["*"], expose=["measure"])
@@ -236,4 +257,18 @@ def test_exceptions_keep_their_type_only_where_allowed(lab, monkeypatch):
     pyroinst.errors.allow_remote_exceptions("elsewhere")
     with pytest.raises(pyroinst.RemoteError):  # a different module: still RemoteError
         dev.fail(10)
+    pyroinst.disconnect(dev)
+
+
+def test_a_pymeasure_channel_is_reachable(lab):
+    dev = connect(lab, "fake")
+    channels = dev.pymeasure_channels()
+    assert set(channels) == {"A", "B"} and channels["A"]["level"]["writable"] is True
+    dev.channel_set("B", "level", 2.5)
+    assert dev.channel_get("B", "level") == 2.5 and dev.channel_get("A", "level") == 0.0
+    with pytest.raises(KeyError, match="channels: A, B"):
+        dev.channel_get("C", "level")
+    with pytest.raises(AttributeError, match="no property '_level'"):
+        dev.channel_get("B", "_level")  # only properties, never other attributes
+    assert dev.channel_get("B", "level") == 2.5
     pyroinst.disconnect(dev)
