@@ -58,8 +58,9 @@ class Extra:
 
     def bind(self, device: Any) -> Callable[..., Any]:
         """The method as the device's: ``func`` with the device given."""
+        # (No __wrapped__: its signature is the method's, without the device.)
         bound = functools.partial(self.func, device)
-        functools.update_wrapper(bound, self.func)  # type: ignore[arg-type]
+        bound.__doc__ = self.func.__doc__
         return bound
 
 

@@ -60,6 +60,11 @@ PROFILES: dict[str, Profile] = {
         ("qcodes.instrument.", "qcodes.instrument_drivers."),
         hide=(
             "close_all",
+            "get_component",
+            "ancestors",
+            "root_instrument",
+            "parent",
+            "snapshot_base",
             "remove_parameter",
             "remove_instance",
             "record_instance",

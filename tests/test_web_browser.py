@@ -40,9 +40,18 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 @pytest.fixture(scope="module")
 def lab():
-    devices = {"dev": DummyDevice(idn_delay=0.01), "dev2": DummyDevice(idn_delay=0.01)}
-    with web_lab(TOKEN, devices) as found:
-        yield found
+    from qcodes.instrument_drivers.mock_instruments import DummyInstrument
+
+    devices = {
+        "dev": DummyDevice(idn_delay=0.01),
+        "dev2": DummyDevice(idn_delay=0.01),
+        "qdac": DummyInstrument("qdac_browser", gates=["ch1", "ch2"]),
+    }
+    try:
+        with web_lab(TOKEN, devices) as found:
+            yield found
+    finally:
+        devices["qdac"].close()
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +139,24 @@ def test_cancel_a_long_job_from_the_device_view(lab, browser):
         browser,
         lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-state") == "cancelled",
     )
+
+
+def test_a_qcodes_instrument_shows_its_parameters_and_nothing_hidden(lab, browser):
+    _, _, web = lab
+    browser.get(web.url + "#/device/qdac")
+    cell = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, '[data-parameter="ch1"]'))
+    wait(browser, lambda d: cell.text not in ("", "…"))
+    item = cell.find_element(By.XPATH, "..")
+    assert "ch1" in item.text and " V" in item.text and "Gate ch1" in item.text
+    page = browser.find_element(By.TAG_NAME, "body").text
+    for hidden in ("close_all", "remove_parameter", "write_raw", "ask_raw"):
+        assert hidden not in page
+    form = browser.find_element(By.CSS_SELECTOR, 'form[data-method="qcodes_get"]')
+    assert "instrument" not in form.text  # the served method's own parameters
+    assert form.find_elements(By.NAME, "path")
+    browser.execute_script("arguments[0].scrollIntoView()", item)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-qcodes.png"))
 
 
 def test_a_server_that_goes_away_and_comes_back(lab, browser):

@@ -78,7 +78,36 @@ def device(request: Request, name: str) -> dict[str, Any]:
         description["channels"] = dev.channels()
         description["reservation"] = dev.reservation()
         description["values"] = _property_values(dev, description.get("properties", []))
+        if any(m.get("name") == "qcodes_tree" for m in description.get("methods", [])):
+            description["parameters"] = _qcodes_parameters(dev)
     return to_json(description)
+
+
+#: Most QCoDeS parameters the device view reads at once.
+MAX_PARAMETERS = 100
+
+
+def _qcodes_parameters(dev: Any) -> list[dict[str, Any]]:
+    """A served QCoDeS instrument's parameters by dotted path, with unit, label and the
+    value now (see ``pyroinst.contrib.qcodes``)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(tree: dict[str, Any], prefix: str) -> None:
+        for name, entry in (tree.get("parameters") or {}).items():
+            found.append({"path": f"{prefix}{name}", **entry})
+        for name, sub in (tree.get("submodules") or {}).items():
+            if "channels" not in sub:
+                walk(sub, f"{prefix}{name}.")
+
+    walk(dev.qcodes_tree(), "")
+    for entry in found[:MAX_PARAMETERS]:
+        if not entry.get("gettable"):
+            continue
+        try:
+            entry["value"] = summary(dev.qcodes_get(entry["path"]))
+        except Exception as exc:  # noqa: BLE001 - shown instead of the value
+            entry["value"] = {"error": type(exc).__name__, "message": str(exc)}
+    return found
 
 
 def _property_values(dev: Any, properties: list[dict[str, Any]]) -> dict[str, Any]:

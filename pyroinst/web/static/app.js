@@ -279,6 +279,12 @@ function deviceView(name) {
           el("span", { class: "value", dataset: { property: p.name } }, "…"),
           p.writable ? " (read/write) " : " (read) ", p.doc))));
     }
+    if ((d.parameters || []).length) {
+      methods.append(el("h2", {}, "Parameters"),
+        el("ul", { class: "parameters" }, d.parameters.map((p) => el("li", {}, el("code", {}, p.path), " = ",
+          el("span", { class: "value", dataset: { parameter: p.path } }, "…"), " ",
+          el("span", { class: "unit" }, p.unit || ""), p.label ? ` (${p.label})` : ""))));
+    }
     channels.replaceChildren(d.channels.length ? el("h2", {}, "Channels") : "",
       ...d.channels.map((c) => channelTrend(name, c)));
     showValues(d);
@@ -288,6 +294,11 @@ function deviceView(name) {
       const cell = values.querySelector(`[data-property="${CSS.escape(p.name)}"]`);
       const v = (d.values || {})[p.name];
       if (cell) cell.textContent = v && typeof v === "object" ? JSON.stringify(v) : String(v);
+    }
+    for (const p of d.parameters || []) {
+      const cell = values.querySelector(`[data-parameter="${CSS.escape(p.path)}"]`);
+      const v = p.value;
+      if (cell) cell.textContent = v === undefined ? "(not readable)" : v && typeof v === "object" ? JSON.stringify(v) : String(v);
     }
   };
   const values = methods;
