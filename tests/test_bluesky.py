@@ -167,3 +167,25 @@ def test_a_failing_job_fails_the_run(devices):
         engine(scan([det], motor, 0, 200, 3))
     assert docs["stop"][0]["exit_status"] == "fail"
     assert "end switch" in docs["stop"][0]["reason"]
+
+
+def test_the_readme_example_runs(lab):
+    import subprocess
+    import sys
+
+    from tests import docs
+    from tests.helpers import ROOT, clean_env
+
+    ns = lab[0]
+    env = clean_env(PYROINST_NS_HOST=ns.host, PYROINST_NS_PORT=str(ns.port))
+    code = docs.block("readme-bluesky") + "\nprint('POSITION', motor.position)"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "POSITION 2.0" in done.stdout

@@ -30,7 +30,7 @@ def _anchors(page) -> set[str]:
 
 def test_the_readme_is_the_newcomers_page():
     readme = docs.page("README.md")
-    assert len(readme.splitlines()) < 200, "the reference belongs in docs/"
+    assert len(readme.splitlines()) < 250, "the reference belongs in docs/"
     for needed in (
         "pip install -e '.[test,web,notebook,qcodes,bluesky]'",  # install
         "pyroinst serve --demo",  # the demo

@@ -272,3 +272,14 @@ def test_a_pymeasure_channel_is_reachable(lab):
         dev.channel_get("B", "_level")  # only properties, never other attributes
     assert dev.channel_get("B", "level") == 2.5
     pyroinst.disconnect(dev)
+
+
+def test_the_docs_example_serves(tmp_path):
+    """docs/frameworks.md's example: a pyvisa-sim resource with raw I/O exposed."""
+    from tests import docs
+
+    namespace: dict = {}
+    exec(docs.block("frameworks-offer"), namespace)  # noqa: S102 - our own docs' example
+    server = namespace["server"]
+    assert "visa" in server.devices
+    namespace["rm"].close()

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 import pyroinst
+from tests import docs
 from tests.helpers import ROOT, clean_env, wait_until
 
 qcodes = pytest.importorskip("qcodes")
 from pyroinst.contrib.qcodes import RemoteInstrument  # noqa: E402
 
-LAB = """
-[devices.dac]
-class = "qcodes.instrument_drivers.mock_instruments:DummyInstrument"
-kwargs = { name = "dac", gates = ["ch1", "ch2"] }
-
+# The README's lab file, and more.
+LAB = (
+    docs.block("readme-qcodes-lab", "toml")
+    + """
 [devices.dci]
 class = "qcodes.instrument_drivers.mock_instruments:DummyChannelInstrument"
 kwargs = { name = "dci" }
@@ -32,6 +32,7 @@ kwargs = { name = "dmm", source = "dac" }
 class = "tests.qcodes_drivers:SimSource"
 kwargs = { name = "src", address = "GPIB0::7::INSTR", pyvisa_sim_file = "tests.sims:source.yaml" }
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +170,22 @@ def test_a_pyvisa_sim_backed_driver(lab, remote):
             getattr(proxy, name)
     assert proxy.qcodes_get("voltage") == 2.5
     pyroinst.disconnect(proxy)
+
+
+@pytest.mark.parametrize("marker", ["readme-qcodes", "frameworks-do1d"])
+def test_the_docs_examples_run(lab, marker, tmp_path):
+    ns = lab[0]
+    env = clean_env(PYROINST_NS_HOST=ns.host, PYROINST_NS_PORT=str(ns.port))
+    done = subprocess.run(
+        [sys.executable, "-c", docs.block(marker)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    if marker == "readme-qcodes":
+        assert done.stdout.split() == ["0.5", "V"]
+    else:
+        assert (tmp_path / "experiments.db").exists()
