@@ -189,3 +189,14 @@ def test_the_readme_example_runs(lab):
     )
     assert done.returncode == 0, done.stderr
     assert "POSITION 2.0" in done.stdout
+
+
+def test_stopping_a_status_cancels_its_job(devices):
+    motor, _, _, stage = devices
+    stage.speed = 1.0
+    status = motor.set(motor.position + 30)
+    wait_until(lambda: motor._job.status()["state"] == "running", timeout=10)
+    status.stop()
+    with pytest.raises(pyroinst.JobCancelled):
+        status.wait(10)
+    assert motor._job.status()["state"] == "cancelled"

@@ -93,6 +93,13 @@ class JobStatus(StatusBase):
         """Call ``func`` with the job's progress (ophyd's watcher keywords) as it runs."""
         self._watchers.append(func)
 
+    def stop(self) -> None:
+        """Cancel the job (the status then fails with JobCancelled)."""
+        try:
+            self.job.cancel()
+        except Exception as exc:  # noqa: BLE001 - stopping never raises into a plan
+            log.warning("could not cancel %s: %s", self.name, exc)
+
     def _handle_failure(self) -> None:
         # Timed out (or failed otherwise): the job is not left running.
         try:
