@@ -123,7 +123,9 @@ def test_a_relay_that_ends_tls_is_refused_by_both_sides(lab):
             relay.inject = forged_call("dev", "store", FORGED)
             with pytest.raises(Pyro5.errors.CommunicationError) as info:
                 proxy.store("again")
-            assert relay.address in str(info.value)
+            if isinstance(proxy, pyroinst.DeviceProxy):
+                # (Plain Pyro5 says only "not enough data" when the relay's side closes.)
+                assert relay.address in str(info.value)
             assert relay.injected
             proxy._pyroRelease()
             relay.injected = 0
