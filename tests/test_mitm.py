@@ -107,15 +107,21 @@ def test_a_forwarding_relay_cannot_rewrite_a_reply(lab):
 def test_a_relay_that_ends_tls_is_refused_by_both_sides(lab):
     ns, server, device = lab
     device.stored = None
-    with TamperingRelay(target(server.location), terminate=True) as relay:
-        for proxy in (
-            pyroinst.DeviceProxy(f"PYRO:dev@{relay.address}"),
-            Pyro5.api.Proxy(f"PYRO:dev@{relay.address}"),
-        ):
-            proxy._pyroTimeout = 10
+    for make in (pyroinst.DeviceProxy, Pyro5.api.Proxy):
+        # A relay of its own per client: nothing of one client's sessions reaches the other.
+        relay = TamperingRelay(target(server.location), terminate=True)
+        proxy = make(f"PYRO:dev@{relay.address}")
+        proxy._pyroTimeout = 10
+        with relay:
             with pytest.raises(pyroinst.AuthenticationFailed) as info:
-                proxy.store("through a relay that reads everything")
-            assert relay.address in str(info.value)
+                try:
+                    proxy.store("through a relay that reads everything")
+                except Pyro5.errors.ConnectionClosedError:
+                    # Rarely, in a full run, the relay loses its server side before the
+                    # answer (relay.errors says how): once more, on a new connection.
+                    proxy._pyroRelease()
+                    proxy.store("through a relay that reads everything")
+            assert relay.address in str(info.value), relay.errors
             assert "certificate" in str(info.value)
             proxy._pyroRelease()
             # The relay also sends a call of its own right behind the client's messages:
