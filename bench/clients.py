@@ -263,6 +263,22 @@ def w6_rss(t: Target, n: int) -> dict[str, Any]:
     return {"client_growth": after - before, "array_bytes": int(got.nbytes)}
 
 
+def w12_after_idle(t: Target, n: int, idle: float, repeats: int) -> dict[str, Any]:
+    """An array fetched once, then again after ``idle`` seconds (the first after a pause),
+    then ``repeats`` times back to back."""
+    t.fetch(n)  # the server makes its array; the client's buffer goes back (pyroinst)
+    time.sleep(idle)  # the pause under test, not synchronisation
+    start = time.perf_counter()
+    t.fetch(n)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        t.fetch(n)
+        times.append(time.perf_counter() - start)
+    return {"first": first, "repeated": statistics.median(times)}
+
+
 def main(argv: list[str]) -> None:
     kind, address, workload, *args = argv
     if workload == "w3":
@@ -279,6 +295,8 @@ def main(argv: list[str]) -> None:
             result = w2u_upload(t, int(float(args[0])), int(args[1]))
         elif workload == "w4":
             result = w4_throughput(t, int(args[0]), float(args[1]))
+        elif workload == "w12":
+            result = w12_after_idle(t, int(float(args[0])), float(args[1]), int(args[2]))
         elif workload == "w6":
             result = w6_rss(t, int(float(args[0])))
         else:

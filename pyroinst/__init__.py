@@ -67,6 +67,7 @@ from .errors import (
 )
 from .jobs import Job, concurrent, current_job, job
 from .nameserver import EmbeddedNameServer
+from .receivepool import receive_pool
 from .server import InstServer
 from .streams import Stream
 from .tls import configure_tls
@@ -77,6 +78,7 @@ __all__ = [
     "__version__",
     "InstServer",
     "EmbeddedNameServer",
+    "receive_pool",
     "connect",
     "disconnect",
     "default_timeout_set",

@@ -22,6 +22,7 @@ from Pyro5 import protocol
 
 from . import preproof
 from .errors import MessageRefused
+from .receivepool import receive_pool
 from .wire import ARRAY_PREFIX as _ARRAY_PREFIX
 from .wire import CONNECT_MAX, FLAG, INLINE_MAX
 from .wire import RETRY as _RETRY
@@ -38,12 +39,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_pool = receive_pool()
 
 
 def _receive_big(sock: socket.socket, size: int) -> Any:
     """Receive exactly ``size`` bytes into one writeable, uninitialised buffer (a memoryview)."""
-    # Uninitialised memory: bytearray(size) would first write zeros over all of it.
-    view = memoryview(np.empty(size, dtype=np.uint8))
+    # Uninitialised memory (bytearray(size) would first write zeros over all of it), and
+    # for a large message memory used before: see receivepool.
+    view = _pool.lend(size)
     buf = view
     got = 0
     try:

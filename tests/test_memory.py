@@ -37,11 +37,13 @@ def rss(pid: int) -> int:
 def memory_server(ns):
     procs = []
 
-    def start(*options: str) -> subprocess.Popen:
+    def start(*options: str, pool: str = "0") -> subprocess.Popen:
+        # PYROINST_RECEIVE_POOL=0 unless a test is about the pool: these tests look for
+        # arrays kept alive, and the pool keeps freed buffers on purpose.
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.memory_server", ns.host, str(ns.port), *options],
             cwd=ROOT,
-            env=clean_env(),
+            env=clean_env(PYROINST_RECEIVE_POOL=pool),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -78,8 +80,11 @@ def settled_rss(pid: int, below: int, timeout: float = 30.0) -> int:
     return seen[-1]
 
 
-def test_server_keeps_no_upload_after_the_clients_leave(ns, memory_server):
-    server = memory_server()
+@pytest.mark.parametrize("pool", [0, 256])
+def test_server_keeps_no_upload_after_the_clients_leave(ns, memory_server, pool):
+    """Without the receive pool, the uploads' memory goes; with it, the server keeps at
+    most the pool's bound of freed buffers (one 200 MB buffer of 256 MB here)."""
+    server = memory_server(pool=f"{pool}M")
     warm = pyroinst.connect("bulk0", ns.host, ns.port)
     assert warm.upload(np.ones(1000)) == 8000
     warm._pyroRelease()
@@ -102,7 +107,7 @@ def test_server_keeps_no_upload_after_the_clients_leave(ns, memory_server):
     for t in threads:
         t.join(120)
     assert not errors, errors
-    settled_rss(server.pid, baseline + 100 * MB)
+    settled_rss(server.pid, baseline + pool * MB + 100 * MB)
 
 
 _CLIENT = """
@@ -119,17 +124,25 @@ assert a.nbytes == 200 * 2**20
 during = rss(os.getpid())
 del a
 gc.collect()
-print(before, during, rss(os.getpid()))
+pool = pyroinst.receive_pool().stats()
+print(before, during, rss(os.getpid()), pool["in_use"], pool["idle_bytes"])
 """
 
 
-def test_client_keeps_no_download_once_the_array_is_gone(ns, memory_server):
+@pytest.mark.parametrize("pool", [0, 256])
+def test_client_keeps_no_download_once_the_array_is_gone(ns, memory_server, pool):
+    """The array's memory goes with it; with the receive pool, its buffer stays idle in
+    the pool (within the pool's bound) for the next download."""
     memory_server()
-    done = run_python("-c", _CLIENT, ns.host, str(ns.port), timeout=120)
+    env = clean_env(PYROINST_RECEIVE_POOL=f"{pool}M")
+    done = run_python("-c", _CLIENT, ns.host, str(ns.port), env=env, timeout=120)
     assert done.returncode == 0, done.stderr
-    before, during, after = (int(n) for n in done.stdout.split())
+    before, during, after, in_use, idle = (int(n) for n in done.stdout.split())
     assert during > before + 150 * MB  # the array was there...
-    assert after < before + 100 * MB, f"{(after - before) / MB:.0f} MB kept"  # ...and is gone
+    assert in_use == 0  # ...no array holds a buffer...
+    assert idle <= pool * MB
+    kept = (after - before) / MB
+    assert after < before + idle + 100 * MB, f"{kept:.0f} MB kept, {idle / MB:.0f} MB in the pool"
 
 
 def test_worker_keeps_no_finished_job_beyond_retention(ns, memory_server):
