@@ -29,7 +29,13 @@ from Pyro5.callcontext import current_context
 from Pyro5.server import expose
 
 from .audit import AuditLog, audited
-from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, check_read
+from .buffers import (
+    DEFAULT_BYTES,
+    DEFAULT_ITEMS,
+    check_read,
+    continued_cursor,
+    remember_cursor,
+)
 from .channels import Channels
 from .errors import (
     DeviceClosed,
@@ -318,7 +324,8 @@ class DeviceServant(Reservable):
     def job_stream(
         self, job_id: str, cursor: int = 0, timeout: float = 1.0, max_items: int = 1000
     ) -> dict[str, Any]:
-        """The items a job published, from ``cursor`` on (-1: the next one published).
+        """The items a job published, from ``cursor`` on (-1: the next one published; -2:
+        where this connection's last read of it ended, for reads kept in flight).
 
         Waits up to ``timeout`` s for a first item. Returns ``{"items", "cursor" (where to
         read next), "dropped" (items lost before this read), "done" (the job ended and
@@ -326,7 +333,9 @@ class DeviceServant(Reservable):
         """
         cursor, timeout, max_items = check_read(cursor, timeout, max_items)
         job = self._store.get(job_id, self._name)
-        answer = job.stream.read(cursor, timeout, max_items)
+        key = f"job {job.id}"
+        answer = job.stream.read(continued_cursor(key, cursor), timeout, max_items)
+        remember_cursor(key, answer["cursor"])
         answer["run"] = self._store.run_id
         return answer
 
@@ -340,7 +349,10 @@ class DeviceServant(Reservable):
         As ``job_stream``; ``done`` is always False. Never takes the device lock.
         """
         cursor, timeout, max_items = check_read(cursor, timeout, max_items)
-        answer = self._channels.get(str(channel)).buffer.read(cursor, timeout, max_items)
+        buffer = self._channels.get(str(channel)).buffer
+        key = f"channel {self._name} {channel}"
+        answer = buffer.read(continued_cursor(key, cursor), timeout, max_items)
+        remember_cursor(key, answer["cursor"])
         answer["items"] = [list(item) for item in answer["items"]]
         answer["run"] = self._store.run_id
         return answer

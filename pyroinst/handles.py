@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import JobTimeout
+from .pushing import check_window
 from .streams import Stream
 
 if TYPE_CHECKING:
@@ -178,15 +179,18 @@ class JobHandle:
         """Cancel the job; False if it had already finished."""
         return self._proxy().job_cancel(self.id)
 
-    def stream(self, start: int | str = 0, max_items: int = 1000) -> Stream:
+    def stream(self, start: int | str = 0, max_items: int = 1000, window: int = 2) -> Stream:
         """An iterator over the items the job publishes, live while it runs.
 
         ``start=0`` begins with the oldest item the server still keeps (a reader joining
         late, or after the job ended, gets the history); ``start="latest"`` with the next
         item published. It ends once the job has ended and every kept item was delivered.
         ``max_items``: the most items one read fetches (a batch is one message).
+        ``window``: reads kept in flight (1 to 8; the server sends the next batch while
+        this one is used; 1: one request per batch).
         See ``pyroinst.streams.Stream`` (``dropped``, ``close()``, ``with``).
         """
+        check_window(window)
         client = _client_side()
         assert client.device_proxy is not None
         proxy = client.device_proxy(
@@ -194,7 +198,9 @@ class JobHandle:
         )
         proxy._pyroinst_lease = self.lease
         label = f"stream of job {self.id} on '{self.device}'"
-        return Stream(proxy, "job_stream", self.id, start, label, max_items=max_items)
+        return Stream(
+            proxy, "job_stream", self.id, start, label, max_items=max_items, window=window
+        )
 
     # -- asyncio (see pyroinst.aio) ------------------------------------------------------
     def __await__(self) -> Generator[Any, None, Any]:

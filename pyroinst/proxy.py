@@ -40,6 +40,7 @@ from .introspect import RemoteMethod, add_driver_note, describe_html, describe_t
 from .liveness import check_one
 from .naming import lookup, refuse_marshal
 from .perthread import MAX_CONNECTIONS, Connections, install_descriptors
+from .pushing import check_window
 from .streams import Stream
 from .timeouts import CONNECT_TIMEOUT, PING_TIMEOUT, RECONNECT_TIMEOUT
 
@@ -392,14 +393,18 @@ class DeviceProxy(Pyro5.client.Proxy):
             address=self._pyroinst_address(),
         )
 
-    def watch(self, channel: str, start: int | str = "latest", max_items: int = 1000) -> Stream:
+    def watch(
+        self, channel: str, start: int | str = "latest", max_items: int = 1000, window: int = 2
+    ) -> Stream:
         """An iterator of ``(timestamp, value)`` items of the device channel ``channel``.
 
         ``start="latest"`` begins with the next item published, ``start=0`` with the
         oldest the server keeps. It never ends until ``close()``; it reads over a
-        connection of its own, so it can run in another thread. ``dev.channels()`` lists
+        connection of its own, so it can run in another thread; ``window`` reads are kept in
+        flight (1 to 8). ``dev.channels()`` lists
         the channels. See ``pyroinst.streams.Stream``.
         """
+        check_window(window)
         proxy = DeviceProxy(
             self._pyroUri,
             self._pyroinst_name,
@@ -411,7 +416,14 @@ class DeviceProxy(Pyro5.client.Proxy):
         proxy._pyroinst_lease = self._pyroinst_lease
         label = f"channel {channel!r} of {self._pyroinst_label()}"
         return Stream(
-            proxy, "channel_read", str(channel), start, label, pairs=True, max_items=max_items
+            proxy,
+            "channel_read",
+            str(channel),
+            start,
+            label,
+            pairs=True,
+            max_items=max_items,
+            window=window,
         )
 
     def _pyroinst_label(self) -> str:

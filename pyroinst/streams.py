@@ -15,6 +15,9 @@ the device's proxy goes on being used), with the lab's token, TLS and fast array
   old run published while the reader was away is unknown, so ``gaps`` counts such
   restarts instead of adding to ``dropped``. A channel that exists only once something
   was published on it is waited for after a restart.
+* Reads are kept in flight (``window``, default 2; see ``pyroinst.pushing``): the server
+  sends the next batch as soon as one is out, so frames stream at close to wire speed.
+  ``window=1`` reads one batch per request.
 * Every read is bounded: the server waits at most ``POLL`` seconds, and its reply is due
   within ``POLL`` + ``SLACK``. A server that stops answering (a frozen PC) is retried
   until the device proxy's ``reconnect_timeout`` has passed since the last answer; then
@@ -37,6 +40,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .errors import ChannelNotFound, ConnectionLost, DeviceUnreachable
+from .pushing import DEFAULT_WINDOW, Pusher
 
 __all__ = ["Stream", "POLL", "SLACK"]
 
@@ -66,6 +70,7 @@ class Stream:
         label: str,
         pairs: bool = False,
         max_items: int = 1000,
+        window: int = DEFAULT_WINDOW,
     ) -> None:
         if start == "latest":
             cursor = -1
@@ -73,6 +78,7 @@ class Stream:
             cursor = start
         else:
             raise ValueError(f'start must be an item number (0 or more) or "latest", got {start!r}')
+        self._pusher = Pusher(window)
         self._proxy = proxy
         # Each read is a wait the server makes: no reply in time means it stopped answering.
         proxy._pyroTimeout = POLL + SLACK
@@ -189,7 +195,9 @@ class Stream:
     def _fetch(self) -> None:
         proxy = self._proxy
         try:
-            answer = getattr(proxy, self._member)(self._key, self.cursor, POLL, self._max_items)
+            answer = self._pusher.read(
+                proxy, self._member, self._key, self.cursor, POLL, self._max_items
+            )
         except ChannelNotFound:
             if not self._pairs or self._run is None:
                 raise
