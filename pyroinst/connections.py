@@ -13,7 +13,7 @@ from typing import Any
 import Pyro5.errors
 from Pyro5 import protocol, socketutil, svr_threads
 
-__all__ = ["HEADER", "HandshakeConnection", "PendingConnection", "ProvenJob"]
+__all__ = ["HEADER", "HandshakeConnection", "LiveConnection", "PendingConnection", "ProvenJob"]
 
 HEADER = protocol._header_size
 
@@ -45,6 +45,8 @@ class HandshakeConnection(socketutil.SocketConnection):
         """From now on read and write the socket (in the worker)."""
         self._live = True
         self._inbox = b""
+        # Every later message goes straight to the socket: no check per send and receive.
+        self.__class__ = LiveConnection
 
     def recv(self, size: int) -> bytes:  # noqa: D102 - SocketConnection's
         if self._live:
@@ -59,6 +61,13 @@ class HandshakeConnection(socketutil.SocketConnection):
             super().send(data)
         else:
             self._outbox.append(bytes(data))
+
+
+class LiveConnection(HandshakeConnection):
+    """A proven connection: Pyro5's own send and receive (the handshake's buffers gone)."""
+
+    recv = socketutil.SocketConnection.recv
+    send = socketutil.SocketConnection.send
 
 
 class PendingConnection:

@@ -38,6 +38,7 @@ from .admission import (
 )
 from .auth import use_token
 from .authserver import AuthDaemon, ServerAuth
+from .dispatch import DispatchDaemon
 from .errors import AuthenticationFailed, ConfigurationError
 from .fastwire import FastwireDaemon
 from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
@@ -155,8 +156,11 @@ def install() -> None:
     _installed = True
 
 
-class DeviceDaemon(FastwireDaemon, AdmissionDaemon, AuthDaemon, Pyro5.server.Daemon):
-    """Pyro5's daemon with the lab's token protocol and connection limits (``secure``),
+class DeviceDaemon(
+    DispatchDaemon, FastwireDaemon, AdmissionDaemon, AuthDaemon, Pyro5.server.Daemon
+):
+    """Pyro5's daemon with plain calls on a short path (``pyroinst.dispatch``), the lab's
+    token protocol and connection limits (``secure``),
     keeping nothing of a request once it is answered, and closing its clients'
     connections when it stops (Pyro5 leaves them to the old daemon, which no longer
     knows any device: clients would get "unknown object" instead of reconnecting)."""

@@ -90,6 +90,7 @@ class Connections:
         self._cond = threading.Condition(threading.RLock())
         self._live: weakref.WeakSet[Slot] = weakref.WeakSet()
         self.count = 0  # connections open or being made
+        self._waiting = 0  # threads waiting in reserve() for a connection
 
     def slot(self) -> Slot:
         """The calling thread's slot (made on first use)."""
@@ -122,7 +123,11 @@ class Connections:
                         "of other threads. Give connect() a larger max_connections, or "
                         "use fewer threads at once.",
                     )
-                self._cond.wait(left if left is not None else 1.0)
+                self._waiting += 1
+                try:
+                    self._cond.wait(left if left is not None else 1.0)
+                finally:
+                    self._waiting -= 1
             self.count += 1
             slot.reserved = True
 
@@ -177,10 +182,12 @@ class Connections:
 
     def leave(self, slot: Slot) -> None:
         """The call that ``enter`` began has ended."""
-        with self._cond:
-            slot.busy -= 1
-            slot.used = time.monotonic()
-            if slot.busy == 0:
+        # Only this slot's thread changes its busy count; the lock is for waking a thread
+        # that waits for a connection (rare: all of the proxy's are in calls).
+        slot.used = time.monotonic()
+        slot.busy -= 1
+        if self._waiting and slot.busy == 0:
+            with self._cond:
                 self._cond.notify_all()
 
     def release_all(self) -> None:

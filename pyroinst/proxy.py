@@ -35,11 +35,12 @@ from .errors import (
     NotSerializableError,
     ServerBusy,
 )
+from .exchange import exchange, special
 from .handles import LEASE_ANNOTATION, OWNER_ANNOTATION
 from .introspect import RemoteMethod, add_driver_note, describe_html, describe_text
 from .liveness import check_one
 from .naming import lookup, refuse_marshal
-from .perthread import MAX_CONNECTIONS, Connections, install_descriptors
+from .perthread import MAX_CONNECTIONS, UNSET, Connections, install_descriptors
 from .pushing import check_window
 from .streams import Stream
 from .timeouts import CONNECT_TIMEOUT, PING_TIMEOUT, RECONNECT_TIMEOUT
@@ -435,15 +436,20 @@ class DeviceProxy(Pyro5.client.Proxy):
         conns = self._pyroinst_conns
         slot = conns.enter()
         try:
-            return self._pyroinst_invoke(methodname, vargs, kwargs, flags, objectId)
+            return self._pyroinst_invoke(methodname, vargs, kwargs, flags, objectId, slot)
         finally:
             conns.leave(slot)
 
-    def _pyroinst_invoke(self, methodname, vargs, kwargs, flags, objectId):  # noqa: N803
-        timeout = self._pyroTimeout
+    def _pyroinst_invoke(self, methodname, vargs, kwargs, flags, objectId, slot):  # noqa: N803
+        timeout = slot.timeout
+        if timeout is UNSET:  # (the slot's own timeout is set only while it connects)
+            timeout = self.__dict__.get("_pyroinst_timeout")
         began = time.monotonic()
-        if objectId is None and self._pyroinst_connect(
-            None if timeout is None else began + timeout
+        conn = slot.box.conn
+        if (
+            objectId is None
+            and (conn is None or _socket_closed(conn.sock))
+            and (self._pyroinst_connect(None if timeout is None else began + timeout))
         ):
             if timeout is not None:
                 # Connecting took part of this call's time: the rest is what it may wait.
@@ -462,12 +468,15 @@ class DeviceProxy(Pyro5.client.Proxy):
         lease = self._pyroinst_lease
         if lease:
             annotations[LEASE_ANNOTATION] = bytes.fromhex(lease)
-        fastwire.expect_peer_limit(self._pyroinst_peer_max, self._pyroinst_label())
+        fastwire.expect_peer_limit(self._pyroinst_peer_max, self._pyroinst_label)
         # Replies decoded during this call (job handles) learn where this proxy looks
         # devices up and who it is, also when the fast path is not in Pyro5.
         previous = fastwire.set_calling_proxy(self)
         try:
-            result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
+            if slot.box.conn is None or special(self, methodname, vargs):
+                result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
+            else:
+                result = exchange(self, slot, methodname, vargs, kwargs, flags, objectId)
         except Pyro5.errors.TimeoutError:
             # Pyro5 closed the connection: a late reply cannot be mistaken for the next one.
             raise self._pyroinst_no_reply(methodname, time.monotonic() - began) from None

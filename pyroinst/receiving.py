@@ -72,11 +72,47 @@ def _receive_big(sock: socket.socket, size: int) -> Any:
     return buf
 
 
+_HEADER = protocol._header_size
+_validate = protocol.ReceivingMessage.validate
+
+
+def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> Any:
+    """``size`` bytes of ``connection``: one recv when they are there (most messages),
+    else Pyro5's receive loop for the rest. ``check``: a header; its first bytes are
+    validated as soon as they are in (a peer that is no Pyro5 is refused at once)."""
+    try:
+        chunk = sock.recv(size)
+    except TimeoutError:
+        raise Pyro5.errors.TimeoutError("receiving: timeout") from None
+    except OSError:
+        chunk = b""  # Pyro5's loop retries or says what went wrong
+    got = len(chunk)
+    if got == size:
+        if check:
+            _validate(chunk[:check])
+        return chunk
+    if check:
+        if got < check:
+            chunk += connection.recv(check - got)
+            got = check
+        _validate(chunk[:check])
+    return chunk + connection.recv(size - got) if chunk else connection.recv(size)
+
+
 def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.ReceivingMessage:
     """Pyro5's recv_stub, receiving a large payload with ``recv_into`` (see _receive_big)."""
-    header = connection.recv(6)
-    protocol.ReceivingMessage.validate(header)
-    header += connection.recv(protocol._header_size - 6)
+    replay = _tls.__dict__.get("replay")
+    if replay is not None:
+        # The message pyroinst.dispatch received and handed to Pyro5's code: it is next.
+        _tls.replay = None
+        return replay  # type: ignore[no-any-return]
+    sock = getattr(connection, "sock", None)
+    if sock is None or not getattr(connection, "_live", True):
+        header = connection.recv(6)  # a handshake's buffered message (pyroinst.connections)
+        protocol.ReceivingMessage.validate(header)
+        header += connection.recv(_HEADER - 6)
+    else:
+        header = _read(connection, sock, _HEADER, 6)
     try:
         msg = protocol.ReceivingMessage(header)
     except Pyro5.errors.ProtocolError as exc:
@@ -109,11 +145,12 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
         answer_to = getattr(_tls, "connect_serializer", None)
         if answer_to is not None:
             _check_answer_header(connection, msg, answer_to)
-    sock = getattr(connection, "sock", None)
-    if size >= INLINE_MAX and sock is not None:
+    if sock is None or not getattr(connection, "_live", True):
+        payload = connection.recv(size)
+    elif size >= INLINE_MAX:
         payload = _receive_big(sock, size)
     else:
-        payload = connection.recv(size)
+        payload = _read(connection, sock, size)
     if msg.flags & protocol.FLAGS_COMPRESSED:
         # Pyro5 would inflate without limit: a few KB can become gigabytes.
         msg.flags &= ~protocol.FLAGS_COMPRESSED

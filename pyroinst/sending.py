@@ -15,7 +15,7 @@ from typing import Any
 
 import Pyro5.errors
 from Pyro5 import config as pyro_config
-from Pyro5 import protocol, socketutil
+from Pyro5 import protocol
 from Pyro5.callcontext import current_context
 
 from .wire import ANNOTATION_HEADER as _ANNOTATION_HEADER
@@ -96,7 +96,7 @@ class SendingMessage(protocol.SendingMessage):
             from .errors import MessageTooLarge
 
             raise MessageTooLarge(
-                f"this call is a message of {total} bytes; {_tls.peer_label} accepts at most "
+                f"this call is a message of {total} bytes; {_label()} accepts at most "
                 f"{peer_max} (its max_message_size). Send smaller pieces, or raise the "
                 "server's max_message_size.",
                 size=total,
@@ -130,8 +130,14 @@ class SendingMessage(protocol.SendingMessage):
             self.data = Gather([header, *parts, payload])
 
 
-def expect_peer_limit(limit: int | None, label: str) -> None:
-    """Client side: the server of the next call on this thread accepts ``limit`` bytes."""
+def _label() -> str:
+    label = getattr(_tls, "peer_label", "")
+    return label() if callable(label) else str(label)
+
+
+def expect_peer_limit(limit: int | None, label: Any) -> None:
+    """Client side: the server of the next call on this thread accepts ``limit`` bytes
+    (``label``: its name in an error, or a function giving it)."""
     _tls.peer_max = limit
     _tls.peer_label = label
 
@@ -141,13 +147,18 @@ def _byte_views(data: Any) -> list[memoryview]:
     return [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
 
 
-_original_send = socketutil.send_data
-
-
 def send_data(sock: socket.socket, data: Any) -> None:
     """Send ``data`` (bytes-like or a Gather) completely; Pyro5's errors on failure."""
     if not isinstance(data, Gather) and (len(data) < INLINE_MAX or sock.gettimeout() is None):
-        return _original_send(sock, data)  # small, or sendall: Pyro5's own is fine
+        # Small, or no timeout: one sendall (it waits for room and retries interrupted
+        # sends itself), with Pyro5's errors.
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            raise Pyro5.errors.TimeoutError("sending: timeout") from None
+        except OSError as exc:
+            raise Pyro5.errors.ConnectionClosedError(f"sending: connection lost: {exc}") from None
+        return None
     views = _byte_views(data)
     is_ssl = hasattr(sock, "getpeercert")
     try:

@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 MARKER = "__pyroinst__"
 
 _ATOMS = frozenset({str, int, float, bool, type(None), bytes, bytearray, complex})
+#: Values every serializer carries as they are, in a message of a few bytes.
+_SCALARS = frozenset({int, float, bool, type(None)})
 # Values the Pyro5 serializers handle by themselves and that pyroinst lets through.
 _PASSED = (
     BaseException,
@@ -348,6 +350,9 @@ class _PyroinstMixin:
 
     def dumps(self, data: Any) -> bytes:
         fastwire.start_response()
+        if type(data) in _SCALARS:
+            # Most replies (None, a number): nothing to walk, no array, never too large.
+            return super().dumps(data)  # type: ignore[misc,no-any-return]
         if isinstance(data, BaseException) and hasattr(data, "_pyroinst_traceback"):
             # A failed job's exception (a copy per fetch): send the job's own traceback,
             # not that of the job_result call Pyro5 put on it.

@@ -1,0 +1,160 @@
+"""The common request, answered on a short path: one method call, nothing special.
+
+Pyro5's ``Daemon.handleRequest`` handles every kind of message (pings, batches, oneway
+calls, blobs, iterators) in one long function, and pyroinst's daemons wrap it twice more
+(the token protocol, the fast array path). Almost every request a lab sends is the plain
+kind: one call, answered with a value. ``DispatchDaemon.handleRequest`` receives the
+message itself and answers those directly, in the order and with the context Pyro5 gives
+them (``current_context``: client, address, sequence, annotations, flags, serializer,
+correlation id); anything else (a ping, a batch, a oneway call, a blob, an iterator
+returned) goes to Pyro5's own code with the message already received. Errors are
+answered exactly as Pyro5 answers them (its ``_sendExceptionResponse``).
+
+Used only with the Pyro5 versions pyroinst is tested with (``compat``); with any other,
+Pyro5's own path serves everything.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import uuid
+from typing import Any
+
+from Pyro5 import config as pyro_config
+from Pyro5 import errors, protocol, serializers
+from Pyro5 import server as pyro_server
+from Pyro5.callcontext import current_context
+
+from . import compat
+from .wire import local as _tls
+
+__all__ = ["DispatchDaemon"]
+
+_INVOKE = protocol.MSG_INVOKE
+_ACCEPTED = [protocol.MSG_INVOKE, protocol.MSG_PING]
+# Request flags the short path handles (any other goes to Pyro5's code).
+_PLAIN_FLAGS = protocol.FLAGS_CORR_ID
+_get_attribute = pyro_server._get_attribute
+_unpack_weakref = pyro_server._unpack_weakref
+_get_property = pyro_server._get_exposed_property_value
+_set_property = pyro_server._set_exposed_property_value
+_by_id = serializers.serializers_by_id
+_Iterator = collections.abc.Iterator
+_isgenerator = inspect.isgenerator
+_uuid4 = uuid.uuid4
+_UUID = uuid.UUID
+_SendingMessage = protocol.SendingMessage
+_RESULT = protocol.MSG_RESULT
+
+
+class DispatchDaemon:
+    """Mixin for pyroinst's device daemon: plain calls on the short path (see module)."""
+
+    _pyroinst_short = compat.pyro5_tested()
+
+    def handleRequest(self, conn: Any) -> Any:  # noqa: N802 - Pyro5's name
+        """Answer one request: plain calls here, everything else by Pyro5's code."""
+        if (
+            not self._pyroinst_short
+            or pyro_config.LOGWIRE
+            or getattr(conn, "_pyroinst_challenge", None) is not None
+        ):
+            return super().handleRequest(conn)  # type: ignore[misc]
+        # protocol.recv_stub: pyroinst's (bounded, arrays received in place, late proofs
+        # refused), as Pyro5's code would call it.
+        msg = protocol.recv_stub(conn, _ACCEPTED)
+        if msg.type != _INVOKE or msg.flags & ~_PLAIN_FLAGS:
+            _tls.replay = msg  # pyroinst's recv_stub hands it to Pyro5's code, unread again
+            return super().handleRequest(conn)  # type: ignore[misc]
+        try:
+            self._pyroinst_answer(conn, msg)
+        finally:
+            # What FastwireDaemon does after each request: keep nothing of it.
+            current_context.annotations = {}
+            current_context.response_annotations = {}
+            _tls.incoming = None
+
+    def _pyroinst_answer(self, conn: Any, msg: Any) -> None:
+        seq = msg.seq
+        serializer_id = msg.serializer_id
+        ctx = current_context
+        is_callback = False
+        try:
+            if msg.flags & protocol.FLAGS_CORR_ID:
+                ctx.correlation_id = _UUID(bytes=msg.corr_id)
+            else:
+                ctx.correlation_id = _uuid4()
+            serializer = _by_id[serializer_id]
+            obj_id, method, vargs, kwargs = serializer.loadsCall(msg.data)
+            ctx.client = conn
+            peer = conn.__dict__.get("_pyroinst_peer", False)
+            if peer is False:
+                # The peer's address does not change: asked once per connection.
+                try:
+                    peer = conn.sock.getpeername()
+                except OSError:
+                    peer = None
+                conn._pyroinst_peer = peer
+            ctx.client_sock_addr = peer
+            ctx.seq = seq
+            ctx.annotations = msg.annotations
+            ctx.msg_flags = msg.flags
+            ctx.serializer_id = serializer_id
+            del msg
+            obj = _unpack_weakref(self.objectsById.get(obj_id))  # type: ignore[attr-defined]
+            if obj is None:
+                raise errors.DaemonError("unknown object")
+            if inspect.isclass(obj):
+                obj = self._getInstance(obj, conn)  # type: ignore[attr-defined]
+            if method == "__getattr__":
+                data = _get_property(obj, vargs[0])
+            elif method == "__setattr__":
+                data = _set_property(obj, vargs[0], vargs[1])
+            else:
+                method = _get_attribute(obj, method)
+                is_callback = getattr(method, "_pyroCallback", False)
+                try:
+                    data = method(*vargs, **kwargs)
+                except Exception as xv:
+                    self.methodcall_error_handler(  # type: ignore[attr-defined]
+                        self, ctx.client_sock_addr, method, vargs, kwargs, xv
+                    )
+                    raise
+            if isinstance(data, _Iterator) or _isgenerator(data):
+                # An iterator: Pyro5's item streaming (or its refusal), as Pyro5 does it.
+                self._pyroinst_iterator(conn, seq, serializer, data)
+                return
+            payload = serializer.dumps(data)
+            answer = ctx.response_annotations
+            answer.update(self.annotations())  # type: ignore[attr-defined]
+            reply = _SendingMessage(_RESULT, 0, seq, serializer.serializer_id, payload, answer)
+            ctx.response_annotations = {}
+            conn.send(reply.data)
+        except Exception as xv:
+            pyro_msg = getattr(xv, "pyroMsg", None)
+            if pyro_msg:
+                seq, serializer_id = pyro_msg.seq, pyro_msg.serializer_id
+            if not isinstance(xv, errors.ConnectionClosedError) and (
+                isinstance(xv, errors.SerializeError)
+                or not isinstance(xv, errors.CommunicationError)
+            ):
+                tblines = errors.format_traceback(detailed=pyro_config.DETAILED_TRACEBACK)
+                self._sendExceptionResponse(conn, seq, serializer_id, xv, tblines)  # type: ignore[attr-defined]
+            if is_callback or isinstance(xv, (errors.CommunicationError, errors.SecurityError)):
+                raise
+
+    def _pyroinst_iterator(self, conn: Any, seq: int, serializer: Any, data: Any) -> None:
+        is_stream, stream_id = self._streamResponse(data, conn)  # type: ignore[attr-defined]
+        assert is_stream
+        exc = errors.ProtocolError("result of call is an iterator")
+        ann = {"STRM": stream_id.encode()} if stream_id else {}
+        self._sendExceptionResponse(  # type: ignore[attr-defined]
+            conn,
+            seq,
+            serializer.serializer_id,
+            exc,
+            None,
+            annotations=ann,
+            flags=protocol.FLAGS_ITEMSTREAMRESULT,
+        )
