@@ -1,88 +1,50 @@
-"""pyroinst benchmark: pyroinst against raw Pyro5 and a raw TCP socket, in one run.
+"""pyroinst benchmark: pyroinst against raw Pyro5, a raw TCP socket and the peers users
+would pick instead (ZeroMQ REQ/REP + msgpack, rpyc), in one run.
 
-    python bench/bench.py            # full run (a few minutes)
-    python bench/bench.py --quick    # under a minute
+    python bench/bench.py            # full run (about ten minutes)
+    python bench/bench.py --quick    # a few minutes
 
 Every server runs in its own process on 127.0.0.1 and serves the same device
 (``bench/benchdev.py``); every client workload runs in a fresh process, so a raw-Pyro5
-client never has pyroinst imported. Prints a Markdown table: each figure, its ratio to
-the baselines of the same run, and the acceptance targets.
+client never has pyroinst imported. The peers (``bench/peers.py``) run when installed
+(``pip install pyroinst[bench]``); otherwise their rows are skipped with a note. Prints a
+Markdown table: each figure, its ratio to the baselines of the same run, and the
+acceptance targets.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# Run as a script: this folder is first on the path, and its bench.py would be "bench".
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import peers as peer_module  # noqa: E402
+from bench.common import Server, client, clients_at_once, fmt_time  # noqa: E402
+from bench.liverows import live_rows  # noqa: E402
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+def peer_versions() -> str:
+    out = ""
+    try:
+        import zmq
 
+        out += f", pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()})"
+    except ImportError:
+        pass
+    try:
+        import rpyc
 
-class Server:
-    def __init__(self, kind: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", kind],
-            cwd=ROOT,
-            env=_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.address = self.proc.stdout.readline().strip()
-        if not self.address:
-            raise SystemExit(f"{kind} server did not start")
-
-    def status(self, key: str) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-        return 0
-
-    def reset_peak(self) -> None:
-        with open(f"/proc/{self.proc.pid}/clear_refs", "w") as f:
-            f.write("5")
-
-    def pin(self, cpus: set[int] | None) -> None:
-        """Restrict every thread of the server to ``cpus`` (None: all CPUs again)."""
-        cpus = cpus or set(range(os.cpu_count() or 1))
-        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
-            os.sched_setaffinity(int(tid), cpus)
-
-    def stop(self) -> None:
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def client(kind: str, address: str, workload: str, *args: object, cpus=None) -> dict:
-    """Run one workload in a fresh client process (on ``cpus`` if given); its JSON result."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.clients", kind, address, workload, *map(str, args)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} {workload} {args} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout)
+        out += f", rpyc {rpyc.__version__}"
+    except ImportError:
+        pass
+    return out
 
 
 def versions() -> str:
@@ -101,128 +63,8 @@ def versions() -> str:
         f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}; Python "
         f"{platform.python_version()}, Pyro5 {Pyro5.__version__}, msgpack "
         f"{'.'.join(map(str, msgpack.version))}, serpent {serpent.__version__}, "
-        f"numpy {numpy.__version__}"
+        f"numpy {numpy.__version__}{peer_versions()}"
     )
-
-
-def fmt_time(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
-    if s < 1:
-        return f"{s * 1e3:.1f} ms"
-    return f"{s:.2f} s"
-
-
-def live(address: str, workload: str, *args: object) -> dict:
-    """Run one live-data workload (bench/live.py) in a fresh client process."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.live", *address.split(), workload, *map(str, args)],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"live {workload} {args} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout)
-
-
-def live_rows(
-    quick: bool, address: str, tcp_address: str, server: Server, rows: list, checks: list
-) -> None:
-    """W7-W10: live data (job streams), against raw TCP and plain calls of the same run."""
-    frames = 100 if quick else 300
-    tcp = client("tcp", tcp_address, "w2", MIB_POINTS, 5 if quick else 20)["mbps"]
-    one = live(address, "w7", frames, 1)
-    alone = live(address, "w7", frames, 0)["job_wall"]
-    four = live(address, "w7", frames, 4)["job_wall"]
-    rows.append(
-        (
-            "W7 1 MiB frames, one reader",
-            "pyroinst",
-            f"{one['mbps']:.0f} MB/s",
-            f"{one['mbps'] / tcp:.2f} × TCP ({tcp:.0f} MB/s, 1 MiB messages)",
-        )
-    )
-    rows.append(
-        (
-            "W7 job wall time, four readers",
-            "pyroinst",
-            fmt_time(four),
-            f"{four / alone:.2f} × no reader ({fmt_time(alone)})",
-        )
-    )
-    checks.append(
-        ("W7 one reader ≥ 0.6 × raw TCP", f"{one['mbps'] / tcp:.2f}", one["mbps"] / tcp >= 0.6)
-    )
-    checks.append(
-        ("W7 job with four readers ≤ 1.1 × without", f"{four / alone:.2f}", four / alone <= 1.1)
-    )
-
-    w8 = live(address, "w8", 20_000 if quick else 100_000)
-    rows.append(
-        (
-            "W8 small items to one reader",
-            "pyroinst",
-            f"{w8['items_per_s']:.0f} items/s",
-            f"{w8['dropped']} dropped",
-        )
-    )
-    checks.append(("W8 ≥ 50,000 items/s", f"{w8['items_per_s']:.0f}", w8["items_per_s"] >= 50_000))
-
-    w9 = live(address, "w9", 50 if quick else 200)
-    ratio = w9["median"] / w9["call"]
-    rows.append(
-        (
-            "W9 publish to reader latency",
-            "pyroinst",
-            f"median {fmt_time(w9['median'])}",
-            f"{ratio:.2f} × plain call paced alike ({fmt_time(w9['call'])}; back to back "
-            f"{fmt_time(w9['hot_call'])})",
-        )
-    )
-    checks.append(("W9 median ≤ 2 × plain call", f"{ratio:.2f}", ratio <= 2))
-
-    count, stall = (1500, 2.0) if quick else (4000, 10.0)
-    before = live(address, "w10", count, 0)["job_wall"]
-    rss_before = server.status("VmRSS")
-    server.reset_peak()
-    w10 = live(address, "w10", count, stall)
-    growth = server.status("VmHWM") - rss_before
-    # The same job without a reader, before and after: the machine's drift evens out.
-    base = (before + live(address, "w10", count, 0)["job_wall"]) / 2
-    bound = 64 * MIB
-    rows.append(
-        (
-            f"W10 reader stalled {stall:g} s",
-            "pyroinst",
-            f"job {fmt_time(w10['job_wall'])}, server +{growth / 1e6:.0f} MB, "
-            f"{w10['read']} read + {w10['dropped']} dropped of {count}",
-            f"{w10['job_wall'] / base:.2f} × no reader; {growth / bound:.2f} × the bound",
-        )
-    )
-    checks.append(
-        (
-            "W10 job as fast as without the reader (≤ 1.1 ×)",
-            f"{w10['job_wall'] / base:.2f}",
-            w10["job_wall"] / base <= 1.1,
-        )
-    )
-    checks.append(
-        (
-            "W10 server growth within the 64 MiB bound (≤ 1.25 ×)",
-            f"{growth / bound:.2f}",
-            growth <= 1.25 * bound,
-        )
-    )
-    checks.append(
-        ("W10 dropped is exactly what the reader lost", str(w10["exact"]), bool(w10["exact"]))
-    )
-
-
-MIB = 1 << 20
-MIB_POINTS = MIB // 8
 
 
 def main() -> None:
@@ -233,14 +75,27 @@ def main() -> None:
     sizes = [1e3, 1e6, 1e7] if quick else [1e3, 1e6, 1e7, 5e7]
     reps = {1e3: 50 if quick else 200, 1e6: 5 if quick else 20, 1e7: 3 if quick else 7, 5e7: 3}
     serpent_max = 1e7
+    rpyc_max = 1e6  # rpyc moves a few MB/s: larger arrays would take minutes
 
     began = time.time()
     servers = {kind: Server(kind) for kind in ("pyroinst", "pyro", "tcp")}
+    notes: list[str] = []
+    peer_kinds = []
+    for kind, ok in peer_module.available().items():
+        if ok:
+            servers[kind] = Server(kind)
+            peer_kinds.append(kind)
+        else:
+            notes.append(
+                f"{kind} not installed: its rows are skipped (pip install pyroinst[bench])"
+            )
     addr = {
         "pyroinst": servers["pyroinst"].address,
+        "pyroinst-connect": servers["pyroinst"].address,
         "raw-msgpack": servers["pyro"].address,
         "raw-serpent": servers["pyro"].address,
         "tcp": servers["tcp"].address,
+        **{k: servers[k].address for k in peer_kinds},
     }
     rows: list[tuple[str, str, str, str]] = []
     checks: list[tuple[str, str, bool]] = []
@@ -249,8 +104,9 @@ def main() -> None:
         # Latency here is bimodal: when client and server share a core a call costs their
         # CPU time; across cores the wake-up latency dominates, and left alone the
         # scheduler picks one or the other from run to run. So W1 is measured in both
-        # placements, pinned: client and server on one core (what pyroinst's code costs),
-        # and client on one core, server on the other.
+        # placements, pinned: client and server on one core (what the code costs), and
+        # client on one core, server on the other. Each target takes turns three times
+        # and keeps its median.
         cores = os.cpu_count() or 1
         placements = [("W1 latency, one core", {0}, {0})]
         if cores > 1:
@@ -258,7 +114,14 @@ def main() -> None:
         for label, client_cpus, server_cpus in placements:
             for srv in servers.values():
                 srv.pin(server_cpus)
-            w1 = {k: client(k, addr[k], "w1", calls, cpus=client_cpus) for k in addr}
+            runs: dict[str, list[dict]] = {k: [] for k in addr}
+            for _ in range(3):
+                for k in addr:
+                    runs[k].append(client(k, addr[k], "w1", calls, cpus=client_cpus))
+            w1 = {
+                k: {f: statistics.median(r[f] for r in v) for f in ("median", "p99")}
+                for k, v in runs.items()
+            }
             base = w1["raw-msgpack"]["median"]
             for k, r in w1.items():
                 rows.append(
@@ -271,14 +134,55 @@ def main() -> None:
                 )
             ratio = w1["pyroinst"]["median"] / base
             checks.append((f"{label} ≤ 1.2 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio <= 1.2))
+            if label.endswith("one core"):
+                for k, how in (("pyroinst", "a plain Proxy"), ("pyroinst-connect", "connect()")):
+                    ratio = w1[k]["median"] / base
+                    checks.append(
+                        (
+                            f"{label} ≤ 1.0 × raw Pyro5 msgpack, {how}",
+                            f"{ratio:.2f}",
+                            ratio <= 1.0,
+                        )
+                    )
         for srv in servers.values():
             srv.pin(None)
+
+        # Small arrays returned: one call's worth of overhead, taking turns (medians).
+        small = {128: "1 KB", 8192: "64 KB"}
+        kinds = ["pyroinst", "pyroinst-connect", "raw-msgpack", "tcp", *peer_kinds]
+        for n, size in small.items():
+            runs2: dict[str, list[float]] = {k: [] for k in kinds}
+            for _ in range(3):
+                for k in kinds:
+                    runs2[k].append(client(k, addr[k], "w2", n, 300 if quick else 1000)["median"])
+            med = {k: statistics.median(v) for k, v in runs2.items()}
+            base = med["raw-msgpack"]
+            for k in kinds:
+                rows.append(
+                    (
+                        f"W2s {size} array returned (median of 3)",
+                        k,
+                        fmt_time(med[k]),
+                        f"{med[k] / base:.2f} × raw msgpack",
+                    )
+                )
+            for k, how in (("pyroinst", "a plain Proxy"), ("pyroinst-connect", "connect()")):
+                ratio = med[k] / base
+                checks.append(
+                    (
+                        f"W2s {size} returned ≤ 1.0 × raw Pyro5 msgpack, {how}",
+                        f"{ratio:.2f}",
+                        ratio <= 1.0,
+                    )
+                )
 
         for direction, workload in (("W2 fetch", "w2"), ("W2u upload", "w2u")):
             for n in sizes:
                 res = {}
-                for k in addr:
+                for k in ("pyroinst", "raw-msgpack", "raw-serpent", "tcp", *peer_kinds):
                     if k == "raw-serpent" and n > serpent_max:
+                        continue
+                    if k == "rpyc" and n > rpyc_max:
                         continue
                     res[k] = client(k, addr[k], workload, int(n), reps[n])
                 tcp = res["tcp"]["mbps"]
@@ -302,6 +206,11 @@ def main() -> None:
                         checks.append(("W2 1e7 ≥ 10 × raw Pyro5 serpent", f"{sr:.1f}", sr >= 10))
                     else:
                         checks.append(("W2u 1e7 ≥ 0.4 × raw TCP", f"{ratio:.2f}", ratio >= 0.4))
+                if n == 1e3 and workload == "w2u":
+                    ratio = res["pyroinst"]["median"] / res["raw-msgpack"]["median"]
+                    checks.append(
+                        ("W2u 1e3 ≤ 1.2 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio <= 1.2)
+                    )
 
         w3 = client("pyroinst", addr["pyroinst"], "w3", 3 if quick else 7)
         ratio = w3["median"] / w3["ideal"]
@@ -314,27 +223,64 @@ def main() -> None:
             )
         )
         checks.append(("W3 ≤ 1.25 × ideal", f"{ratio:.2f}", ratio <= 1.25))
-
-        # Eight threads on two cores: throughput drifts with scheduling, so the targets
-        # take turns over several short rounds and each keeps its median.
-        seconds, rounds = (1.0, 3) if quick else (2.0, 5)
-        samples: dict[str, list[float]] = {k: [] for k in addr}
-        for _ in range(rounds):
-            for k in addr:
-                samples[k].append(client(k, addr[k], "w4", 4, seconds)["calls_per_s"])
-        w4 = {k: {"calls_per_s": statistics.median(v)} for k, v in samples.items()}
-        base = w4["raw-msgpack"]["calls_per_s"]
-        for k, r in w4.items():
+        for k in peer_kinds:
+            r = client(k, addr[k], "w3", 3 if quick else 7)
             rows.append(
                 (
-                    f"W4 calls/s, 4 threads (median of {rounds} rounds)",
+                    "W3 16 jobs × 0.2 s on 16 devices",
                     k,
-                    f"{r['calls_per_s']:.0f}/s",
-                    f"{r['calls_per_s'] / base:.2f} × raw msgpack",
+                    fmt_time(r["median"]),
+                    f"{r['median'] / r['ideal']:.2f} × ideal",
                 )
             )
-        ratio = w4["pyroinst"]["calls_per_s"] / base
-        checks.append(("W4 ≥ 0.8 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio >= 0.8))
+
+        # Many threads on two cores: throughput drifts with scheduling, so the targets
+        # take turns over several short rounds and each keeps its median.
+        seconds, rounds = (1.0, 3) if quick else (2.0, 5)
+        for threads in (4, 8):
+            kinds = ["pyroinst", "raw-msgpack", "raw-serpent", "tcp"]
+            if threads == 8:
+                kinds = ["pyroinst", "pyroinst-connect", "raw-msgpack", "tcp", *peer_kinds]
+            samples: dict[str, list[float]] = {k: [] for k in kinds}
+            for _ in range(rounds):
+                for k in kinds:
+                    samples[k].append(client(k, addr[k], "w4", threads, seconds)["calls_per_s"])
+            w4 = {k: statistics.median(v) for k, v in samples.items()}
+            base = w4["raw-msgpack"]
+            for k, r in w4.items():
+                rows.append(
+                    (
+                        f"W4 calls/s, {threads} threads (median of {rounds} rounds)",
+                        k,
+                        f"{r:.0f}/s",
+                        f"{r / base:.2f} × raw msgpack",
+                    )
+                )
+            ratio = w4["pyroinst"] / base
+            if threads == 4:
+                checks.append(("W4 ≥ 0.8 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio >= 0.8))
+            else:
+                checks.append(
+                    ("W4 8 threads ≥ 2 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio >= 2.0)
+                )
+        kinds = ["pyroinst", "raw-msgpack", "tcp", *peer_kinds]
+        samples = {k: [] for k in kinds}
+        for _ in range(rounds):
+            for k in kinds:
+                samples[k].append(clients_at_once(k, addr[k], 8, seconds))
+        w4p = {k: statistics.median(v) for k, v in samples.items()}
+        base = w4p["raw-msgpack"]
+        for k, r in w4p.items():
+            rows.append(
+                (
+                    f"W4p calls/s, 8 client processes (median of {rounds} rounds)",
+                    k,
+                    f"{r:.0f}/s",
+                    f"{r / base:.2f} × raw msgpack",
+                )
+            )
+        ratio = w4p["pyroinst"] / base
+        checks.append(("W4p 8 processes ≥ 2 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio >= 2.0))
 
         w5 = client("pyroinst", addr["pyroinst"], "w5", 100 if quick else 500)
         r1 = w5["start_result"] / w5["plain"]
@@ -378,7 +324,38 @@ def main() -> None:
             if k == "pyroinst":
                 ratio = w6["client_growth"] / size
                 checks.append(("W6 client growth ≤ 2.5 × array", f"{ratio:.2f}", ratio <= 2.5))
-        live_rows(quick, addr["pyroinst"], addr["tcp"], servers["pyroinst"], rows, checks)
+        live_rows(
+            quick,
+            addr["pyroinst"],
+            addr["tcp"],
+            {k: addr[k] for k in peer_kinds if k == "zmq" or not quick},
+            servers["pyroinst"],
+            rows,
+            checks,
+        )
+
+        # W12: the first large transfer after a pause (warm receive buffers).
+        firsts, repeats = [], []
+        for _ in range(3):
+            r = client("pyroinst", addr["pyroinst"], "w12", 1e7, 3.0, 3)
+            firsts.append(r["first"])
+            repeats.append(r["repeated"])
+        first, repeated = statistics.median(firsts), statistics.median(repeats)
+        rows.append(
+            (
+                "W12 80 MB fetch after 3 s idle (median of 3)",
+                "pyroinst",
+                f"first {fmt_time(first)}, repeated {fmt_time(repeated)}",
+                f"{first / repeated:.2f} × repeated",
+            )
+        )
+        checks.append(
+            (
+                "W12 first after idle ≤ 1.5 × repeated",
+                f"{first / repeated:.2f}",
+                first / repeated <= 1.5,
+            )
+        )
     finally:
         for srv in servers.values():
             srv.stop()
@@ -387,6 +364,8 @@ def main() -> None:
         f"## pyroinst benchmark ({'quick' if quick else 'full'} run, {time.time() - began:.0f} s)\n"
     )
     print(f"Machine: {versions()}\n")
+    for note in notes:
+        print(f"Note: {note}\n")
     print("| workload | row | figure | ratio |")
     print("|---|---|---|---|")
     for row in rows:

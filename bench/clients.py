@@ -1,6 +1,8 @@
 """Benchmark clients: ``python -m bench.clients TARGET ADDRESS WORKLOAD [ARGS...]``.
 
-Prints one JSON document. TARGET: ``pyroinst``, ``raw-msgpack``, ``raw-serpent``, ``tcp``.
+Prints one JSON document. TARGET: ``pyroinst`` (a plain Pyro5 proxy with pyroinst
+imported), ``pyroinst-connect`` (``pyroinst.connect()``), ``raw-msgpack``, ``raw-serpent``,
+``tcp``.
 Raw targets never import pyroinst, so their figures are plain Pyro5's (or plain sockets').
 """
 
@@ -63,6 +65,20 @@ class PyroinstTarget(Target):
 
     def clone(self) -> Target:
         return PyroinstTarget(self.address, self.name)
+
+
+class ConnectTarget(PyroinstTarget):
+    """Through ``pyroinst.connect()``: a DeviceProxy (reconnects, per-thread connections)."""
+
+    def __init__(self, address: str, name: str = "bench0") -> None:
+        import pyroinst
+
+        self.address, self.name = address, name
+        host, port = address.split()
+        self.proxy = pyroinst.connect(name, host, int(port))
+
+    def clone(self) -> Target:
+        return ConnectTarget(self.address, self.name)
 
 
 class RawPyroTarget(Target):
@@ -138,6 +154,8 @@ class TcpTarget(Target):
 def make_target(kind: str, address: str) -> Target:
     if kind == "pyroinst":
         return PyroinstTarget(address)
+    if kind == "pyroinst-connect":
+        return ConnectTarget(address)
     if kind == "raw-msgpack":
         return RawPyroTarget(address, "msgpack")
     if kind == "raw-serpent":

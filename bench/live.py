@@ -121,12 +121,16 @@ def w10_stalled(ns: tuple[str, int], count: int, stall: float) -> dict[str, Any]
     rest = [int(frame[0]) for frame in stream]
     stream.close()
     read = len(first) + len(rest)
+    seen = [int(frame[0]) for frame in first] + rest
     return {
         "job_wall": job_wall,
         "read": read,
         "dropped": stream.dropped,
-        # Exactly what it lost: the frames it never saw are the ones counted as dropped.
-        "exact": read + stream.dropped == count and rest[0] == 10 + stream.dropped,
+        # Exactly what it lost: the frames it never saw are the ones counted as dropped
+        # (wherever the gap falls: batches already in flight before the stall come first).
+        "exact": read + stream.dropped == count
+        and seen == sorted(set(seen))
+        and count - len(seen) == stream.dropped,
     }
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench import Server, client  # noqa: E402
+from bench.common import Server, client  # noqa: E402
 
 POINTS = 10_000_000
 

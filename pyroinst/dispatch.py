@@ -44,7 +44,6 @@ _Iterator = collections.abc.Iterator
 _isgenerator = inspect.isgenerator
 _uuid4 = uuid.uuid4
 _UUID = uuid.UUID
-_SendingMessage = protocol.SendingMessage
 _RESULT = protocol.MSG_RESULT
 
 
@@ -128,7 +127,11 @@ class DispatchDaemon:
             payload = serializer.dumps(data)
             answer = ctx.response_annotations
             answer.update(self.annotations())  # type: ignore[attr-defined]
-            reply = _SendingMessage(_RESULT, 0, seq, serializer.serializer_id, payload, answer)
+            # protocol.SendingMessage is looked up now: pyroinst's (scatter/gather for large
+            # arrays) once fastwire is installed.
+            reply = protocol.SendingMessage(
+                _RESULT, 0, seq, serializer.serializer_id, payload, answer
+            )
             ctx.response_annotations = {}
             conn.send(reply.data)
         except Exception as xv:

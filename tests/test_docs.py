@@ -32,7 +32,7 @@ def test_the_readme_is_the_newcomers_page():
     readme = docs.page("README.md")
     assert len(readme.splitlines()) < 250, "the reference belongs in docs/"
     for needed in (
-        "pip install -e '.[test,web,notebook,qcodes,bluesky]'",  # install
+        "pip install -e '.[test,web,notebook,qcodes,bluesky,bench]'",  # install
         "pyroinst serve --demo",  # the demo
         ".venv/bin/python -m pytest",  # the test command
         "pyroinst.connect(",  # a client

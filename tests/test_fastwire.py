@@ -202,3 +202,24 @@ def test_impossible_max_message_size_is_refused(ns, size):
 
     with pytest.raises(pyroinst.ConfigurationError, match="max_message_size"):
         InstServer(ns_host=ns.host, ns_port=ns.port, max_message_size=size)
+
+
+def test_a_large_reply_is_sent_from_the_array_itself(echo, monkeypatch):
+    """The server sends a large array's memory as it is (scatter/gather), never a copy
+    of it joined into one buffer (the daemon's short path uses pyroinst's messages)."""
+    from Pyro5 import socketutil
+
+    from pyroinst.sending import Gather
+
+    sent = []
+    plain = socketutil.send_data
+
+    def recording(sock, data):
+        sent.append(type(data))
+        return plain(sock, data)
+
+    monkeypatch.setattr(socketutil, "send_data", recording)
+    assert echo.echo(1) == 1
+    got = echo.echo(np.arange(N, dtype=np.float64))
+    assert_same(np.arange(N, dtype=np.float64), got)
+    assert sent.count(Gather) == 2, sent  # the request and the reply, both gathered
