@@ -147,34 +147,43 @@ def main() -> None:
         for srv in servers.values():
             srv.pin(None)
 
-        # Small arrays returned: one call's worth of overhead, taking turns (medians).
-        small = {128: "1 KB", 8192: "64 KB"}
+        # Small arrays returned: one call's worth of overhead, taking turns (medians), on
+        # one core as W1 (what the code costs; across cores wake-ups dominate).
+        for srv in servers.values():
+            srv.pin({0})
+        small = [("w2", 128, "1 KB array returned"), ("w2", 8192, "64 KB array returned")]
+        small.append(("w2u", 1000, "8 KB array uploaded"))
         kinds = ["pyroinst", "pyroinst-connect", "raw-msgpack", "tcp", *peer_kinds]
-        for n, size in small.items():
+        for workload, n, size in small:
             runs2: dict[str, list[float]] = {k: [] for k in kinds}
             for _ in range(3):
                 for k in kinds:
-                    runs2[k].append(client(k, addr[k], "w2", n, 300 if quick else 1000)["median"])
+                    got = client(k, addr[k], workload, n, 300 if quick else 1000, cpus={0})
+                    runs2[k].append(got["median"])
             med = {k: statistics.median(v) for k, v in runs2.items()}
             base = med["raw-msgpack"]
             for k in kinds:
                 rows.append(
                     (
-                        f"W2s {size} array returned (median of 3)",
+                        f"W2s {size}, one core (median of 3)",
                         k,
                         fmt_time(med[k]),
                         f"{med[k] / base:.2f} × raw msgpack",
                     )
                 )
+            bound = 1.2 if workload == "w2u" else 1.0
             for k, how in (("pyroinst", "a plain Proxy"), ("pyroinst-connect", "connect()")):
                 ratio = med[k] / base
                 checks.append(
                     (
-                        f"W2s {size} returned ≤ 1.0 × raw Pyro5 msgpack, {how}",
+                        f"W2s {size} ≤ {bound} × raw Pyro5 msgpack, {how}",
                         f"{ratio:.2f}",
-                        ratio <= 1.0,
+                        ratio <= bound,
                     )
                 )
+
+        for srv in servers.values():
+            srv.pin(None)
 
         for direction, workload in (("W2 fetch", "w2"), ("W2u upload", "w2u")):
             for n in sizes:
@@ -206,11 +215,6 @@ def main() -> None:
                         checks.append(("W2 1e7 ≥ 10 × raw Pyro5 serpent", f"{sr:.1f}", sr >= 10))
                     else:
                         checks.append(("W2u 1e7 ≥ 0.4 × raw TCP", f"{ratio:.2f}", ratio >= 0.4))
-                if n == 1e3 and workload == "w2u":
-                    ratio = res["pyroinst"]["median"] / res["raw-msgpack"]["median"]
-                    checks.append(
-                        ("W2u 1e3 ≤ 1.2 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio <= 1.2)
-                    )
 
         w3 = client("pyroinst", addr["pyroinst"], "w3", 3 if quick else 7)
         ratio = w3["median"] / w3["ideal"]

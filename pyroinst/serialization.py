@@ -267,6 +267,8 @@ def sendable(value: Any, what: str | Callable[[], str]) -> Any:
     if t is dict and _all_atoms(value.values()) and _all_atoms(value):
         return dict(value)  # a dict of plain values (a point): a copy is all it needs
     try:
+        if t is np.ndarray:
+            return check_array(value)  # as it is: the serializer decides how it travels
         return to_wire(value, strict=True, array=_keep)
     except NotSerializableError as exc:
         said = what() if callable(what) else what
