@@ -11,7 +11,8 @@ returned) goes to Pyro5's own code with the message already received. Errors are
 answered exactly as Pyro5 answers them (its ``_sendExceptionResponse``).
 
 Used only with the Pyro5 versions pyroinst is tested with (``compat``); with any other,
-Pyro5's own path serves everything.
+Pyro5's own path serves everything. It follows Pyro5 5.17 (5.15 and 5.16 differ in one
+point: there a property whose value is an iterator is not streamed, here it is).
 """
 
 from __future__ import annotations

@@ -280,7 +280,9 @@ class DeviceProxy(Pyro5.client.Proxy):
         all of them within ``reconnect_timeout`` and ``deadline`` (a monotonic time)."""
         conn = self._pyroConnection
         if conn is not None:
-            if not _socket_closed(conn.sock):
+            # With reads in flight (a stream's, pyroinst.pushing) replies are on their way:
+            # not a sign of a closed connection, and under TLS looking would eat them.
+            if self.__dict__.get("_pyroinst_in_flight") or not _socket_closed(conn.sock):
                 return False
             log.info("connection to %s was closed by the server; reconnecting", self._pyroUri)
             self._pyroRelease()
@@ -445,11 +447,8 @@ class DeviceProxy(Pyro5.client.Proxy):
         if timeout is UNSET:  # (the slot's own timeout is set only while it connects)
             timeout = self.__dict__.get("_pyroinst_timeout")
         began = time.monotonic()
-        conn = slot.box.conn
-        if (
-            objectId is None
-            and (conn is None or _socket_closed(conn.sock))
-            and (self._pyroinst_connect(None if timeout is None else began + timeout))
+        if objectId is None and self._pyroinst_connect(
+            None if timeout is None else began + timeout
         ):
             if timeout is not None:
                 # Connecting took part of this call's time: the rest is what it may wait.

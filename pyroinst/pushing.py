@@ -67,10 +67,11 @@ class Pusher:
         conn = proxy._pyroConnection
         if conn is None or not self.on:
             # The first read (it connects) or pushing off: one request, one answer.
-            self._conn, self._ahead = None, 0
+            self._forget(proxy)
             return getattr(proxy, member)(key, cursor, *rest)
         if conn is not self._conn:
-            self._conn, self._ahead = conn, 0  # a new connection: nothing in flight on it
+            self._forget(proxy)  # a new connection: nothing in flight on it
+            self._conn = conn
         plain_send = conn.send
 
         def send(data: Any) -> None:
@@ -86,6 +87,9 @@ class Pusher:
             for n in range(start, self.window):
                 plain_send(self._request(proxy, conn, member, key, (seq + n) & 0xFFFF, rest))
             self._ahead = self.window - 1
+            # Replies are on their way: the proxy must not take them for a closed
+            # connection (pyroinst.proxy looks before each call; under TLS, looking reads).
+            proxy._pyroinst_in_flight = self._ahead
 
         conn.send = send
         try:
@@ -109,7 +113,11 @@ class Pusher:
         """Forget the reads in flight and end their connection (its answers are stale)."""
         if self._ahead and proxy._pyroConnection is self._conn is not None:
             proxy._pyroRelease()
+        self._forget(proxy)
+
+    def _forget(self, proxy: Any) -> None:
         self._conn, self._ahead = None, 0
+        proxy._pyroinst_in_flight = 0
 
     @staticmethod
     def _request(proxy: Any, conn: Any, member: str, key: str, seq: int, rest: tuple) -> Any:

@@ -126,3 +126,45 @@ def test_a_continued_read_without_a_first_one_is_refused_clearly(dev, cam):
     assert more["cursor"] >= answer["cursor"]
     assert job.result(timeout=30) == 3
     assert isinstance(answer["items"][0], np.ndarray)
+
+
+TOKEN = "pushing-token-0123456789abcdef"
+
+
+@pytest.mark.parametrize("readers", [1, 4])
+def test_reads_in_flight_over_tls_keep_one_connection_and_every_item(readers):
+    """With the lab's token every connection is TLS, where looking for a closed
+    connection reads from it: replies in flight must not be taken for one (a byte eaten
+    would put the stream out of step; a reconnect per batch would cost a handshake)."""
+    import threading
+
+    from pyroinst import EmbeddedNameServer, InstServer
+    from tests.helpers import lab_token
+
+    with lab_token(TOKEN), EmbeddedNameServer("127.0.0.1", 0, token=TOKEN) as ns:
+        server = InstServer(ns_host=ns.host, ns_port=ns.port, token=TOKEN, heartbeat=0)
+        driver = Streamer()
+        server.add_device(driver, "cam", stream_buffer_items=5000)
+        with server:
+            dev = pyroinst.connect("cam", ns.host, ns.port)
+            job = dev.frames(600, size=10)
+            stream = job.stream(max_items=7, window=3)
+            got: list[list[int]] = [[] for _ in range(readers)]
+            connections = set()
+
+            def read(k: int) -> None:
+                for frame in stream:
+                    got[k].append(int(frame[0]))
+                    connections.add(id(stream._proxy._pyroConnection))
+
+            threads = [threading.Thread(target=read, args=(k,)) for k in range(readers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert sorted(x for part in got for x in part) == list(range(600))
+            assert all(part == sorted(part) for part in got)
+            connections.discard(id(None))
+            assert len(connections) == 1, "a connection was made per batch"
+            assert job.result(10) == 600
+            pyroinst.disconnect(dev)
