@@ -1,7 +1,7 @@
 """pyroinst benchmark: pyroinst against raw Pyro5, a raw TCP socket and the peers users
 would pick instead (ZeroMQ REQ/REP + msgpack, rpyc), in one run.
 
-    python bench/bench.py            # full run (about ten minutes)
+    python bench/bench.py            # full run (about seven minutes)
     python bench/bench.py --quick    # a few minutes
 
 Every server runs in its own process on 127.0.0.1 and serves the same device
