@@ -69,3 +69,14 @@ def echo(ns, make_server):
 def _no_leaked_proxies():
     yield
     pyroinst.client.release_cached_proxies()
+
+
+@pytest.fixture(autouse=True)
+def _token_restored():
+    """The process's lab token as it was: a command run in-process (CliRunner) sets it for
+    the process, and later tests would otherwise all run with the token (and TLS)."""
+    before = pyroinst.current_token()
+    yield
+    if pyroinst.current_token() != before:
+        pyroinst.set_token(before)
+        pyroinst.client.release_cached_proxies()
