@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # Run as a script: this folder is first on the path, and its bench.py would be "bench".
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -65,6 +66,24 @@ def versions() -> str:
         f"{'.'.join(map(str, msgpack.version))}, serpent {serpent.__version__}, "
         f"numpy {numpy.__version__}{peer_versions()}"
     )
+
+
+def taking_turns(kinds: list[str], rounds: int, measure: Any) -> dict[str, float]:
+    """``measure(kind)`` for every kind, the kinds taking turns for ``rounds`` rounds (the
+    machine drifts: turns spread it over all of them); each kind's median."""
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for k in kinds:
+            samples[k].append(measure(k))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def rate_rows(rows: list, label: str, rates: dict[str, float]) -> float:
+    """A row per kind of calls per second against raw msgpack; pyroinst's ratio."""
+    base = rates["raw-msgpack"]
+    for k, r in rates.items():
+        rows.append((label, k, f"{r:.0f}/s", f"{r / base:.2f} × raw msgpack"))
+    return rates["pyroinst"] / base
 
 
 def main() -> None:
@@ -154,13 +173,13 @@ def main() -> None:
         small = [("w2", 128, "1 KB array returned"), ("w2", 8192, "64 KB array returned")]
         small.append(("w2u", 1000, "8 KB array uploaded"))
         kinds = ["pyroinst", "pyroinst-connect", "raw-msgpack", "tcp", *peer_kinds]
+        small_reps = 300 if quick else 1000
         for workload, n, size in small:
-            runs2: dict[str, list[float]] = {k: [] for k in kinds}
-            for _ in range(3):
-                for k in kinds:
-                    got = client(k, addr[k], workload, n, 300 if quick else 1000, cpus={0})
-                    runs2[k].append(got["median"])
-            med = {k: statistics.median(v) for k, v in runs2.items()}
+            med = taking_turns(
+                kinds,
+                3,
+                lambda k, w=workload, n=n: client(k, addr[k], w, n, small_reps, cpus={0})["median"],
+            )
             base = med["raw-msgpack"]
             for k in kinds:
                 rows.append(
@@ -245,45 +264,27 @@ def main() -> None:
             kinds = ["pyroinst", "raw-msgpack", "raw-serpent", "tcp"]
             if threads == 8:
                 kinds = ["pyroinst", "pyroinst-connect", "raw-msgpack", "tcp", *peer_kinds]
-            samples: dict[str, list[float]] = {k: [] for k in kinds}
-            for _ in range(rounds):
-                for k in kinds:
-                    samples[k].append(client(k, addr[k], "w4", threads, seconds)["calls_per_s"])
-            w4 = {k: statistics.median(v) for k, v in samples.items()}
-            base = w4["raw-msgpack"]
-            for k, r in w4.items():
-                rows.append(
-                    (
-                        f"W4 calls/s, {threads} threads (median of {rounds} rounds)",
-                        k,
-                        f"{r:.0f}/s",
-                        f"{r / base:.2f} × raw msgpack",
-                    )
-                )
-            ratio = w4["pyroinst"] / base
+            w4 = taking_turns(
+                kinds,
+                rounds,
+                lambda k, n=threads: client(k, addr[k], "w4", n, seconds)["calls_per_s"],
+            )
+            ratio = rate_rows(
+                rows, f"W4 calls/s, {threads} threads (median of {rounds} rounds)", w4
+            )
             if threads == 4:
                 checks.append(("W4 ≥ 0.8 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio >= 0.8))
             else:
                 checks.append(
                     ("W4 8 threads ≥ 2 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio >= 2.0)
                 )
-        kinds = ["pyroinst", "raw-msgpack", "tcp", *peer_kinds]
-        samples = {k: [] for k in kinds}
-        for _ in range(rounds):
-            for k in kinds:
-                samples[k].append(clients_at_once(k, addr[k], 8, seconds))
-        w4p = {k: statistics.median(v) for k, v in samples.items()}
-        base = w4p["raw-msgpack"]
-        for k, r in w4p.items():
-            rows.append(
-                (
-                    f"W4p calls/s, 8 client processes (median of {rounds} rounds)",
-                    k,
-                    f"{r:.0f}/s",
-                    f"{r / base:.2f} × raw msgpack",
-                )
-            )
-        ratio = w4p["pyroinst"] / base
+        w4p = taking_turns(
+            ["pyroinst", "raw-msgpack", "tcp", *peer_kinds],
+            rounds,
+            lambda k: clients_at_once(k, addr[k], 8, seconds),
+        )
+        label = f"W4p calls/s, 8 client processes (median of {rounds} rounds)"
+        ratio = rate_rows(rows, label, w4p)
         checks.append(("W4p 8 processes ≥ 2 × raw Pyro5 msgpack", f"{ratio:.2f}", ratio >= 2.0))
 
         w5 = client("pyroinst", addr["pyroinst"], "w5", 100 if quick else 500)

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 import numpy as np
+from Pyro5.callcontext import current_context
 
 __all__ = [
     "StreamBuffer",
@@ -165,8 +166,6 @@ def continued_cursor(key: str, cursor: int) -> int:
     ``key`` on this connection ended (ValueError if there was none)."""
     if cursor != CONTINUE:
         return cursor
-    from Pyro5.callcontext import current_context
-
     remembered = getattr(current_context.client, "_pyroinst_cursors", {}).get(key)
     if remembered is None:
         raise ValueError(
@@ -178,8 +177,6 @@ def continued_cursor(key: str, cursor: int) -> int:
 
 def remember_cursor(key: str, cursor: int) -> None:
     """Note where this connection's read of ``key`` ended (for a CONTINUE read)."""
-    from Pyro5.callcontext import current_context
-
     conn = current_context.client
     if conn is None:
         return
