@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import os
 import uuid
 from typing import Any
 
@@ -43,9 +44,24 @@ _set_property = pyro_server._set_exposed_property_value
 _by_id = serializers.serializers_by_id
 _Iterator = collections.abc.Iterator
 _isgenerator = inspect.isgenerator
-_uuid4 = uuid.uuid4
 _UUID = uuid.UUID
+_new_uuid = uuid.UUID.__new__
+_set = object.__setattr__
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+_urandom = os.urandom
+_from_bytes = int.from_bytes
+# uuid4's version and variant bits.
+_V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_SET = (4 << 76) | (0x8000 << 48)
 _RESULT = protocol.MSG_RESULT
+
+
+def _uuid4() -> uuid.UUID:
+    """``uuid.uuid4()`` without UUID's general-purpose ``__init__`` (a new one per request)."""
+    value = _new_uuid(_UUID)
+    _set(value, "int", (_from_bytes(_urandom(16)) & _V4_CLEAR) | _V4_SET)
+    _set(value, "is_safe", _SAFE_UNKNOWN)
+    return value
 
 
 class DispatchDaemon:

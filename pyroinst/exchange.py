@@ -22,7 +22,12 @@ from Pyro5.callcontext import current_context
 from . import compat
 from .fastwire import drop_request_annotations
 from .perthread import Slot
+from .receiving import recv_stub as _recv_stub
+from .sending import SendingMessage
+from .wire import HEADER as _HEADER
+from .wire import INLINE_MAX
 from .wire import local as _tls
+from .wire import state as _wire
 
 __all__ = ["exchange", "SHORT"]
 
@@ -35,6 +40,11 @@ _ACCEPT = [protocol.MSG_RESULT]
 _STREAM = protocol.FLAGS_ITEMSTREAMRESULT
 _EXCEPTION = protocol.FLAGS_EXCEPTION
 _Blob = Pyro5.client.SerializedBlob
+_PYRO = b"PYRO"
+_VERSION = protocol.PROTOCOL_VERSION
+_MAGIC = protocol._magic_number
+_NO_CORR_ID = protocol._empty_correlation_id
+_SMALL = INLINE_MAX - _HEADER.size
 
 
 def special(proxy: Any, methodname: str, vargs: Any) -> bool:
@@ -59,13 +69,46 @@ def exchange(
     try:
         data = serializer.dumpsCall(object_id or conn.objectId, methodname, vargs, kwargs)
         seq = slot.seq = (slot.seq + 1) & 0xFFFF
-        msg = protocol.SendingMessage(
-            _INVOKE, flags, seq, serializer.serializer_id, data, annotations=ctx.annotations
-        )
+        annotations = ctx.annotations
+        peer_max = getattr(_tls, "peer_max", None)
+        size = len(data)
+        if (
+            annotations
+            or size >= _SMALL
+            or ctx.correlation_id
+            or pyro_config.COMPRESSION
+            or (peer_max is not None and size > peer_max)
+            or size > pyro_config.MAX_MESSAGE_SIZE
+        ):
+            message = SendingMessage(
+                _INVOKE, flags, seq, serializer.serializer_id, data, annotations=annotations
+            ).data
+        else:
+            # What SendingMessage makes of a small call without annotations (its checks
+            # all pass): the header and the payload.
+            message = (
+                _HEADER.pack(
+                    _PYRO,
+                    _VERSION,
+                    _INVOKE,
+                    serializer.serializer_id,
+                    flags & ~protocol.FLAGS_COMPRESSED,
+                    seq,
+                    size,
+                    0,
+                    _NO_CORR_ID,
+                    0,
+                    _MAGIC,
+                )
+                + data
+            )
+        del data
         try:
-            conn.send(msg.data)
-            del msg
-            msg = protocol.recv_stub(conn, _ACCEPT)
+            conn.send(message)
+            del message
+            # pyroinst's receive (pyroinst.auth's wrapper adds nothing for a call's reply).
+            receive = _recv_stub if _wire.installed else protocol.recv_stub
+            msg = receive(conn, _ACCEPT)
             if msg.seq != seq:
                 raise errors.ProtocolError(
                     f"invoke: reply sequence out of sync, got {msg.seq} expected {seq}"

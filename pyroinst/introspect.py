@@ -76,10 +76,17 @@ class RemoteMethod(Pyro5.client._RemoteMethod):
     """
 
     def __init__(self, send: Any, name: str, max_retries: int, proxy: Any) -> None:
-        super().__init__(send, name, max_retries)
-        self.__dict__["_pyroinst_proxy"] = proxy
-        self.__dict__["__name__"] = name
-        self.__dict__["__qualname__"] = name
+        # Pyro5's __init__ in one step (made anew for every attribute access of a method).
+        self.__dict__.update(
+            {
+                "_RemoteMethod__send": send,
+                "_RemoteMethod__name": name,
+                "_RemoteMethod__max_retries": max_retries,
+                "_pyroinst_proxy": proxy,
+                "__name__": name,
+                "__qualname__": name,
+            }
+        )
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):

@@ -87,7 +87,9 @@ class Connections:
         self.limit = int(limit)
         self._local = threading.local()
         self._shared = None if per_thread else Slot()
-        self._cond = threading.Condition(threading.RLock())
+        # The condition's own lock, taken directly where nothing waits (a call's enter).
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._live: weakref.WeakSet[Slot] = weakref.WeakSet()
         self.count = 0  # connections open or being made
         self._waiting = 0  # threads waiting in reserve() for a connection
@@ -176,7 +178,7 @@ class Connections:
     def enter(self) -> Slot:
         """The calling thread starts a call: its connection is not taken over meanwhile."""
         slot = self.slot()
-        with self._cond:
+        with self._lock:
             slot.busy += 1
         return slot
 

@@ -22,7 +22,6 @@ import Pyro5.core
 import Pyro5.errors
 from Pyro5.callcontext import current_context
 
-from . import fastwire
 from .auth import token_problem
 from .errors import (
     AuthenticationFailed,
@@ -44,6 +43,7 @@ from .perthread import MAX_CONNECTIONS, UNSET, Connections, install_descriptors
 from .pushing import check_window
 from .streams import Stream
 from .timeouts import CONNECT_TIMEOUT, PING_TIMEOUT, RECONNECT_TIMEOUT
+from .wire import local as _tls
 
 #: Seconds a proxy's help (describe) may take before it shows what it knows without it.
 HELP_TIMEOUT = 5.0
@@ -51,21 +51,32 @@ HELP_TIMEOUT = 5.0
 __all__ = ["DeviceProxy"]
 
 log = logging.getLogger(__name__)
+_monotonic = time.monotonic
 
 
-def _socket_closed(sock: Any) -> bool:
-    """True if the peer has closed this idle connection (no reply is pending on it)."""
+def _connection_closed(conn: Any) -> bool:
+    """True if the peer has closed this idle connection (no reply is pending on it).
+
+    A call looks before each request; the connection's poller is made once (poll, not
+    select: select() refuses socket numbers of 1024 and more).
+    """
+    poller = conn.__dict__.get("_pyroinst_poller")
     try:
-        # poll, not select: select() refuses socket numbers of 1024 and more.
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLPRI)
+        if poller is None:
+            poller = conn._pyroinst_poller = select.poll()
+            poller.register(conn.sock, select.POLLIN | select.POLLPRI)
         if not poller.poll(0):
             return False
-        if isinstance(sock, ssl.SSLSocket):
-            return _tls_closed(sock)
-        return sock.recv(1, socket.MSG_PEEK) == b""
+        return _readable_closed(conn.sock)
     except (OSError, ValueError):
         return True
+
+
+def _readable_closed(sock: Any) -> bool:
+    """The idle socket has something to read: True if it is the peer's close."""
+    if isinstance(sock, ssl.SSLSocket):
+        return _tls_closed(sock)
+    return sock.recv(1, socket.MSG_PEEK) == b""
 
 
 def _tls_closed(sock: ssl.SSLSocket) -> bool:
@@ -282,7 +293,7 @@ class DeviceProxy(Pyro5.client.Proxy):
         if conn is not None:
             # With reads in flight (a stream's, pyroinst.pushing) replies are on their way:
             # not a sign of a closed connection, and under TLS looking would eat them.
-            if self.__dict__.get("_pyroinst_in_flight") or not _socket_closed(conn.sock):
+            if self.__dict__.get("_pyroinst_in_flight") or not _connection_closed(conn):
                 return False
             log.info("connection to %s was closed by the server; reconnecting", self._pyroUri)
             self._pyroRelease()
@@ -436,89 +447,99 @@ class DeviceProxy(Pyro5.client.Proxy):
 
     def _pyroInvoke(self, methodname, vargs, kwargs, flags=0, objectId=None):  # noqa: N802, N803
         conns = self._pyroinst_conns
-        slot = conns.enter()
+        slot = conns.enter()  # (its connection is not taken over by another thread meanwhile)
         try:
-            return self._pyroinst_invoke(methodname, vargs, kwargs, flags, objectId, slot)
+            timeout = slot.timeout
+            if timeout is UNSET:  # (the slot's own timeout is set only while it connects)
+                timeout = self.__dict__.get("_pyroinst_timeout")
+            began = _monotonic()
+            conn = slot.box.conn
+            if (
+                objectId is None
+                and conn is not None
+                and not self.__dict__.get("_pyroinst_in_flight")
+                and _connection_closed(conn)
+            ):
+                # Looked at once: under TLS looking reads (see _tls_closed).
+                log.info("connection to %s was closed by the server; reconnecting", self._pyroUri)
+                self._pyroRelease()
+                conn = None
+            if objectId is None and conn is None:
+                self._pyroinst_connect(None if timeout is None else began + timeout)
+                if timeout is not None:
+                    # Connecting took part of this call's time: the rest is what it may wait.
+                    slot.box.conn.timeout = max(0.01, began + timeout - _monotonic())
+            elif conn is not None and conn.sock.gettimeout() != timeout:
+                conn.timeout = timeout  # set by another thread since this one's last call
+            owner = self._pyroinst_owner
+            if methodname == "reserve" and objectId is None:
+                named = vargs[0] if vargs else (kwargs or {}).get("owner", owner)
+                owner = None if named is None else str(named)
+            annotations = current_context.annotations
+            if owner:
+                annotations[OWNER_ANNOTATION] = owner.encode("utf-8")
+            lease = self._pyroinst_lease
+            if lease:
+                annotations[LEASE_ANNOTATION] = bytes.fromhex(lease)
+            # What fastwire.expect_peer_limit and set_calling_proxy do, without the calls: replies
+            # decoded during this call (job handles) learn where this proxy looks devices up
+            # and who it is, also when the fast path is not in Pyro5.
+            tls = _tls
+            tls.peer_max = self._pyroinst_peer_max
+            tls.peer_label = self._pyroinst_label
+            previous = getattr(tls, "proxy", None)
+            tls.proxy = self
+            try:
+                if slot.box.conn is None or special(self, methodname, vargs):
+                    result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
+                else:
+                    result = exchange(self, slot, methodname, vargs, kwargs, flags, objectId)
+            except Pyro5.errors.TimeoutError:
+                # Pyro5 closed the connection: a late reply cannot be mistaken for the next one.
+                raise self._pyroinst_no_reply(methodname, time.monotonic() - began) from None
+            except Pyro5.errors.SerializeError as exc:
+                # The server answered; its answer could not be decoded here. Not "unreachable".
+                raise NotSerializableError(
+                    f"the reply of {methodname}() from {self._pyroinst_label()} could not be "
+                    f"decoded: {exc}",
+                    method=methodname,
+                    device=self._pyroinst_name,
+                ) from None
+            except Pyro5.errors.ConnectionClosedError as exc:
+                if getattr(exc, "_pyroTraceback", None):
+                    add_driver_note(exc)
+                    raise
+                raise ConnectionLost(
+                    f"the connection to {self._pyroinst_label()} broke during {methodname}(): "
+                    f"{exc}. The call may or may not have run on the device; it was not "
+                    "re-sent. The next call reconnects.",
+                    device=self._pyroinst_name,
+                ) from None
+            except Exception as exc:
+                add_driver_note(exc)  # a remote error: where in the driver it was raised
+                raise
+            finally:
+                conn = slot.box.conn
+                if conn is not None and conn.sock.gettimeout() != timeout:
+                    conn.timeout = timeout
+                tls.proxy = previous
+                tls.peer_max = None
+                tls.peer_label = ""
+                if owner:
+                    annotations.pop(OWNER_ANNOTATION, None)
+                if lease:
+                    annotations.pop(LEASE_ANNOTATION, None)
+            if objectId is None and methodname == "reserve":
+                # Later calls present the owner (the server's choice when none was given) and
+                # the lease's secret.
+                if isinstance(result, dict) and isinstance(result.get("lease"), str):
+                    self._pyroinst_owner = str(result.get("owner") or owner)
+                    self._pyroinst_lease = result["lease"]
+            elif objectId is None and methodname == "release" and result is True:
+                self._pyroinst_lease = None
+            return result
         finally:
             conns.leave(slot)
-
-    def _pyroinst_invoke(self, methodname, vargs, kwargs, flags, objectId, slot):  # noqa: N803
-        timeout = slot.timeout
-        if timeout is UNSET:  # (the slot's own timeout is set only while it connects)
-            timeout = self.__dict__.get("_pyroinst_timeout")
-        began = time.monotonic()
-        if objectId is None and self._pyroinst_connect(
-            None if timeout is None else began + timeout
-        ):
-            if timeout is not None:
-                # Connecting took part of this call's time: the rest is what it may wait.
-                self._pyroConnection.timeout = max(0.01, began + timeout - time.monotonic())
-        else:
-            conn = self._pyroConnection
-            if conn is not None and conn.timeout != timeout:
-                conn.timeout = timeout  # set by another thread since this one's last call
-        owner = self._pyroinst_owner
-        if methodname == "reserve" and objectId is None:
-            named = vargs[0] if vargs else (kwargs or {}).get("owner", owner)
-            owner = None if named is None else str(named)
-        annotations = current_context.annotations
-        if owner:
-            annotations[OWNER_ANNOTATION] = owner.encode("utf-8")
-        lease = self._pyroinst_lease
-        if lease:
-            annotations[LEASE_ANNOTATION] = bytes.fromhex(lease)
-        fastwire.expect_peer_limit(self._pyroinst_peer_max, self._pyroinst_label)
-        # Replies decoded during this call (job handles) learn where this proxy looks
-        # devices up and who it is, also when the fast path is not in Pyro5.
-        previous = fastwire.set_calling_proxy(self)
-        try:
-            if slot.box.conn is None or special(self, methodname, vargs):
-                result = super()._pyroInvoke(methodname, vargs, kwargs, flags, objectId)
-            else:
-                result = exchange(self, slot, methodname, vargs, kwargs, flags, objectId)
-        except Pyro5.errors.TimeoutError:
-            # Pyro5 closed the connection: a late reply cannot be mistaken for the next one.
-            raise self._pyroinst_no_reply(methodname, time.monotonic() - began) from None
-        except Pyro5.errors.SerializeError as exc:
-            # The server answered; its answer could not be decoded here. Not "unreachable".
-            raise NotSerializableError(
-                f"the reply of {methodname}() from {self._pyroinst_label()} could not be "
-                f"decoded: {exc}",
-                method=methodname,
-                device=self._pyroinst_name,
-            ) from None
-        except Pyro5.errors.ConnectionClosedError as exc:
-            if getattr(exc, "_pyroTraceback", None):
-                add_driver_note(exc)
-                raise
-            raise ConnectionLost(
-                f"the connection to {self._pyroinst_label()} broke during {methodname}(): "
-                f"{exc}. The call may or may not have run on the device; it was not "
-                "re-sent. The next call reconnects.",
-                device=self._pyroinst_name,
-            ) from None
-        except Exception as exc:
-            add_driver_note(exc)  # a remote error: where in the driver it was raised
-            raise
-        finally:
-            conn = self._pyroConnection
-            if conn is not None and conn.timeout != timeout:
-                conn.timeout = timeout
-            fastwire.set_calling_proxy(previous)
-            fastwire.expect_peer_limit(None, "")
-            if owner:
-                annotations.pop(OWNER_ANNOTATION, None)
-            if lease:
-                annotations.pop(LEASE_ANNOTATION, None)
-        if objectId is None and methodname == "reserve":
-            # Later calls present the owner (the server's choice when none was given) and
-            # the lease's secret.
-            if isinstance(result, dict) and isinstance(result.get("lease"), str):
-                self._pyroinst_owner = str(result.get("owner") or owner)
-                self._pyroinst_lease = result["lease"]
-        elif objectId is None and methodname == "release" and result is True:
-            self._pyroinst_lease = None
-        return result
 
 
 install_descriptors(DeviceProxy)

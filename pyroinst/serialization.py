@@ -380,7 +380,7 @@ class _PyroinstMixin:
         return payload
 
     def dumpsCall(self, obj: str, method: str, vargs: Any, kwargs: dict) -> bytes:  # noqa: N802
-        if kwargs or not _all_atoms(vargs):
+        if kwargs or (vargs and not _all_atoms(vargs)):
             array = self._request_array
             try:
                 # A list stays a list and a tuple a tuple: serpent keeps the difference.
