@@ -74,6 +74,10 @@ def _receive_big(sock: socket.socket, size: int) -> Any:
 
 _HEADER = protocol._header_size
 _validate = protocol.ReceivingMessage.validate
+_VERSION_BYTES = protocol._protocol_version_bytes
+_ReceivingMessage = protocol.ReceivingMessage
+_INVOKE_OR_RESULT = (protocol.MSG_INVOKE, protocol.MSG_RESULT)
+_HANDSHAKE_ANSWERS = (protocol.MSG_CONNECTOK, protocol.MSG_CONNECTFAIL)
 
 
 def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> Any:
@@ -88,8 +92,8 @@ def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> An
         chunk = b""  # Pyro5's loop retries or says what went wrong
     got = len(chunk)
     if got == size:
-        if check:
-            _validate(chunk[:check])
+        if check and (chunk[:4] != b"PYRO" or chunk[4:6] != _VERSION_BYTES):
+            _validate(chunk[:check])  # (a whole header is checked by ReceivingMessage)
         return chunk
     if check:
         if got < check:
@@ -107,14 +111,15 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
         _tls.replay = None
         return replay  # type: ignore[no-any-return]
     sock = getattr(connection, "sock", None)
-    if sock is None or not getattr(connection, "_live", True):
+    live = sock is not None and getattr(connection, "_live", True)
+    if live:
+        header = _read(connection, sock, _HEADER, 6)
+    else:
         header = connection.recv(6)  # a handshake's buffered message (pyroinst.connections)
         protocol.ReceivingMessage.validate(header)
         header += connection.recv(_HEADER - 6)
-    else:
-        header = _read(connection, sock, _HEADER, 6)
     try:
-        msg = protocol.ReceivingMessage(header)
+        msg = _ReceivingMessage(header)
     except Pyro5.errors.ProtocolError as exc:
         # Oversized or malformed: the connection is dropped; the log says why.
         log.warning(
@@ -124,9 +129,10 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
             pyro_config.MAX_MESSAGE_SIZE,
         )
         raise
-    if accepted_msgtypes and msg.type not in accepted_msgtypes:
+    mtype = msg.type
+    if accepted_msgtypes and mtype not in accepted_msgtypes:
         err = "invalid msg type {:d} received (expected: {:s})".format(
-            msg.type, ",".join(str(t) for t in accepted_msgtypes)
+            mtype, ",".join(str(t) for t in accepted_msgtypes)
         )
         # A refused connection, not a fault of this server: a warning, not an error.
         log.warning("%s from %s", err, _peer(connection))
@@ -134,18 +140,18 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
         exc.pyroMsg = msg  # type: ignore[attr-defined]
         raise exc
     size = msg.annotations_size + msg.data_size
-    if msg.type == protocol.MSG_CONNECT and size > CONNECT_MAX:
+    if mtype == protocol.MSG_CONNECT and size > CONNECT_MAX:
         # Before its handshake a client is nobody: it gets no large buffer.
         log.warning("refused a handshake of %d bytes from %s", size, _peer(connection))
         raise Pyro5.errors.ProtocolError(f"handshake of {size} bytes refused")
     if msg.serializer_id == preproof.MARSHAL and getattr(connection, "_pyroinst_strict", False):
         _refuse_marshal(connection, msg)
     answer_to = None
-    if msg.type in (protocol.MSG_CONNECTOK, protocol.MSG_CONNECTFAIL):
+    if mtype in _HANDSHAKE_ANSWERS:
         answer_to = getattr(_tls, "connect_serializer", None)
         if answer_to is not None:
             _check_answer_header(connection, msg, answer_to)
-    if sock is None or not getattr(connection, "_live", True):
+    if not live:
         payload = connection.recv(size)
     elif size >= INLINE_MAX:
         payload = _receive_big(sock, size)
@@ -167,8 +173,12 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
             # A server's worker: the connection ends (Pyro5 logs SecurityError quietly).
             raise Pyro5.errors.SecurityError(f"{exc} from {_peer(connection)}") from None
         msg.data_size = len(msg.data)
-    else:
+    elif msg.annotations_size:
         msg.add_payload(payload)
+    elif len(payload) == size:
+        msg.data = payload  # what add_payload does for a message without annotations
+    else:
+        msg.add_payload(payload)  # (it says what is wrong)
     if answer_to is not None and answer_to != preproof.MARSHAL:
         # (A proxy that chose marshal itself gets Pyro5's behaviour: pyroinst's own never do.)
         try:
@@ -180,12 +190,15 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
                 f"refused the handshake answer of the server at {_peer(connection)}: {exc}"
             ) from None
     annotations = msg.annotations
-    if msg.type in (protocol.MSG_INVOKE, protocol.MSG_RESULT):
-        _take_arrays(annotations)
+    if mtype in _INVOKE_OR_RESULT:
+        if annotations:
+            _take_arrays(annotations)
+        else:
+            _tls.incoming, _tls.received = None, ()
     elif annotations and FLAG in annotations:
-        if msg.type == protocol.MSG_CONNECT:
+        if mtype == protocol.MSG_CONNECT:
             connection._pyroinst_fast = True  # server side: the client understands
-        elif msg.type == protocol.MSG_CONNECTOK:
+        elif mtype == protocol.MSG_CONNECTOK:
             connection._pyroinst_server_fast = True  # client side: the server does
         del annotations[FLAG]
     return msg

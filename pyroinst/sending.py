@@ -29,6 +29,11 @@ __all__ = ["Gather", "SendingMessage", "send_data", "expect_peer_limit"]
 
 
 # -- sending -------------------------------------------------------------------------------
+_SMALL = INLINE_MAX - _HEADER.size
+_HANDSHAKES = frozenset({protocol.MSG_CONNECT, protocol.MSG_CONNECTOK})
+_NO_CORR_ID = protocol._empty_correlation_id
+
+
 class Gather:
     """An outgoing message as a list of buffers, sent without joining them."""
 
@@ -63,6 +68,40 @@ class SendingMessage(protocol.SendingMessage):
         self.seq = seq
         self.serializer_id = serializer_id
         flags &= ~protocol.FLAGS_COMPRESSED
+        size = len(payload)
+        limit = getattr(_tls, "peer_max", None) if msgtype == protocol.MSG_INVOKE else None
+        if (
+            not annotations
+            and size < _SMALL
+            and size <= pyro_config.MAX_MESSAGE_SIZE
+            and msgtype not in _HANDSHAKES
+            and (limit is None or size <= limit)
+        ):
+            # Most messages: small, no annotations, every check below passes.
+            correlation = current_context.correlation_id
+            if correlation:
+                flags |= protocol.FLAGS_CORR_ID
+                self.corr_id = correlation.bytes
+            else:
+                self.corr_id = _NO_CORR_ID
+            self.flags = flags
+            self.data = (
+                _HEADER.pack(
+                    b"PYRO",
+                    protocol.PROTOCOL_VERSION,
+                    msgtype,
+                    serializer_id,
+                    flags,
+                    seq,
+                    size,
+                    0,
+                    self.corr_id,
+                    0,
+                    protocol._magic_number,
+                )
+                + payload
+            )
+            return
         if state.fast and (
             (msgtype == protocol.MSG_CONNECT and getattr(_tls, "connecting", False))
             or (msgtype == protocol.MSG_CONNECTOK and getattr(_tls, "handshaking", False))
