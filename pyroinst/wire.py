@@ -50,8 +50,27 @@ HEADER = struct.Struct(protocol._header_format)
 WIRE_MAX = 2**32 - 1
 ANNOTATION_HEADER = struct.Struct("!4sI")
 
-#: Per thread: what the call being made, received or decoded on it needs to know.
-local = threading.local()
+class _Local(threading.local):
+    """Per thread: what the call being made, received or decoded on it needs to know.
+
+    The class attributes are every thread's defaults: reading one a thread never set
+    finds it here (a missing attribute of a thread-local costs an exception, made and
+    formatted, on every call).
+    """
+
+    proxy: Any = None  # the proxy whose call this thread makes (client side)
+    annotated = False  # this thread's request carries array annotations
+    peer_max: int | None = None  # the largest message the server of this call accepts
+    peer_label: Any = ""  # its name in an error (or a function giving it)
+    incoming: dict[str, Any] | None = None  # array annotations of the message being decoded
+    received: Any = ()  # their keys, for checks
+    connecting = False  # a proxy's connect (handshake) is in progress on this thread
+    connect_serializer: int | None = None  # the serializer of that handshake
+    handshaking = False  # a daemon answers a handshake on this thread
+    replay: Any = None  # a received message handed to Pyro5's code (pyroinst.dispatch)
+
+
+local = _Local()
 
 
 class _State:
