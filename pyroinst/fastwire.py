@@ -114,7 +114,11 @@ def start_response() -> None:
 def response_annotations_size() -> int:
     """Bytes the current response's annotations add to its message."""
     annotations = current_context.response_annotations
-    return sum(8 + memoryview(v).nbytes for v in annotations.values()) if annotations else 0
+    if not annotations:
+        return 0
+    return sum(
+        8 + (len(v) if type(v) is bytes else memoryview(v).nbytes) for v in annotations.values()
+    )
 
 
 def calling_proxy() -> Any:
@@ -146,8 +150,25 @@ def byte_view(a: np.ndarray) -> memoryview:
     return memoryview(a).cast("B")
 
 
+_FIRST_KEY = f"{_ARRAY_PREFIX}000"
+_FIRST_PAD_KEY = f"{_PAD_PREFIX}000"
+# Annotations start at a buffer's beginning: a pad of this size puts the first array's
+# data at offset ALIGN (pad header, pad, array header).
+_FIRST_PAD = bytes(_ALIGN - 16)
+
+
 def _annotate(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | None:
     """Put ``a``'s memory into ``target`` (annotations); the marker dict, or None if full."""
+    if not target:
+        # The first annotation of the message (most arrays): what the general case makes.
+        target[_FIRST_PAD_KEY] = _FIRST_PAD
+        target[_FIRST_KEY] = byte_view(a)
+        return {
+            "__pyroinst__": "ndarray",
+            "dtype": a.dtype.str,
+            "shape": list(a.shape),
+            "ann": _FIRST_KEY,
+        }
     used = [k for k in target if k[0] == _ARRAY_PREFIX and len(k) == 4]
     if len(used) >= _MAX_KEYS:
         return None

@@ -32,6 +32,8 @@ __all__ = ["Gather", "SendingMessage", "send_data", "expect_peer_limit"]
 _SMALL = INLINE_MAX - _HEADER.size
 _HANDSHAKES = frozenset({protocol.MSG_CONNECT, protocol.MSG_CONNECTOK})
 _NO_CORR_ID = protocol._empty_correlation_id
+#: Annotations of this many bytes or more are sent from their own memory (scatter/gather).
+_SEPARATE = 4096
 
 
 class Gather:
@@ -39,9 +41,9 @@ class Gather:
 
     __slots__ = ("parts", "nbytes")
 
-    def __init__(self, parts: list[Any]) -> None:
+    def __init__(self, parts: list[Any], nbytes: int | None = None) -> None:
         self.parts = parts
-        self.nbytes = sum(memoryview(p).nbytes for p in parts)
+        self.nbytes = sum(memoryview(p).nbytes for p in parts) if nbytes is None else nbytes
 
     def __len__(self) -> int:
         return self.nbytes
@@ -69,13 +71,12 @@ class SendingMessage(protocol.SendingMessage):
         self.serializer_id = serializer_id
         flags &= ~protocol.FLAGS_COMPRESSED
         size = len(payload)
-        limit = getattr(_tls, "peer_max", None) if msgtype == protocol.MSG_INVOKE else None
         if (
             not annotations
             and size < _SMALL
             and size <= pyro_config.MAX_MESSAGE_SIZE
             and msgtype not in _HANDSHAKES
-            and (limit is None or size <= limit)
+            and (msgtype != protocol.MSG_INVOKE or size <= (_tls.peer_max or WIRE_MAX))
         ):
             # Most messages: small, no annotations, every check below passes.
             correlation = current_context.correlation_id
@@ -109,7 +110,10 @@ class SendingMessage(protocol.SendingMessage):
             # A pyroinst proxy's or daemon's handshake: say that annotated arrays are
             # understood (other messages, other daemons' handshakes: as Pyro5 makes them).
             annotations = {**(annotations or {}), FLAG: b"1"}
+        # Annotations in order; small ones (and their headers) joined into the runs
+        # between large ones, so a message is a few buffers, not two per annotation.
         parts: list[Any] = []
+        run: list[Any] = []
         annotations_size = 0
         if annotations:
             for key, value in annotations.items():
@@ -117,15 +121,26 @@ class SendingMessage(protocol.SendingMessage):
                     raise Pyro5.errors.ProtocolError(
                         "annotation identifier must be 4 ascii characters"
                     )
-                if not isinstance(value, bytes | bytearray | memoryview):
+                kind = type(value)
+                if kind is bytes:
+                    size = len(value)
+                elif kind is memoryview:
+                    size = value.nbytes
+                elif isinstance(value, bytes | bytearray | memoryview):
+                    size = memoryview(value).nbytes
+                else:
                     raise Pyro5.errors.ProtocolError(
                         "annotation data must be bytes, bytearray, or memoryview", type(value)
                     )
-                size = memoryview(value).nbytes
                 if size > WIRE_MAX:
                     _too_large(size)
-                parts.append(_ANNOTATION_HEADER.pack(key.encode("ascii"), size))
-                parts.append(value)
+                run.append(_ANNOTATION_HEADER.pack(key.encode("ascii"), size))
+                if size < _SEPARATE:
+                    run.append(value)
+                else:
+                    parts.append(b"".join(run))
+                    parts.append(value)
+                    run = []
                 annotations_size += 8 + size
         total = len(payload) + annotations_size
         if total > WIRE_MAX:
@@ -164,9 +179,20 @@ class SendingMessage(protocol.SendingMessage):
             protocol._magic_number,
         )
         if total < INLINE_MAX:
-            self.data = header + b"".join(parts) + payload if parts else header + payload
+            self.data = header + b"".join(parts) + b"".join(run) + payload
         else:
-            self.data = Gather([header, *parts, payload])
+            if len(payload) < _SEPARATE:
+                run.append(payload)
+                payload = b""
+            if parts:
+                parts[0] = header + parts[0]  # (the run before the first large annotation)
+                if run:
+                    parts.append(b"".join(run))
+            else:
+                parts.append(header + b"".join(run))
+            if payload:
+                parts.append(payload)
+            self.data = Gather(parts, _HEADER.size + total)
 
 
 def _label() -> str:
@@ -198,13 +224,33 @@ def send_data(sock: socket.socket, data: Any) -> None:
         except OSError as exc:
             raise Pyro5.errors.ConnectionClosedError(f"sending: connection lost: {exc}") from None
         return None
-    views = _byte_views(data)
     is_ssl = hasattr(sock, "getpeercert")
     try:
         if is_ssl or not hasattr(sock, "sendmsg"):
-            for view in views:
+            for view in _byte_views(data):
                 _send_view(sock, view)
             return
+        sent = 0
+        if type(data) is Gather and len(data.parts) <= 512:
+            # Most messages leave in this one call, their parts as they are.
+            try:
+                sent = sock.sendmsg(data.parts)
+            except (TypeError, ValueError, BufferError):
+                pass  # a part sendmsg does not take as it is (checked before sending)
+            except OSError as exc:
+                if exc.errno not in _RETRY:
+                    raise
+            if sent == data.nbytes:
+                return
+        views = _byte_views(data)
+        while sent:  # what the first call sent
+            first = views[0]
+            if sent >= first.nbytes:
+                sent -= first.nbytes
+                views.pop(0)
+            else:
+                views[0] = first[sent:]
+                sent = 0
         while views:
             try:
                 sent = sock.sendmsg(views[:512])

@@ -54,6 +54,7 @@ from Pyro5 import config as pyro_config
 from . import fastwire
 from .errors import MessageTooLarge, NotSerializableError
 from .handles import HANDLE_KIND, JobHandle
+from .wire import INLINE_MAX
 
 __all__ = [
     "to_wire",
@@ -89,7 +90,11 @@ def array_to_wire(a: np.ndarray, raw: bool = False) -> dict[str, Any]:
     With ``raw`` the data is a memoryview of the array (no copy) for serializers that
     write buffers as binary (msgpack, marshal).
     """
-    check_array(a)
+    return _array_dict(check_array(a), raw)
+
+
+def _array_dict(a: np.ndarray, raw: bool) -> dict[str, Any]:
+    """``array_to_wire`` for an array already checked."""
     if not a.flags.c_contiguous:
         a = a.copy(order="C")
     data = fastwire.byte_view(a) if raw and a.size else a.tobytes()
@@ -176,8 +181,8 @@ def to_wire(
     if t is list:
         return [v if type(v) in _ATOMS else to_wire(v, strict, array, keys) for v in obj]
     if t is tuple:
-        return tuple(to_wire(v, strict, array, keys) for v in obj)
-    if isinstance(obj, np.ndarray):
+        return tuple([v if type(v) in _ATOMS else to_wire(v, strict, array, keys) for v in obj])
+    if t is np.ndarray or isinstance(obj, np.ndarray):
         return array(check_array(obj))
     if isinstance(obj, np.datetime64 | np.timedelta64):
         # .item() would turn nanoseconds into a bare int: keep the dtype (and its unit).
@@ -335,10 +340,10 @@ class _PyroinstMixin:
     _native_keys: frozenset[type] | None = frozenset({str})
 
     def _inline(self, a: np.ndarray) -> dict[str, Any]:
-        return array_to_wire(a, raw=self._raw_buffers)
+        return _array_dict(a, self._raw_buffers)  # (to_wire checked it)
 
     def _wire_array(self, a: np.ndarray, outgoing: str) -> Any:
-        if a.flags.c_contiguous:
+        if a.nbytes >= INLINE_MAX and a.flags.c_contiguous:
             marker = fastwire.annotate(a, outgoing)
             if marker is not None:
                 return marker
@@ -386,7 +391,8 @@ class _PyroinstMixin:
                 # A list stays a list and a tuple a tuple: serpent keeps the difference.
                 keys = self._native_keys
                 vargs = to_wire(vargs, array=array, keys=keys)
-                kwargs = to_wire(kwargs, array=array, keys=keys)
+                if kwargs:
+                    kwargs = to_wire(kwargs, array=array, keys=keys)
             except RecursionError:
                 # A structure that contains itself: Pyro5's serializer raises its own
                 # ValueError for it (annotations set meanwhile go when the call ends).
