@@ -68,6 +68,8 @@ _MISSING: Any = object()
 class DeviceServant(Reservable):
     """The exposed object behind one device name; its reserved members are the same for all."""
 
+    #: Its exposed methods are its class's (pyroinst.dispatch looks each up once per class).
+    _pyroinst_servant = True
     _pyroinst_jobs: frozenset[str] = frozenset()
     _pyroinst_concurrent: frozenset[str] = frozenset()
     _pyroinst_members: dict[str, Any] | None = None

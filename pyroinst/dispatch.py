@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
-import os
+import random
 import uuid
 from typing import Any
 
@@ -51,8 +51,7 @@ _UUID = uuid.UUID
 _new_uuid = uuid.UUID.__new__
 _set = object.__setattr__
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
-_urandom = os.urandom
-_from_bytes = int.from_bytes
+_random_bits = random.getrandbits
 # uuid4's version and variant bits.
 _V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _V4_SET = (4 << 76) | (0x8000 << 48)
@@ -66,11 +65,41 @@ _SMALL = INLINE_MAX - _HEADER.size
 
 
 def _uuid4() -> uuid.UUID:
-    """``uuid.uuid4()`` without UUID's general-purpose ``__init__`` (a new one per request)."""
+    """A version 4 UUID, as ``uuid.uuid4()`` makes, without UUID's general-purpose
+    ``__init__`` (a new one per request). A correlation id tells requests apart in logs,
+    it is no secret: its random bits come from ``random``, not the system's source."""
     value = _new_uuid(_UUID)
-    _set(value, "int", (_from_bytes(_urandom(16)) & _V4_CLEAR) | _V4_SET)
+    _set(value, "int", (_random_bits(128) & _V4_CLEAR) | _V4_SET)
     _set(value, "is_safe", _SAFE_UNKNOWN)
     return value
+
+
+# Values a method returns most, which are no iterators (the abc check is slow).
+_NOT_ITERATORS = frozenset({type(None), int, float, bool, str, bytes, dict, list, tuple})
+
+#: (servant class, method name) -> the exposed function: Pyro5's lookup, made once.
+_methods: dict[tuple[type, str], Any] = {}
+_METHODS_MAX = 4096
+
+
+def _exposed_method(obj: Any, name: str) -> Any:
+    """Pyro5's ``_get_attribute(obj, name)`` (the same result and errors); for a device's
+    servant, whose exposed methods are its class's, remembered per class."""
+    cls = type(obj)
+    func = _methods.get((cls, name))
+    if func is not None and name not in obj.__dict__:
+        return func.__get__(obj, cls)
+    method = _get_attribute(obj, name)
+    func = getattr(method, "__func__", None)
+    if (
+        func is not None
+        and getattr(method, "__self__", None) is obj
+        and getattr(cls, "_pyroinst_servant", False)
+        and getattr(cls, name, None) is func
+        and len(_methods) < _METHODS_MAX
+    ):
+        _methods[(cls, name)] = func
+    return method
 
 
 class DispatchDaemon:
@@ -130,14 +159,14 @@ class DispatchDaemon:
             obj = _unpack_weakref(self.objectsById.get(obj_id))  # type: ignore[attr-defined]
             if obj is None:
                 raise errors.DaemonError("unknown object")
-            if inspect.isclass(obj):
+            if isinstance(obj, type):
                 obj = self._getInstance(obj, conn)  # type: ignore[attr-defined]
             if method == "__getattr__":
                 data = _get_property(obj, vargs[0])
             elif method == "__setattr__":
                 data = _set_property(obj, vargs[0], vargs[1])
             else:
-                method = _get_attribute(obj, method)
+                method = _exposed_method(obj, method)
                 is_callback = getattr(method, "_pyroCallback", False)
                 try:
                     data = method(*vargs, **kwargs)
@@ -146,7 +175,9 @@ class DispatchDaemon:
                         self, ctx.client_sock_addr, method, vargs, kwargs, xv
                     )
                     raise
-            if isinstance(data, _Iterator) or _isgenerator(data):
+            if type(data) not in _NOT_ITERATORS and (
+                isinstance(data, _Iterator) or _isgenerator(data)
+            ):
                 # An iterator: Pyro5's item streaming (or its refusal), as Pyro5 does it.
                 self._pyroinst_iterator(conn, seq, serializer, data)
                 return

@@ -50,6 +50,7 @@ HEADER = struct.Struct(protocol._header_format)
 WIRE_MAX = 2**32 - 1
 ANNOTATION_HEADER = struct.Struct("!4sI")
 
+
 class _Local(threading.local):
     """Per thread: what the call being made, received or decoded on it needs to know.
 
