@@ -29,7 +29,9 @@ from Pyro5 import server as pyro_server
 from Pyro5.callcontext import current_context
 
 from . import compat
+from .auth import PROOF_ANNOTATION
 from .connections import LiveConnection
+from .receiving import recv_stub as _recv_stub
 from .wire import HEADER as _HEADER
 from .wire import INLINE_MAX
 from .wire import local as _tls
@@ -115,10 +117,15 @@ class DispatchDaemon:
             or getattr(conn, "_pyroinst_challenge", None) is not None
         ):
             return super().handleRequest(conn)  # type: ignore[misc]
-        # protocol.recv_stub: pyroinst's (bounded, arrays received in place, late proofs
-        # refused), as Pyro5's code would call it.
-        msg = protocol.recv_stub(conn, _ACCEPTED)
-        if msg.type != _INVOKE or msg.flags & ~_PLAIN_FLAGS:
+        # pyroinst's receive (bounded, arrays received in place), as Pyro5's code would
+        # call it through protocol.recv_stub; a message with a proof in it goes there
+        # (pyroinst.auth refuses a second proof).
+        msg = _recv_stub(conn, _ACCEPTED)
+        if (
+            msg.type != _INVOKE
+            or msg.flags & ~_PLAIN_FLAGS
+            or (msg.annotations and PROOF_ANNOTATION in msg.annotations)
+        ):
             _tls.replay = msg  # pyroinst's recv_stub hands it to Pyro5's code, unread again
             return super().handleRequest(conn)  # type: ignore[misc]
         try:
