@@ -23,6 +23,7 @@ import random
 import uuid
 from typing import Any
 
+import numpy as np
 from Pyro5 import config as pyro_config
 from Pyro5 import errors, protocol, serializers, socketutil
 from Pyro5 import server as pyro_server
@@ -77,7 +78,9 @@ def _uuid4() -> uuid.UUID:
 
 
 # Values a method returns most, which are no iterators (the abc check is slow).
-_NOT_ITERATORS = frozenset({type(None), int, float, bool, str, bytes, dict, list, tuple})
+_NOT_ITERATORS = frozenset(
+    {type(None), int, float, bool, str, bytes, dict, list, tuple, np.ndarray}
+)
 
 #: (servant class, method name) -> the exposed function: Pyro5's lookup, made once.
 _methods: dict[tuple[type, str], Any] = {}

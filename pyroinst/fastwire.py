@@ -59,6 +59,7 @@ from .receiving import (
     annotated_array,
     forget_incoming,
     incoming_array,
+    known_dtype,
     received_array_keys,
     recv_stub,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "annotate",
     "annotated_array",
     "incoming_array",
+    "known_dtype",
     "received_array_keys",
     "forget_incoming",
     "FastwireDaemon",

@@ -35,6 +35,7 @@ __all__ = [
     "received_array_keys",
     "forget_incoming",
     "incoming_array",
+    "known_dtype",
     "annotated_array",
 ]
 
@@ -292,6 +293,13 @@ def annotated_array(annotations: dict[str, Any], key: str, dtype: str, shape: li
     view = annotations.get(key)
     if view is None:
         raise NotSerializableError(f"array data {key!r} missing from the message")
+    a = np.frombuffer(view, dtype=known_dtype(dtype)).reshape(tuple(map(int, shape)))
+    return a if a.flags.writeable else a.copy()
+
+
+def known_dtype(dtype: Any) -> np.dtype:
+    """``np.dtype(dtype)`` for an array being received (NotSerializableError for object
+    dtypes); the dtype strings seen are kept (np.dtype parses its argument every time)."""
     dt = _dtypes.get(dtype) if type(dtype) is str else None
     if dt is None:
         dt = np.dtype(dtype)
@@ -299,8 +307,7 @@ def annotated_array(annotations: dict[str, Any], key: str, dtype: str, shape: li
             raise NotSerializableError("refusing to decode an array of object dtype")
         if type(dtype) is str and len(_dtypes) < 256:
             _dtypes[dtype] = dt
-    a = np.frombuffer(view, dtype=dt).reshape(tuple(map(int, shape)))
-    return a if a.flags.writeable else a.copy()
+    return dt
 
 
 #: dtype strings seen (a few per program), to their dtypes: np.dtype() parses each time.

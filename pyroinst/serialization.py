@@ -105,12 +105,11 @@ def _array_dict(a: np.ndarray, raw: bool) -> dict[str, Any]:
 
 def array_from_wire(d: dict[str, Any]) -> np.ndarray:
     """Rebuild an array from its wire dict (a writeable array that owns its memory)."""
-    dtype = np.dtype(d["dtype"])
-    if dtype.hasobject:
-        raise NotSerializableError("refusing to decode an array of object dtype")
-    data = serpent.tobytes(d["data"])
-    shape = tuple(int(n) for n in d["shape"])
-    return np.frombuffer(bytearray(data), dtype=dtype).reshape(shape)
+    dtype = fastwire.known_dtype(d["dtype"])
+    data = d["data"]
+    if type(data) is not bytes:
+        data = serpent.tobytes(data)  # serpent's and json's forms of bytes
+    return np.frombuffer(bytearray(data), dtype=dtype).reshape(tuple(map(int, d["shape"])))
 
 
 def check_array(a: np.ndarray) -> np.ndarray:
@@ -367,7 +366,10 @@ class _PyroinstMixin:
             # not that of the job_result call Pyro5 put on it.
             data._pyroTraceback = data.__dict__.pop("_pyroinst_traceback")
         try:
-            wire = to_wire(data, array=self._response_array, keys=self._native_keys)
+            if type(data) is np.ndarray:
+                wire = self._response_array(check_array(data))
+            else:
+                wire = to_wire(data, array=self._response_array, keys=self._native_keys)
         except RecursionError:
             # A structure that contains itself: Pyro5's own serializer gives its own
             # error (ValueError) for it, as without pyroinst.
