@@ -43,13 +43,20 @@ log = logging.getLogger(__name__)
 _pool = receive_pool()
 
 
-def _receive_big(sock: socket.socket, size: int) -> Any:
+def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
     """Receive exactly ``size`` bytes into one writeable, uninitialised buffer (a memoryview)."""
     # Uninitialised memory (bytearray(size) would first write zeros over all of it), and
     # for a large message memory used before: see receivepool.
     view = _pool.lend(size)
     buf = view
     got = 0
+    ahead = connection.__dict__.get("_pyroinst_ahead")
+    if ahead is not None:  # what the header's read took of this message
+        connection._pyroinst_ahead = None
+        got = min(len(ahead), size)
+        view[:got] = ahead[:got]
+        if len(ahead) > size:
+            connection._pyroinst_ahead = ahead[size:]
     try:
         while got < size:
             try:
@@ -74,6 +81,8 @@ def _receive_big(sock: socket.socket, size: int) -> Any:
 
 
 _HEADER = protocol._header_size
+#: The most a header's read takes (see _read): a small message's whole.
+READ_AHEAD = 16 * 1024
 _validate = protocol.ReceivingMessage.validate
 _unpack_annotation = ANNOTATION_HEADER.unpack_from
 _VERSION_BYTES = protocol._protocol_version_bytes
@@ -85,15 +94,38 @@ _HANDSHAKE_ANSWERS = (protocol.MSG_CONNECTOK, protocol.MSG_CONNECTFAIL)
 def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> Any:
     """``size`` bytes of ``connection``: one recv when they are there (most messages),
     else Pyro5's receive loop for the rest. ``check``: a header; its first bytes are
-    validated as soon as they are in (a peer that is no Pyro5 is refused at once)."""
+    validated as soon as they are in (a peer that is no Pyro5 is refused at once).
+
+    A header's read takes up to READ_AHEAD bytes, whatever has arrived: for most messages
+    the whole of it, so its payload needs no second system call (each one lets another
+    thread take the interpreter, and with many threads it may not give it back soon).
+    What it took beyond the header waits on the connection for the next read.
+    """
+    ahead = connection.__dict__.get("_pyroinst_ahead")
+    if ahead is not None:
+        connection._pyroinst_ahead = None
+        have = len(ahead)
+        if have > size:
+            connection._pyroinst_ahead = ahead[size:]
+            chunk = ahead[:size]
+        elif have == size:
+            chunk = ahead
+        else:
+            chunk = ahead + connection.recv(size - have)
+        if check:
+            _validate(chunk[:check])
+        return chunk
     try:
-        chunk = sock.recv(size)
+        chunk = sock.recv(READ_AHEAD if check else size)
     except TimeoutError:
         raise Pyro5.errors.TimeoutError("receiving: timeout") from None
     except OSError:
         chunk = b""  # Pyro5's loop retries or says what went wrong
     got = len(chunk)
-    if got == size:
+    if got >= size:
+        if got > size:
+            connection._pyroinst_ahead = chunk[size:]
+            chunk = chunk[:size]
         if check and (chunk[:4] != b"PYRO" or chunk[4:6] != _VERSION_BYTES):
             _validate(chunk[:check])  # (a whole header is checked by ReceivingMessage)
         return chunk
@@ -156,7 +188,7 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
     if not live:
         payload = connection.recv(size)
     elif size >= INLINE_MAX:
-        payload = _receive_big(sock, size)
+        payload = _receive_big(connection, sock, size)
     else:
         payload = _read(connection, sock, size)
     if msg.flags & protocol.FLAGS_COMPRESSED:
