@@ -1,0 +1,129 @@
+"""The short paths of a call give what Pyro5's general code gives: the same bytes on the
+wire, the same messages parsed, the same refusals; and messages that arrive together are
+each answered."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import numpy as np
+import Pyro5.errors
+import pytest
+from Pyro5 import protocol, serializers
+from Pyro5.callcontext import current_context
+
+import pyroinst
+from pyroinst import receiving, sending
+from pyroinst.dispatch import _uuid4
+from pyroinst.wire import local
+
+#: Pyro5's own SendingMessage (pyroinst's is its subclass).
+PyroMessage = sending.SendingMessage.__mro__[1]
+MSGPACK = serializers.serializers["msgpack"]
+
+
+def annotation_sets():
+    big = memoryview(np.arange(20_000, dtype=np.float64)).cast("B")
+    return [
+        None,
+        {},
+        {"ABCD": b"x" * 10},
+        {"^000": bytes(48), "~000": big},
+        {"CORR": b"12", "^000": bytes(40), "~000": big, "^001": bytes(8), "~001": big[:8192]},
+        {"~000": big, "TAIL": bytearray(b"abc")},
+    ]
+
+
+@pytest.mark.parametrize("correlation", [None, uuid.uuid4()])
+@pytest.mark.parametrize("payload_size", [0, 10, 70_000])
+@pytest.mark.parametrize("annotations", range(len(annotation_sets())))
+def test_a_message_has_pyro5s_bytes(correlation, payload_size, annotations):
+    chosen = annotation_sets()[annotations]
+    payload = bytes(range(256)) * (payload_size // 256) + b"p" * (payload_size % 256)
+    saved = current_context.correlation_id
+    current_context.correlation_id = correlation
+    try:
+        for msgtype in (protocol.MSG_INVOKE, protocol.MSG_RESULT):
+            ours = sending.SendingMessage(msgtype, 0, 7, MSGPACK.serializer_id, payload, chosen)
+            theirs = PyroMessage(msgtype, 0, 7, MSGPACK.serializer_id, payload, chosen)
+            assert bytes(ours.data) == bytes(theirs.data)
+            assert (ours.flags, ours.corr_id, ours.seq) == (theirs.flags, theirs.corr_id, 7)
+    finally:
+        current_context.correlation_id = saved
+
+
+@pytest.mark.parametrize("annotations", range(len(annotation_sets())))
+def test_a_received_message_is_parsed_as_pyro5_parses_it(annotations):
+    chosen = annotation_sets()[annotations] or {"ABCD": b"1"}
+    data = bytes(PyroMessage(protocol.MSG_RESULT, 0, 1, 4, b"payload", chosen).data)
+    header, body = data[: protocol._header_size], data[protocol._header_size :]
+    ours = protocol.ReceivingMessage(header)
+    receiving._add_annotated(ours, body)
+    theirs = protocol.ReceivingMessage(header)
+    theirs.add_payload(body)
+    assert {k: bytes(v) for k, v in ours.annotations.items()} == {
+        k: bytes(v) for k, v in theirs.annotations.items()
+    }
+    assert bytes(ours.data) == bytes(theirs.data) == b"payload"
+
+
+def test_an_annotation_longer_than_the_message_is_refused():
+    data = bytes(PyroMessage(protocol.MSG_RESULT, 0, 1, 4, b"xy", {"ABCD": b"1234"}).data)
+    header, body = data[: protocol._header_size], bytearray(data[protocol._header_size :])
+    body[4:8] = (1000).to_bytes(4, "big")  # the annotation says it is 1000 bytes
+    with pytest.raises(Pyro5.errors.ProtocolError, match="exceeds"):
+        receiving._add_annotated(protocol.ReceivingMessage(header), body)
+
+
+def test_correlation_ids_are_version_4_uuids():
+    ids = {_uuid4() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in list(ids)[:20]:
+        assert value.version == 4 and value.variant == uuid.RFC_4122
+        assert uuid.UUID(str(value)) == value and uuid.UUID(bytes=value.bytes) == value
+
+
+def test_a_new_thread_reads_the_call_state_defaults():
+    seen = {}
+
+    def read():
+        seen.update(proxy=local.proxy, peer_max=local.peer_max, incoming=local.incoming)
+        seen["received"] = pyroinst.fastwire.received_array_keys()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    thread.join(10)
+    assert seen == {"proxy": None, "peer_max": None, "incoming": None, "received": []}
+
+
+def test_calls_sent_together_are_each_answered_in_order(echo):
+    """Two requests in one write: the server's first read takes both, and answers both;
+    the client's read of the first reply may take the second too."""
+    assert echo.echo(0) == 0  # connected
+    conn = echo._pyroConnection
+    calls = [MSGPACK.dumpsCall(conn.objectId, "echo", (value,), {}) for value in ("a", "b" * 3000)]
+    together = b"".join(
+        bytes(PyroMessage(protocol.MSG_INVOKE, 0, 1000 + i, 4, call).data)
+        for i, call in enumerate(calls)
+    )
+    conn.sock.sendall(together)
+    first = protocol.recv_stub(conn, [protocol.MSG_RESULT])
+    second = protocol.recv_stub(conn, [protocol.MSG_RESULT])
+    assert (first.seq, MSGPACK.loads(first.data)) == (1000, "a")
+    assert (second.seq, MSGPACK.loads(second.data)) == (1001, "b" * 3000)
+    assert conn.__dict__.get("_pyroinst_ahead") is None
+    assert echo.echo(np.arange(10_000.0)).sum() == np.arange(10_000.0).sum()  # still in step
+
+
+def test_a_servants_lookup_refuses_what_pyro5_refuses(echo):
+    assert echo.echo(1) == 1
+    assert echo.echo(2) == 2  # (the second call finds the method remembered)
+    for name, refused in (
+        ("_device", "private"),
+        ("__init__", "private"),
+        ("no_such_method", "no_such_method"),
+    ):
+        with pytest.raises(AttributeError, match=refused):
+            echo._pyroInvoke(name, (), {})
+    assert echo.echo(3) == 3
