@@ -55,6 +55,7 @@ _new_uuid = uuid.UUID.__new__
 _set = object.__setattr__
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 _random_bits = random.getrandbits
+_int_bytes = int.to_bytes
 # uuid4's version and variant bits.
 _V4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _V4_SET = (4 << 76) | (0x8000 << 48)
@@ -144,11 +145,12 @@ class DispatchDaemon:
         serializer_id = msg.serializer_id
         ctx = current_context
         is_callback = False
+        made = None  # the correlation id made here (its bytes are known without UUID.bytes)
         try:
             if msg.flags & protocol.FLAGS_CORR_ID:
                 ctx.correlation_id = _UUID(bytes=msg.corr_id)
             else:
-                ctx.correlation_id = _uuid4()
+                ctx.correlation_id = made = _uuid4()
             serializer = _by_id[serializer_id]
             obj_id, method, vargs, kwargs = serializer.loadsCall(msg.data)
             ctx.client = conn
@@ -218,7 +220,9 @@ class DispatchDaemon:
                         seq,
                         size,
                         0,
-                        corr.bytes if corr else _NO_CORR_ID,
+                        (_int_bytes(made.int, 16, "big") if corr is made else corr.bytes)
+                        if corr
+                        else _NO_CORR_ID,
                         0,
                         _MAGIC,
                     )

@@ -190,7 +190,13 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
     elif size >= INLINE_MAX:
         payload = _receive_big(connection, sock, size)
     else:
-        payload = _read(connection, sock, size)
+        ahead = connection.__dict__.get("_pyroinst_ahead")
+        if ahead is not None and len(ahead) == size:
+            # The header's read took exactly this payload (most messages): _read's first case.
+            connection._pyroinst_ahead = None
+            payload = ahead
+        else:
+            payload = _read(connection, sock, size)
     if msg.flags & protocol.FLAGS_COMPRESSED:
         # Pyro5 would inflate without limit: a few KB can become gigabytes.
         msg.flags &= ~protocol.FLAGS_COMPRESSED

@@ -51,6 +51,7 @@ import Pyro5.core
 import Pyro5.serializers as pyro_serializers
 import serpent
 from Pyro5 import config as pyro_config
+from Pyro5.callcontext import current_context
 
 from . import fastwire
 from .errors import MessageTooLarge, NotSerializableError
@@ -69,6 +70,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _unpackb = msgpack.unpackb
+_packb = msgpack.packb
 
 MARKER = "__pyroinst__"
 
@@ -470,6 +472,13 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
 
     def loads(self, data: Any) -> Any:
         return _unpackb(data, raw=False, object_hook=self.object_hook, ext_hook=self.ext_hook)
+
+    def dumps(self, data: Any) -> bytes:
+        if type(data) in _SCALARS and not current_context.response_annotations:
+            # Most replies (None, a number), as the mixin's dumps makes them: no array, no
+            # walk, nothing left of an earlier response to clear.
+            return _packb(data, use_bin_type=True, default=self.default)  # type: ignore[no-any-return]
+        return super().dumps(data)
 
 
 _installed = False

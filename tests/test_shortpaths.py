@@ -127,3 +127,26 @@ def test_a_servants_lookup_refuses_what_pyro5_refuses(echo):
         with pytest.raises(AttributeError, match=refused):
             echo._pyroInvoke(name, (), {})
     assert echo.echo(3) == 3
+
+
+def test_a_reply_carries_the_calls_correlation_id(echo):
+    """Given by the client: the same back; none given: a version 4 UUID made for it."""
+    assert echo.echo(0) == 0
+    conn = echo._pyroConnection
+    call = MSGPACK.dumpsCall(conn.objectId, "echo", (1,), {})
+    given = uuid.uuid4()
+    saved = current_context.correlation_id
+    try:
+        current_context.correlation_id = given
+        with_id = bytes(PyroMessage(protocol.MSG_INVOKE, 0, 2000, 4, call).data)
+        current_context.correlation_id = None
+        without = bytes(PyroMessage(protocol.MSG_INVOKE, 0, 2001, 4, call).data)
+    finally:
+        current_context.correlation_id = saved
+    conn.sock.sendall(with_id + without)
+    first = protocol.recv_stub(conn, [protocol.MSG_RESULT])
+    second = protocol.recv_stub(conn, [protocol.MSG_RESULT])
+    assert uuid.UUID(bytes=bytes(first.corr_id)) == given
+    assert first.flags & protocol.FLAGS_CORR_ID and second.flags & protocol.FLAGS_CORR_ID
+    made = uuid.UUID(bytes=bytes(second.corr_id))
+    assert made.version == 4 and made != given
