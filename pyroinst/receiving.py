@@ -83,6 +83,7 @@ def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
 _HEADER = protocol._header_size
 #: The most a header's read takes (see _read): a small message's whole.
 READ_AHEAD = 16 * 1024
+_COPY_AHEAD = 4096
 _validate = protocol.ReceivingMessage.validate
 _unpack_annotation = ANNOTATION_HEADER.unpack_from
 _VERSION_BYTES = protocol._protocol_version_bytes
@@ -107,11 +108,11 @@ def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> An
         have = len(ahead)
         if have > size:
             connection._pyroinst_ahead = ahead[size:]
-            chunk = ahead[:size]
+            chunk = bytes(ahead[:size])
         elif have == size:
-            chunk = ahead
+            chunk = bytes(ahead)
         else:
-            chunk = ahead + connection.recv(size - have)
+            chunk = bytes(ahead) + connection.recv(size - have)
         if check:
             _validate(chunk[:check])
         return chunk
@@ -124,7 +125,12 @@ def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> An
     got = len(chunk)
     if got >= size:
         if got > size:
-            connection._pyroinst_ahead = chunk[size:]
+            # Most often the rest of a small message (a copy of it is what its read
+            # returns); a large message's part stays a view, copied once, into its buffer.
+            rest = got - size
+            connection._pyroinst_ahead = (
+                chunk[size:] if rest < _COPY_AHEAD else memoryview(chunk)[size:]
+            )
             chunk = chunk[:size]
         if check and (chunk[:4] != b"PYRO" or chunk[4:6] != _VERSION_BYTES):
             _validate(chunk[:check])  # (a whole header is checked by ReceivingMessage)
@@ -194,7 +200,7 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
         if ahead is not None and len(ahead) == size:
             # The header's read took exactly this payload (most messages): _read's first case.
             connection._pyroinst_ahead = None
-            payload = ahead
+            payload = bytes(ahead)
         else:
             payload = _read(connection, sock, size)
     if msg.flags & protocol.FLAGS_COMPRESSED:
