@@ -43,6 +43,7 @@ from Pyro5 import protocol, svr_threads
 
 from . import preproof
 from .auth import _connect_fail
+from .front import Front, configured_patience
 from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES, Handshaker
 
 __all__ = [
@@ -362,6 +363,8 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
     admission: Admission
     refuser: _Refuser
     handshaker: Handshaker
+    #: The daemon's front (pyroinst.front), where it has one.
+    front: Front | None = None
 
     def guard(
         self, admission: Admission, max_pending: int, tls: ssl.SSLContext | None = None
@@ -376,6 +379,9 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
         else:
             context, sniff = tls, tls is not None
         self.handshaker = Handshaker(self.daemon, self, admission, context, max_pending, sniff)
+        patience = configured_patience()
+        if patience > 0 and getattr(self.daemon, "_pyroinst_front", False):
+            self.front = Front(self.daemon, self, patience)
 
     def events(self, eventsockets: Any) -> None:
         """Accept one connection, if one is waiting: admit it to the handshake thread, or
@@ -412,6 +418,9 @@ class GuardedThreadpoolServer(svr_threads.SocketServer_Threadpool):
         handshaker = getattr(self, "handshaker", None)
         if handshaker is not None:
             handshaker.close()
+        front = getattr(self, "front", None)
+        if front is not None:
+            front.close()
         super().close()
         refuser = getattr(self, "refuser", None)
         if refuser is not None:

@@ -112,6 +112,8 @@ class DispatchDaemon:
     """Mixin for pyroinst's device daemon: plain calls on the short path (see module)."""
 
     _pyroinst_short = compat.pyro5_tested()
+    #: Idle connections wait in one thread (pyroinst.front), which answers what arrives.
+    _pyroinst_front = _pyroinst_short
 
     def handleRequest(self, conn: Any) -> Any:  # noqa: N802 - Pyro5's name
         """Answer one request: plain calls here, everything else by Pyro5's code."""
@@ -132,6 +134,11 @@ class DispatchDaemon:
         ):
             _tls.replay = msg  # pyroinst's recv_stub hands it to Pyro5's code, unread again
             return super().handleRequest(conn)  # type: ignore[misc]
+        self._pyroinst_plain(conn, msg)
+        return None
+
+    def _pyroinst_plain(self, conn: Any, msg: Any) -> None:
+        """Answer a plain call (``msg``: received, its type and flags checked)."""
         try:
             self._pyroinst_answer(conn, msg)
         finally:

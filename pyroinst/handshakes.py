@@ -346,7 +346,9 @@ class Handshaker:
         pool = self.server.pool
         if pool is None:
             return 0
-        return pyro_config.THREADPOOL_SIZE - len(pool.busy) - self._promised
+        front = getattr(self.server, "front", None)
+        held = front.count if front is not None else 0
+        return pyro_config.THREADPOOL_SIZE - len(pool.busy) - self._promised - held
 
     def _busy_reason(self) -> str:
         return (
@@ -489,8 +491,12 @@ class Handshaker:
             pending.sock.setblocking(True)
             pending.sock.settimeout(pyro_config.COMMTIMEOUT or None)
             conn.go_live()
-            job = ProvenJob(conn, pending.addr, self.daemon, lambda: self.admission.release(host))
-            self.server.pool.process(job)
+            release = lambda: self.admission.release(host)  # noqa: E731
+            front = getattr(self.server, "front", None)
+            if front is not None and not isinstance(pending.sock, ssl.SSLSocket):
+                front.adopt(conn, pending.addr, release)
+            else:
+                self.server.pool.process(ProvenJob(conn, pending.addr, self.daemon, release))
         except (svr_threads.PoolError, RuntimeError, OSError, AttributeError) as exc:
             # No worker after all (or no thread could start): the client sees the close.
             log.warning("could not give the connection of %s a worker: %s", host, exc)

@@ -113,7 +113,7 @@ def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> An
             chunk = bytes(ahead)
         else:
             chunk = bytes(ahead) + connection.recv(size - have)
-        if check:
+        if check and (chunk[:4] != b"PYRO" or chunk[4:6] != _VERSION_BYTES):
             _validate(chunk[:check])
         return chunk
     try:
