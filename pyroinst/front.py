@@ -27,9 +27,11 @@ Nothing that would hold the front stays there:
 Requests of one connection are answered in order, one at a time, as before.
 
 ``PYROINST_FRONT_PATIENCE`` (seconds, default 0.005; ``0`` turns the front off: a worker
-per connection, Pyro5's way). Bounds: a connection of the front counts as a busy worker
-for admission (``threadpool_size``), so one it hands on finds a worker, and the threads it
-starts (one per slow connection) stay within that number.
+per connection, Pyro5's way; so does a system without epoll, Linux's). Bounds: a
+connection of the front counts as a busy worker for admission (``threadpool_size``), so
+one it hands on finds a worker, and the threads it starts (one per slow connection) stay
+within that number; what it holds of a connection's requests is at most twice
+``READ_AHEAD`` (it reads no more while a whole request waits: TCP holds the rest back).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from .preproof import MARSHAL as _MARSHAL
 from .receiving import READ_AHEAD
 from .wire import local as _tls
 
-__all__ = ["DEFAULT_PATIENCE", "Front", "configured_patience"]
+__all__ = ["AVAILABLE", "DEFAULT_PATIENCE", "Front", "configured_patience"]
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,19 @@ _INVOKE = protocol.MSG_INVOKE
 _CORR_ID = protocol.FLAGS_CORR_ID
 _ReceivingMessage = protocol.ReceivingMessage
 _DONTWAIT = socket.MSG_DONTWAIT
-_READABLE = select.EPOLLIN | select.EPOLLRDHUP
+#: The front needs Linux's epoll; elsewhere every connection gets a worker (Pyro5's way).
+AVAILABLE = hasattr(select, "epoll")
+_READABLE = (select.EPOLLIN | select.EPOLLRDHUP) if AVAILABLE else 0
 #: Bounded waits (seconds) of the front's and the watch's loops, to notice a close.
 _POLL = 1.0
 _monotonic = time.monotonic
 
 
 def configured_patience() -> float:
-    """``PYROINST_FRONT_PATIENCE`` in seconds (0: no front); the default if unset or bad."""
+    """``PYROINST_FRONT_PATIENCE`` in seconds (0: no front); the default if unset or bad.
+    Always 0 where the system has no epoll."""
+    if not AVAILABLE:
+        return 0.0
     text = os.environ.get("PYROINST_FRONT_PATIENCE", "").strip()
     if not text:
         return DEFAULT_PATIENCE
