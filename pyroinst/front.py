@@ -17,6 +17,9 @@ Nothing that would hold the front stays there:
   connection from then on, as Pyro5 would (a small request sent slowly waits in the
   front, holding no thread);
 * a TLS connection never comes to the front;
+* a connection whose requests took more than 2 ms three times in a row (calls that wait
+  on an instrument) goes to a worker, so that such calls on several devices run at once,
+  as before;
 * a request still running after ``patience`` seconds (a measurement, a device busy with
   a job, a stream read waiting for data, a client not reading its answers): a watch
   thread hands the front's role to a new thread, and the thread running that request
@@ -76,6 +79,13 @@ _READABLE = (select.EPOLLIN | select.EPOLLRDHUP) if AVAILABLE else 0
 #: Bounded waits (seconds) of the front's and the watch's loops, to notice a close.
 _POLL = 1.0
 _monotonic = time.monotonic
+_sleep = time.sleep
+#: Seconds a request answered in the front may take and count as quick; a connection
+#: with _SLOW_IN_A_ROW slower ones in a row goes to a worker (see _serve).
+_QUICK = 0.002
+_SLOW_IN_A_ROW = 3
+#: Looks at an idle front (nothing answered in between) before the watch sleeps.
+_QUIET_LOOKS = 4
 
 
 def configured_patience() -> float:
@@ -103,7 +113,7 @@ def configured_patience() -> float:
 class _Entry:
     """One connection of the front."""
 
-    __slots__ = ("addr", "conn", "done", "fd", "readable", "recv", "release")
+    __slots__ = ("addr", "conn", "done", "fd", "readable", "recv", "release", "slow")
 
     def __init__(self, conn: Any, fd: int, addr: Any, release: Any) -> None:
         self.conn = conn
@@ -113,6 +123,7 @@ class _Entry:
         self.release = release  # the admission's: the connection's address holds one less
         self.readable = False
         self.done = False
+        self.slow = 0  # requests in a row that took longer than _QUICK
 
 
 class Front:
@@ -141,7 +152,6 @@ class Front:
         self._since = 0.0
         self._idle = False
         self._active = threading.Event()
-        self._stop = threading.Event()
         #: Requests answered, and times the role passed on (for tests and logs).
         self.answered = 0
         self.handed_on = 0
@@ -176,7 +186,6 @@ class Front:
             self._closed = True
             entries = list(self._entries.values())
             self._entries.clear()
-        self._stop.set()
         self._active.set()
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
@@ -185,7 +194,7 @@ class Front:
         leader = self._leader
         if leader is not threading.current_thread():
             leader.join(5.0)
-        self._watch.join(5.0)
+        self._watch.join(self.patience + 5.0)
         with contextlib.suppress(OSError):
             self._epoll.close()
         self._wake_r.close()
@@ -264,7 +273,7 @@ class Front:
             if need > READ_AHEAD:
                 self._to_worker(entry)  # a large message: read by a worker, as before
             return True
-        self._since = _monotonic()
+        self._since = since = _monotonic()
         claim[0] = entry
         try:
             mtype, serializer_id, flags = _KIND(ahead, 6)
@@ -294,6 +303,16 @@ class Front:
             # The watch handed the role on: this thread is the connection's worker now.
             ProvenJob(conn, entry.addr, self.daemon, lambda: self._ended(entry))()
             return False
+        if _monotonic() - since > _QUICK:
+            # Calls that wait (an instrument's I/O) but not for ``patience``: answered here
+            # one after the other, they would keep other devices' calls from running
+            # meanwhile. A few in a row and the connection gets a worker of its own.
+            entry.slow += 1
+            if entry.slow >= _SLOW_IN_A_ROW:
+                self._to_worker(entry)
+                return True
+        else:
+            entry.slow = 0
         if conn.__dict__.get("_pyroinst_ahead") is not None:
             self._ready.append(entry)  # another request read already
         return True
@@ -343,18 +362,26 @@ class Front:
 
     # -- the watch -----------------------------------------------------------------------
     def _watching(self) -> None:
+        # One look per ``patience`` while the front works; asleep (until the front's next
+        # request) once it answered nothing for a few looks in a row. Each look costs a
+        # wake-up and the interpreter lock: a front answering one client at a time would
+        # otherwise wake this thread twice per look (it idles between every two requests).
         patience = self.patience
+        quiet = 0
+        seen = -1
         while not self._closed:
-            if not self._active.wait(_POLL):
-                continue
-            if self._stop.wait(patience):
-                return
+            if quiet >= _QUIET_LOOKS:
+                self._active.clear()
+                if self._idle:
+                    self._active.wait(_POLL)
+                    continue
+                quiet = 0
+            _sleep(patience)
             if self._claim and _monotonic() - self._since >= patience:
                 self._hand_on()
-            elif self._idle:
-                self._active.clear()
-                if not self._idle:
-                    self._active.set()
+            answered = self.answered
+            quiet = quiet + 1 if answered == seen and self._idle else 0
+            seen = answered
 
     def _hand_on(self) -> None:
         """Give the role to a new thread, if the request running now still runs."""

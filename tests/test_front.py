@@ -38,6 +38,11 @@ class Gate:
 class Numbers:
     """Small, fast calls and an upload."""
 
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
     def square(self, value: int) -> int:
         """``value`` squared."""
         return value * value
@@ -49,8 +54,15 @@ class Numbers:
     @pyroinst.concurrent
     def nap(self, value: int, seconds: float) -> int:
         """``value``, after ``seconds`` (several at once: no device lock)."""
-        time.sleep(seconds)
-        return value
+        with self._lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            time.sleep(seconds)
+            return value
+        finally:
+            with self._lock:
+                self.inside -= 1
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +71,10 @@ def lab():
     server = pyroinst.InstServer(host="127.0.0.1", port=0, ns_host=ns.host, ns_port=ns.port)
     gate = Gate()
     server.add_device(gate, "gate")
-    server.add_device(Numbers(), "numbers")
+    numbers = Numbers()
+    server.add_device(numbers, "numbers")
     server.start()
-    yield ns, server, gate
+    yield ns, server, gate, numbers
     gate.gate.set()
     server.stop()
     ns.stop()
@@ -104,7 +117,7 @@ def test_many_clients_at_once_are_answered_by_the_front(lab):
 
 
 def test_a_slow_call_does_not_hold_the_other_clients(lab):
-    _, server, gate = lab
+    _, server, gate, _ = lab
     front = front_of(server)
     handed_before = front.handed_on
     slow = proxy(lab, "gate")
@@ -169,6 +182,34 @@ def test_many_slow_and_fast_calls_at_once_pass_the_role_on_and_lose_nothing(lab)
         assert p.square(12) == 144
 
 
+def test_calls_that_wait_a_little_run_at_once_for_several_clients(lab):
+    # 3 ms each (an instrument's query): under the front's patience, but answered one
+    # after the other they would serialise every client. After a few, each connection
+    # has a worker of its own and the calls overlap again.
+    numbers = lab[3]
+    numbers.most = 0
+    results: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def work(k: int) -> None:
+        try:
+            with proxy(lab, "numbers") as p:
+                start.wait(10)
+                results[k] = [p.nap(k * 100 + i, 0.003) for i in range(15)]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert results == {k: [k * 100 + i for i in range(15)] for k in range(4)}
+    assert numbers.most >= 2
+
+
 def test_a_large_upload_goes_to_a_worker_and_the_connection_serves_on(lab):
     front = front_of(lab[1])
     with proxy(lab, "numbers") as p:
@@ -229,7 +270,7 @@ def test_a_garbled_request_ends_its_connection_only(lab):
 
 
 def test_closed_connections_leave_the_front(lab):
-    _, server, _ = lab
+    _, server, _, _ = lab
     front = front_of(server)
     wait_until(lambda: front.count == 0, timeout=10)
     proxies = [proxy(lab, "numbers") for _ in range(5)]
