@@ -41,6 +41,7 @@ from .errors import (
     DeviceClosed,
     SignatureError,
 )
+from .front import to_worker
 from .handles import JobHandle
 from .jobs import Job, transportable
 from .members import (
@@ -224,6 +225,7 @@ class DeviceServant(Reservable):
             lease=caller_lease(),
         )
         self._worker.submit(job)
+        to_worker()  # the job's thread and this connection's run side by side from now on
         log.debug("job %s (%s.%s) queued", job.id, self._name, method)
         return JobHandle(job.id, self._name, self._uri)
 
@@ -293,6 +295,7 @@ class DeviceServant(Reservable):
     @audited("read", job_argument=True)
     def job_wait(self, job_id: str, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for a job to finish; True if it has finished."""
+        to_worker()
         return self._store.get(job_id, self._name).wait(timeout)
 
     @expose
@@ -300,6 +303,7 @@ class DeviceServant(Reservable):
     def job_result(self, job_id: str, timeout: float | None = None) -> Any:
         """A job's result (waiting up to ``timeout``); re-raises its error. Readable repeatedly."""
         job = self._store.get(job_id, self._name)
+        to_worker()
         return self._sendable(job.method, job.outcome(timeout))
 
     @expose

@@ -51,6 +51,11 @@ class Numbers:
         """The sum of an uploaded array."""
         return float(a.sum())
 
+    @pyroinst.job
+    def count_to(self, n: int) -> int:
+        """A job: ``n``."""
+        return n
+
     @pyroinst.concurrent
     def nap(self, value: int, seconds: float) -> int:
         """``value``, after ``seconds`` (several at once: no device lock)."""
@@ -208,6 +213,19 @@ def test_calls_that_wait_a_little_run_at_once_for_several_clients(lab):
     assert not errors, errors
     assert results == {k: [k * 100 + i for i in range(15)] for k in range(4)}
     assert numbers.most >= 2
+
+
+def test_a_connection_that_starts_or_awaits_jobs_gets_a_worker(lab):
+    # The job's thread and the front's would take turns on the interpreter lock.
+    front = front_of(lab[1])
+    with proxy(lab, "numbers") as p:
+        assert p.square(3) == 9
+        in_front = front.count
+        job = p.count_to(5)
+        wait_until(lambda: front.count == in_front - 1, timeout=10)
+        assert job.result(timeout=10) == 5  # (the handle's own connection: a worker too)
+        assert [p.square(i) for i in range(3)] == [0, 1, 4]
+    front_module.to_worker()  # outside a call: nothing to do
 
 
 def test_a_large_upload_goes_to_a_worker_and_the_connection_serves_on(lab):
