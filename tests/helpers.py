@@ -94,6 +94,28 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def in_threads(count: int, work: Callable[[int], Any], timeout: float = 60.0) -> dict[int, Any]:
+    """``work(k)`` for k in range(count), each in a thread of its own, all at once: what
+    each returned, by k. Fails with the errors if any raised (or did not end in time)."""
+    results: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            results[k] = work(k)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads), "threads still running"
+    return results
+
+
 class DriverError(Exception):
     """A driver's own exception class, which clients cannot import."""
 

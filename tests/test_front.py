@@ -15,7 +15,7 @@ from Pyro5 import protocol, serializers
 
 import pyroinst
 from pyroinst import front as front_module
-from tests.helpers import lab_token, wait_until
+from tests.helpers import in_threads, lab_token, wait_until
 
 
 class Gate:
@@ -99,22 +99,12 @@ def proxy(lab, name: str) -> Pyro5.api.Proxy:
 def test_many_clients_at_once_are_answered_by_the_front(lab):
     front = front_of(lab[1])
     before = front.answered
-    results: dict[int, list[int]] = {}
-    errors: list[BaseException] = []
 
-    def work(k: int) -> None:
-        try:
-            with proxy(lab, "numbers") as p:
-                results[k] = [p.square(k * 1000 + i) for i in range(100)]
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def work(k: int) -> list[int]:
+        with proxy(lab, "numbers") as p:
+            return [p.square(k * 1000 + i) for i in range(100)]
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    results = in_threads(8, work)
     for k in range(8):
         assert results[k] == [(k * 1000 + i) ** 2 for i in range(100)]
     # (counted after each reply is sent: the last count may come just after its reply)
@@ -159,26 +149,16 @@ def test_many_slow_and_fast_calls_at_once_pass_the_role_on_and_lose_nothing(lab)
     # the role passes on many times, each thread keeps the connection it was serving.
     front = front_of(lab[1])
     handed_before = front.handed_on
-    results: dict[int, list[int]] = {}
-    errors: list[BaseException] = []
 
-    def work(k: int) -> None:
-        try:
-            with proxy(lab, "numbers") as p:
-                got = []
-                for i in range(6):
-                    got.append(p.nap(k * 100 + i, 0.02 if (i + k) % 2 else 0.0))
-                    got.append(p.square(i))
-                results[k] = got
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def work(k: int) -> list[int]:
+        with proxy(lab, "numbers") as p:
+            got = []
+            for i in range(6):
+                got.append(p.nap(k * 100 + i, 0.02 if (i + k) % 2 else 0.0))
+                got.append(p.square(i))
+            return got
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    results = in_threads(8, work)
     for k in range(8):
         assert results[k] == [x for i in range(6) for x in (k * 100 + i, i * i)]
     assert front.handed_on > handed_before
@@ -193,24 +173,14 @@ def test_calls_that_wait_a_little_run_at_once_for_several_clients(lab):
     # has a worker of its own and the calls overlap again.
     numbers = lab[3]
     numbers.most = 0
-    results: dict[int, list[int]] = {}
-    errors: list[BaseException] = []
     start = threading.Barrier(4)
 
-    def work(k: int) -> None:
-        try:
-            with proxy(lab, "numbers") as p:
-                start.wait(10)
-                results[k] = [p.nap(k * 100 + i, 0.003) for i in range(15)]
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def work(k: int) -> list[int]:
+        with proxy(lab, "numbers") as p:
+            start.wait(10)
+            return [p.nap(k * 100 + i, 0.003) for i in range(15)]
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors, errors
+    results = in_threads(4, work)
     assert results == {k: [k * 100 + i for i in range(15)] for k in range(4)}
     assert numbers.most >= 2
 
