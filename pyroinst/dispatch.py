@@ -32,6 +32,7 @@ from Pyro5.callcontext import current_context
 from . import compat
 from .auth import PROOF_ANNOTATION
 from .connections import LiveConnection
+from .fastwire import array_reply as _array_reply
 from .receiving import recv_stub as _recv_stub
 from .wire import HEADER as _HEADER
 from .wire import INLINE_MAX
@@ -207,16 +208,29 @@ class DispatchDaemon:
                 answer.update(extra)
             ctx.response_annotations = {}
             size = len(payload)
+            corr = ctx.correlation_id
             if answer or size >= _SMALL or pyro_config.COMPRESSION:
-                # protocol.SendingMessage is looked up now: pyroinst's (scatter/gather for
-                # large arrays) once fastwire is installed.
-                reply = protocol.SendingMessage(
-                    _RESULT, 0, seq, serializer.serializer_id, payload, answer
-                ).data
+                reply = None
+                if len(answer) == 2 and not pyro_config.COMPRESSION:
+                    # One large array (a trace, an image): its message made directly.
+                    reply = _array_reply(
+                        seq,
+                        serializer.serializer_id,
+                        payload,
+                        answer,
+                        (_int_bytes(made.int, 16, "big") if corr is made else corr.bytes)
+                        if corr
+                        else None,
+                    )
+                if reply is None:
+                    # protocol.SendingMessage is looked up now: pyroinst's (scatter/gather
+                    # for large arrays) once fastwire is installed.
+                    reply = protocol.SendingMessage(
+                        _RESULT, 0, seq, serializer.serializer_id, payload, answer
+                    ).data
             else:
                 # What SendingMessage makes of a small reply without annotations: the header
                 # (with the call's correlation id, as the driver left it) and the payload.
-                corr = ctx.correlation_id
                 reply = (
                     _HEADER.pack(
                         _PYRO,

@@ -65,8 +65,10 @@ from .receiving import (
 )
 from .sending import Gather, SendingMessage, expect_peer_limit, send_data
 from .wire import ALIGN as _ALIGN
+from .wire import ANNOTATION_HEADER as _ANNOTATION_HEADER
 from .wire import ARRAY_PREFIX as _ARRAY_PREFIX
 from .wire import CONNECT_MAX, FLAG, INLINE_MAX, WIRE_MAX, state
+from .wire import HEADER as _HEADER
 from .wire import MAX_KEYS as _MAX_KEYS
 from .wire import PAD_PREFIX as _PAD_PREFIX
 from .wire import is_ours as _is_ours
@@ -85,6 +87,8 @@ __all__ = [
     "expect_peer_limit",
     "peer_is_fast",
     "annotate",
+    "annotate_response",
+    "array_reply",
     "annotated_array",
     "incoming_array",
     "known_dtype",
@@ -182,6 +186,61 @@ def _annotate(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | None:
         target[f"{_PAD_PREFIX}{len(used):03x}"] = bytes(pad)
     target[key] = byte_view(a)
     return {"__pyroinst__": "ndarray", "dtype": a.dtype.str, "shape": list(a.shape), "ann": key}
+
+
+def annotate_response(a: np.ndarray) -> dict[str, Any] | None:
+    """Server side: the marker of a reply that is the large array ``a`` alone, sent as an
+    annotation (what ``annotate`` makes of it), or None for the general path."""
+    if a.nbytes < INLINE_MAX or not state.fast or not a.flags.c_contiguous:
+        return None
+    ctx = current_context
+    if ctx.response_annotations or not getattr(ctx.client, "_pyroinst_fast", False):
+        return None
+    return _annotate(ctx.response_annotations, a)
+
+
+_PAD_BLOCK = _ANNOTATION_HEADER.pack(_FIRST_PAD_KEY.encode(), len(_FIRST_PAD)) + _FIRST_PAD
+_FIRST_KEY_BYTES = _FIRST_KEY.encode()
+#: What a message's first array adds to its annotations besides its bytes.
+FIRST_ARRAY_EXTRA = len(_PAD_BLOCK) + _ANNOTATION_HEADER.size
+_RESULT = protocol.MSG_RESULT
+_VERSION = protocol.PROTOCOL_VERSION
+_MAGIC = protocol._magic_number
+_NO_CORR_ID = protocol._empty_correlation_id
+
+
+def array_reply(
+    seq: int, serializer_id: int, payload: bytes, annotations: dict[str, Any], corr: Any
+) -> Gather | None:
+    """Server side: the result message of a reply whose annotations are those of one
+    array (as ``_annotate`` makes them for a message's first), laid out as SendingMessage
+    lays it out, or None for any other reply. ``corr``: the correlation id's 16 bytes (or
+    None)."""
+    if len(annotations) != 2 or next(iter(annotations)) != _FIRST_PAD_KEY:
+        return None
+    view = annotations.get(_FIRST_KEY)
+    if type(view) is not memoryview or annotations[_FIRST_PAD_KEY] is not _FIRST_PAD:
+        return None
+    n = view.nbytes
+    annotations_size = FIRST_ARRAY_EXTRA + n
+    total = len(payload) + annotations_size
+    if total > WIRE_MAX or total > pyro_config.MAX_MESSAGE_SIZE:
+        return None  # (SendingMessage says what is wrong)
+    header = _HEADER.pack(
+        b"PYRO",
+        _VERSION,
+        _RESULT,
+        serializer_id,
+        protocol.FLAGS_CORR_ID if corr else 0,
+        seq,
+        len(payload),
+        annotations_size,
+        corr or _NO_CORR_ID,
+        0,
+        _MAGIC,
+    )
+    head = header + _PAD_BLOCK + _ANNOTATION_HEADER.pack(_FIRST_KEY_BYTES, n)
+    return Gather([head, view, payload], _HEADER.size + total)
 
 
 def annotate(a: np.ndarray, outgoing: str) -> dict[str, Any] | None:

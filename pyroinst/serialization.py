@@ -324,6 +324,22 @@ def from_wire(d: dict[str, Any], recurse: Callable[[Any], Any] | None = None) ->
     return d
 
 
+def _fits(payload: bytes, annotations_size: int) -> bytes:
+    """``payload``, if a response of it and ``annotations_size`` bytes of annotations fits
+    in a message (else MessageTooLarge, and the response's array annotations dropped)."""
+    size = len(payload) + annotations_size
+    if size > pyro_config.MAX_MESSAGE_SIZE:
+        # Pyro5 would drop the connection with no word to the client; say why instead.
+        fastwire.clear_response_annotations()
+        raise MessageTooLarge(
+            f"the response is {size} bytes, more than the largest message allowed "
+            f"({pyro_config.MAX_MESSAGE_SIZE} bytes, Pyro5's MAX_MESSAGE_SIZE): return "
+            "smaller pieces, or raise the limit on both sides",
+            size=size,
+        )
+    return payload
+
+
 def _all_atoms(values: Any) -> bool:
     for value in values:
         if type(value) not in _ATOMS:
@@ -378,17 +394,7 @@ class _PyroinstMixin:
             fastwire.clear_response_annotations()
             wire = data
         payload = super().dumps(wire)  # type: ignore[misc]
-        size = len(payload) + fastwire.response_annotations_size()
-        if size > pyro_config.MAX_MESSAGE_SIZE:
-            # Pyro5 would drop the connection with no word to the client; say why instead.
-            fastwire.clear_response_annotations()
-            raise MessageTooLarge(
-                f"the response is {size} bytes, more than the largest message allowed "
-                f"({pyro_config.MAX_MESSAGE_SIZE} bytes, Pyro5's MAX_MESSAGE_SIZE): return "
-                "smaller pieces, or raise the limit on both sides",
-                size=size,
-            )
-        return payload
+        return _fits(payload, fastwire.response_annotations_size())
 
     def dumpsCall(self, obj: str, method: str, vargs: Any, kwargs: dict) -> bytes:  # noqa: N802
         if kwargs or (vargs and not _all_atoms(vargs)):
@@ -474,10 +480,17 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
         return _unpackb(data, raw=False, object_hook=self.object_hook, ext_hook=self.ext_hook)
 
     def dumps(self, data: Any) -> bytes:
-        if type(data) in _SCALARS and not current_context.response_annotations:
+        kind = type(data)
+        if kind in _SCALARS and not current_context.response_annotations:
             # Most replies (None, a number), as the mixin's dumps makes them: no array, no
             # walk, nothing left of an earlier response to clear.
             return _packb(data, use_bin_type=True, default=self.default)  # type: ignore[no-any-return]
+        if kind is np.ndarray:
+            # A large array alone (a trace, an image): its marker, as the mixin makes it.
+            marker = fastwire.annotate_response(check_array(data))
+            if marker is not None:
+                payload = _packb(marker, use_bin_type=True)
+                return _fits(payload, fastwire.FIRST_ARRAY_EXTRA + data.nbytes)
         return super().dumps(data)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 from Pyro5.callcontext import current_context
@@ -102,6 +104,33 @@ def test_gather_message_bytes_match_pyro5():
     )
     assert isinstance(ours.data, fastwire.Gather)
     assert bytes(ours.data) == theirs.data
+
+
+@pytest.mark.parametrize("corr", [None, bytes(range(16))])
+def test_one_array_reply_bytes_match_pyro5(corr):
+    """A reply of one large array is made directly (fastwire.array_reply): byte for byte
+    the message Pyro5's SendingMessage makes of it."""
+    from Pyro5 import protocol
+
+    a = np.arange(20_000, dtype=np.float64)
+    annotations: dict = {}
+    assert fastwire._annotate(annotations, a) is not None
+    payload = b"m" * 40  # (the marker, as far as the layout goes)
+    ours = fastwire.array_reply(9, 4, payload, annotations, corr)
+    assert isinstance(ours, fastwire.Gather)
+    # (Pyro5 takes the correlation id from the call context)
+    current_context.correlation_id = uuid.UUID(bytes=corr) if corr else None
+    try:
+        theirs = protocol.SendingMessage.__mro__[1](
+            protocol.MSG_RESULT, 0, 9, 4, payload, {k: bytes(v) for k, v in annotations.items()}
+        )
+    finally:
+        current_context.correlation_id = None
+    assert bytes(ours) == theirs.data
+    # Any other annotations: the general path.
+    annotations["XYZW"] = b"1"
+    assert fastwire.array_reply(9, 4, payload, annotations, corr) is None
+    assert fastwire.array_reply(9, 4, payload, {"~000": memoryview(a)}, corr) is None
 
 
 def test_pyroinst_installs_fast_path():
