@@ -46,6 +46,7 @@ its response annotations, once the call is over.
 from __future__ import annotations
 
 import logging
+import struct
 from typing import Any
 
 import numpy as np
@@ -65,9 +66,18 @@ from .receiving import (
 )
 from .sending import Gather, SendingMessage, expect_peer_limit, send_data
 from .wire import ALIGN as _ALIGN
-from .wire import ANNOTATION_HEADER as _ANNOTATION_HEADER
 from .wire import ARRAY_PREFIX as _ARRAY_PREFIX
-from .wire import CONNECT_MAX, FLAG, INLINE_MAX, WIRE_MAX, state
+from .wire import (
+    CONNECT_MAX,
+    FIRST_HEAD,
+    FIRST_KEY,
+    FIRST_PAD,
+    FIRST_PAD_KEY,
+    FLAG,
+    INLINE_MAX,
+    WIRE_MAX,
+    state,
+)
 from .wire import HEADER as _HEADER
 from .wire import MAX_KEYS as _MAX_KEYS
 from .wire import PAD_PREFIX as _PAD_PREFIX
@@ -156,11 +166,11 @@ def byte_view(a: np.ndarray) -> memoryview:
     return memoryview(a).cast("B")
 
 
-_FIRST_KEY = f"{_ARRAY_PREFIX}000"
-_FIRST_PAD_KEY = f"{_PAD_PREFIX}000"
-# Annotations start at a buffer's beginning: a pad of this size puts the first array's
-# data at offset ALIGN (pad header, pad, array header).
-_FIRST_PAD = bytes(_ALIGN - 16)
+# Annotations start at a buffer's beginning: the first array's pad puts its data at
+# offset ALIGN (see wire.FIRST_HEAD).
+_FIRST_KEY = FIRST_KEY
+_FIRST_PAD_KEY = FIRST_PAD_KEY
+_FIRST_PAD = FIRST_PAD
 
 
 def _annotate(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | None:
@@ -199,11 +209,10 @@ def annotate_response(a: np.ndarray) -> dict[str, Any] | None:
     return _annotate(ctx.response_annotations, a)
 
 
-_PAD_BLOCK = _ANNOTATION_HEADER.pack(_FIRST_PAD_KEY.encode(), len(_FIRST_PAD)) + _FIRST_PAD
-_FIRST_KEY_BYTES = _FIRST_KEY.encode()
 #: What a message's first array adds to its annotations besides its bytes.
-FIRST_ARRAY_EXTRA = len(_PAD_BLOCK) + _ANNOTATION_HEADER.size
+FIRST_ARRAY_EXTRA = len(FIRST_HEAD) + 4
 _RESULT = protocol.MSG_RESULT
+_LENGTH = struct.Struct("!I")
 _VERSION = protocol.PROTOCOL_VERSION
 _MAGIC = protocol._magic_number
 _NO_CORR_ID = protocol._empty_correlation_id
@@ -239,7 +248,7 @@ def array_reply(
         0,
         _MAGIC,
     )
-    head = header + _PAD_BLOCK + _ANNOTATION_HEADER.pack(_FIRST_KEY_BYTES, n)
+    head = header + FIRST_HEAD + _LENGTH.pack(n)
     return Gather([head, view, payload], _HEADER.size + total)
 
 

@@ -12,19 +12,31 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import time
 from typing import Any
 
 import numpy as np
 import Pyro5.errors
 from Pyro5 import config as pyro_config
-from Pyro5 import protocol
+from Pyro5 import protocol, socketutil
 
 from . import preproof
 from .errors import MessageRefused, NotSerializableError
+from .receivepool import MIN_POOLED as _MIN_POOLED
 from .receivepool import receive_pool
-from .wire import ANNOTATION_HEADER, CONNECT_MAX, FLAG, INLINE_MAX
+from .wire import (
+    ANNOTATION_HEADER,
+    CONNECT_MAX,
+    FIRST_HEAD,
+    FIRST_PAD,
+    FLAG,
+    INLINE_MAX,
+)
 from .wire import ARRAY_PREFIX as _ARRAY_PREFIX
+from .wire import FIRST_KEY as _FIRST_KEY
+from .wire import FIRST_PAD_KEY as _FIRST_PAD_KEY
+from .wire import PAD_PREFIX as _PAD_PREFIX
 from .wire import RETRY as _RETRY
 from .wire import is_ours as _is_ours
 from .wire import local as _tls
@@ -41,13 +53,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _pool = receive_pool()
+_empty = np.empty
+_BYTE = np.uint8
+_frombuffer = np.frombuffer
+_WAITALL = socket.MSG_WAITALL if socketutil.USE_MSG_WAITALL else 0
 
 
 def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
     """Receive exactly ``size`` bytes into one writeable, uninitialised buffer (a memoryview)."""
     # Uninitialised memory (bytearray(size) would first write zeros over all of it), and
     # for a large message memory used before: see receivepool.
-    view = _pool.lend(size)
+    view = _pool.lend(size) if size >= _MIN_POOLED else memoryview(_empty(size, _BYTE))
     buf = view
     got = 0
     ahead = connection.__dict__.get("_pyroinst_ahead")
@@ -57,10 +73,13 @@ def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
         view[:got] = ahead[:got]
         if len(ahead) > size:
             connection._pyroinst_ahead = ahead[size:]
+    # The rest in one wait where the socket allows (as Pyro5 receives): woken once, not
+    # once per segment. (TLS sockets take no flags.)
+    flags = _WAITALL if type(sock) is socket.socket else 0
     try:
         while got < size:
             try:
-                n = sock.recv_into(view[got:], size - got)
+                n = sock.recv_into(view[got:], size - got, flags)
             except OSError as exc:
                 if exc.errno in _RETRY:
                     time.sleep(0.001)
@@ -86,6 +105,10 @@ READ_AHEAD = 16 * 1024
 _COPY_AHEAD = 4096
 _validate = protocol.ReceivingMessage.validate
 _unpack_annotation = ANNOTATION_HEADER.unpack_from
+_unpack_length = struct.Struct("!I").unpack_from
+_FIRST_HEAD_SIZE = len(FIRST_HEAD)
+_ONE_ARRAY = _FIRST_HEAD_SIZE + 4  # the annotations' bytes besides the array's
+_PAD_END = 8 + len(FIRST_PAD)
 _VERSION_BYTES = protocol._protocol_version_bytes
 _ReceivingMessage = protocol.ReceivingMessage
 _INVOKE_OR_RESULT = (protocol.MSG_INVOKE, protocol.MSG_RESULT)
@@ -220,6 +243,9 @@ def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.Receiv
             raise Pyro5.errors.SecurityError(f"{exc} from {_peer(connection)}") from None
         msg.data_size = len(msg.data)
     elif msg.annotations_size and len(payload) == size:
+        if mtype in _INVOKE_OR_RESULT:
+            _add_and_take(msg, payload)  # (its arrays' annotations go to this thread)
+            return msg
         _add_annotated(msg, payload)
     elif len(payload) == size:
         msg.data = payload  # what add_payload does for a message without annotations
@@ -269,6 +295,51 @@ def _add_annotated(msg: protocol.ReceivingMessage, payload: Any) -> None:
         i = end
     msg.annotations = annotations
     msg.data = view[size:]
+
+
+def _add_and_take(msg: protocol.ReceivingMessage, payload: Any) -> None:
+    """``_add_annotated`` and ``_take_arrays`` in one pass (a call or a result): the
+    arrays' annotations go to this thread, the others to ``msg.annotations``."""
+    size = msg.annotations_size
+    view = memoryview(payload)
+    if size > _ONE_ARRAY and view[:_FIRST_HEAD_SIZE] == FIRST_HEAD:
+        # One array (most messages that have any), as SendingMessage lays it out.
+        if _ONE_ARRAY + _unpack_length(view, _FIRST_HEAD_SIZE)[0] == size:
+            msg.annotations = {}
+            msg.data = view[size:]
+            _tls.incoming = {_FIRST_PAD_KEY: view[8:_PAD_END], _FIRST_KEY: view[_ONE_ARRAY:size]}
+            _tls.received = [_FIRST_KEY]
+            return
+    annotations = {}
+    ours = {}
+    arrays = []
+    i = 0
+    while i < size:
+        if i + 8 > size:
+            raise Pyro5.errors.ProtocolError("annotation chunk length exceeds remaining data")
+        key, length = _unpack_annotation(view, i)
+        end = i + 8 + length
+        if end > size:
+            raise Pyro5.errors.ProtocolError("annotation chunk length exceeds remaining data")
+        key = key.decode("ascii")
+        first = key[:1]
+        if first == _ARRAY_PREFIX:
+            ours[key] = view[i + 8 : end]
+            arrays.append(key)
+        elif first == _PAD_PREFIX:
+            ours[key] = view[i + 8 : end]
+        else:
+            annotations[key] = view[i + 8 : end]
+        i = end
+    msg.annotations = annotations
+    msg.data = view[size:]
+    if ours:
+        _tls.incoming = ours
+        if len(arrays) > 1:
+            arrays.sort()
+        _tls.received = arrays
+    else:
+        _tls.incoming, _tls.received = None, ()
 
 
 def _refuse_marshal(connection: Any, msg: protocol.ReceivingMessage) -> None:
@@ -329,7 +400,16 @@ def forget_incoming() -> None:
 
 def incoming_array(key: str, dtype: str, shape: list[int]) -> Any:
     """The array ``key`` of the message being decoded on this thread."""
-    return annotated_array(getattr(_tls, "incoming", None) or {}, key, dtype, shape)
+    # (annotated_array's steps, inline: every received array comes this way)
+    incoming = _tls.incoming
+    view = incoming.get(key) if incoming else None
+    if view is None:
+        raise NotSerializableError(f"array data {key!r} missing from the message")
+    dt = _dtypes.get(dtype) if type(dtype) is str else None
+    a = _frombuffer(view, dtype=dt if dt is not None else known_dtype(dtype))
+    if type(shape) is not list or len(shape) != 1 or shape[0] != a.size:
+        a = a.reshape(tuple(map(int, shape)))
+    return a if a.flags.writeable else a.copy()
 
 
 def annotated_array(annotations: dict[str, Any], key: str, dtype: str, shape: list[int]) -> Any:

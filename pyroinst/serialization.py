@@ -56,6 +56,7 @@ from Pyro5.callcontext import current_context
 from . import fastwire
 from .errors import MessageTooLarge, NotSerializableError
 from .handles import HANDLE_KIND, JobHandle
+from .receiving import incoming_array as _incoming_array
 from .wire import INLINE_MAX
 
 __all__ = [
@@ -464,6 +465,9 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
         # msgpack decodes bottom-up through this hook instead of recreate_classes (every
         # dict of a message passes here: kept short).
         if MARKER in obj:
+            if obj[MARKER] == "ndarray" and "ann" in obj:
+                # An array beside the payload (from_wire's first case, the most common)
+                return _incoming_array(obj["ann"], obj["dtype"], obj["shape"])
             return from_wire(obj)
         if "__class__" in obj:
             return self.dict_to_class(obj)  # Pyro5's object_hook

@@ -26,6 +26,10 @@ __all__ = [
     "RETRY",
     "HEADER",
     "ANNOTATION_HEADER",
+    "FIRST_KEY",
+    "FIRST_PAD_KEY",
+    "FIRST_PAD",
+    "FIRST_HEAD",
     "local",
     "state",
     "too_large",
@@ -49,6 +53,14 @@ HEADER = struct.Struct(protocol._header_format)
 #: The largest message (and annotation) Pyro5's header can describe: sizes are 32-bit.
 WIRE_MAX = 2**32 - 1
 ANNOTATION_HEADER = struct.Struct("!4sI")
+# A message's first array: its annotation, after a pad that puts its data at offset ALIGN
+# of the annotations (pad header, pad, array header). What annotations of one array
+# begin with is FIRST_HEAD, then the array's length.
+FIRST_KEY = f"{ARRAY_PREFIX}000"
+FIRST_PAD_KEY = f"{PAD_PREFIX}000"
+FIRST_PAD = bytes(ALIGN - 16)
+FIRST_HEAD = ANNOTATION_HEADER.pack(FIRST_PAD_KEY.encode(), len(FIRST_PAD)) + FIRST_PAD
+FIRST_HEAD += FIRST_KEY.encode()
 
 
 class _Local(threading.local):

@@ -68,12 +68,46 @@ def test_a_received_message_is_parsed_as_pyro5_parses_it(annotations):
     assert bytes(ours.data) == bytes(theirs.data) == b"payload"
 
 
+ONE_ARRAY_LIKE = [
+    {"^000": bytes(48), "~000": b"a" * 100, "~001": b"b" * 8},  # one more array after it
+    {"^000": bytes(48), "~000": b"a" * 100, "XTRA": b"z"},  # and someone's annotation
+    {"^000": bytes(47), "~000": b"a" * 100},  # another pad
+]
+
+
+@pytest.mark.parametrize("annotations", range(len(annotation_sets()) + len(ONE_ARRAY_LIKE)))
+def test_a_calls_annotations_are_split_as_pyro5_parses_them(annotations):
+    """A call's or result's annotations: pyroinst's go to the decoding thread, the rest to
+    the message, each as Pyro5 parses them (one array's layout has a short path)."""
+    chosen = (annotation_sets() + ONE_ARRAY_LIKE)[annotations] or {"ABCD": b"1"}
+    data = bytes(PyroMessage(protocol.MSG_RESULT, 0, 1, 4, b"payload", chosen).data)
+    header, body = data[: protocol._header_size], data[protocol._header_size :]
+    theirs = protocol.ReceivingMessage(header)
+    theirs.add_payload(body)
+    expected = {k: bytes(v) for k, v in theirs.annotations.items()}
+    ours = protocol.ReceivingMessage(header)
+    try:
+        receiving._add_and_take(ours, body)
+        taken = {k: bytes(v) for k, v in (local.incoming or {}).items()}
+        received = list(local.received)
+    finally:
+        local.incoming, local.received = None, ()
+    assert {k: bytes(v) for k, v in ours.annotations.items()} == {
+        k: v for k, v in expected.items() if k[0] not in "~^"
+    }
+    assert taken == {k: v for k, v in expected.items() if k[0] in "~^"}
+    assert received == sorted(k for k in expected if k[0] == "~")
+    assert bytes(ours.data) == b"payload"
+
+
 def test_an_annotation_longer_than_the_message_is_refused():
     data = bytes(PyroMessage(protocol.MSG_RESULT, 0, 1, 4, b"xy", {"ABCD": b"1234"}).data)
     header, body = data[: protocol._header_size], bytearray(data[protocol._header_size :])
     body[4:8] = (1000).to_bytes(4, "big")  # the annotation says it is 1000 bytes
     with pytest.raises(Pyro5.errors.ProtocolError, match="exceeds"):
         receiving._add_annotated(protocol.ReceivingMessage(header), body)
+    with pytest.raises(Pyro5.errors.ProtocolError, match="exceeds"):
+        receiving._add_and_take(protocol.ReceivingMessage(header), body)
 
 
 def test_correlation_ids_are_version_4_uuids():
