@@ -57,6 +57,7 @@ from . import fastwire
 from .errors import MessageTooLarge, NotSerializableError
 from .handles import HANDLE_KIND, JobHandle
 from .receiving import incoming_array as _incoming_array
+from .receiving import known_dtype as _known_dtype
 from .wire import INLINE_MAX
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 _unpackb = msgpack.unpackb
 _packb = msgpack.packb
+_frombuffer = np.frombuffer
 
 MARKER = "__pyroinst__"
 
@@ -108,11 +110,15 @@ def _array_dict(a: np.ndarray, raw: bool) -> dict[str, Any]:
 
 def array_from_wire(d: dict[str, Any]) -> np.ndarray:
     """Rebuild an array from its wire dict (a writeable array that owns its memory)."""
-    dtype = fastwire.known_dtype(d["dtype"])
+    dtype = _known_dtype(d["dtype"])
     data = d["data"]
     if type(data) is not bytes:
         data = serpent.tobytes(data)  # serpent's and json's forms of bytes
-    return np.frombuffer(bytearray(data), dtype=dtype).reshape(tuple(map(int, d["shape"])))
+    a = _frombuffer(bytearray(data), dtype=dtype)
+    shape = d["shape"]
+    if type(shape) is not list or len(shape) != 1 or shape[0] != a.size:
+        a = a.reshape(tuple(map(int, shape)))
+    return a
 
 
 def check_array(a: np.ndarray) -> np.ndarray:
@@ -465,9 +471,11 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
         # msgpack decodes bottom-up through this hook instead of recreate_classes (every
         # dict of a message passes here: kept short).
         if MARKER in obj:
-            if obj[MARKER] == "ndarray" and "ann" in obj:
-                # An array beside the payload (from_wire's first case, the most common)
-                return _incoming_array(obj["ann"], obj["dtype"], obj["shape"])
+            if obj[MARKER] == "ndarray":
+                # (from_wire's first case, the most common)
+                if "ann" in obj:  # beside the payload
+                    return _incoming_array(obj["ann"], obj["dtype"], obj["shape"])
+                return array_from_wire(obj)
             return from_wire(obj)
         if "__class__" in obj:
             return self.dict_to_class(obj)  # Pyro5's object_hook
@@ -490,11 +498,17 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
             # walk, nothing left of an earlier response to clear.
             return _packb(data, use_bin_type=True, default=self.default)  # type: ignore[no-any-return]
         if kind is np.ndarray:
-            # A large array alone (a trace, an image): its marker, as the mixin makes it.
-            marker = fastwire.annotate_response(check_array(data))
-            if marker is not None:
-                payload = _packb(marker, use_bin_type=True)
-                return _fits(payload, fastwire.FIRST_ARRAY_EXTRA + data.nbytes)
+            # An array alone (a trace, an image), as the mixin sends it: a small one inline,
+            # a large one beside the payload (its marker here).
+            if data.nbytes < INLINE_MAX:
+                if not current_context.response_annotations:
+                    payload = _packb(_array_dict(check_array(data), True), use_bin_type=True)
+                    return _fits(payload, 0)
+            else:
+                marker = fastwire.annotate_response(check_array(data))
+                if marker is not None:
+                    payload = _packb(marker, use_bin_type=True)
+                    return _fits(payload, fastwire.FIRST_ARRAY_EXTRA + data.nbytes)
         return super().dumps(data)
 
 
