@@ -11,6 +11,7 @@ keeps a message's array annotations for the thread that decodes it. See
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
 import time
@@ -54,6 +55,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 _pool = receive_pool()
 _empty = np.empty
+_Socket = socket.socket
+_readv = os.readv
 _BYTE = np.uint8
 _frombuffer = np.frombuffer
 _WAITALL = socket.MSG_WAITALL if socketutil.USE_MSG_WAITALL else 0
@@ -75,7 +78,21 @@ def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
             connection._pyroinst_ahead = ahead[size:]
     # The rest in one wait where the socket allows (as Pyro5 receives): woken once, not
     # once per segment. (TLS sockets take no flags.)
-    flags = _WAITALL if type(sock) is socket.socket else 0
+    flags = 0
+    if type(sock) is _Socket:
+        if sock.gettimeout() is None:
+            flags = _WAITALL
+        elif got < size:
+            # With a timeout CPython polls before each receive, though the rest has most
+            # often arrived with the header: what is there is taken at once.
+            try:
+                got += _readv(sock.fileno(), [view[got:]])
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise Pyro5.errors.ConnectionClosedError(
+                    f"receiving: connection lost: {exc}"
+                ) from None
     try:
         while got < size:
             try:

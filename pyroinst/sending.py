@@ -9,6 +9,7 @@ quadratic). See ``pyroinst.fastwire`` for how they go into Pyro5.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from typing import Any
@@ -34,6 +35,8 @@ _HANDSHAKES = frozenset({protocol.MSG_CONNECT, protocol.MSG_CONNECTOK})
 _NO_CORR_ID = protocol._empty_correlation_id
 #: Annotations of this many bytes or more are sent from their own memory (scatter/gather).
 _SEPARATE = 4096
+_Socket = socket.socket
+_write = os.write
 
 
 class Gather:
@@ -218,7 +221,17 @@ def send_data(sock: socket.socket, data: Any) -> None:
         # Small, or no timeout: one sendall (it waits for room and retries interrupted
         # sends itself), with Pyro5's errors.
         try:
-            sock.sendall(data)
+            if type(sock) is _Socket and sock.gettimeout():
+                # With a timeout CPython polls before each send, though there is room for a
+                # small message (most often): written at once, sendall only for what is left.
+                try:
+                    sent = _write(sock.fileno(), data)
+                except BlockingIOError:
+                    sent = 0
+                if sent < len(data):
+                    sock.sendall(memoryview(data)[sent:])
+            else:
+                sock.sendall(data)
         except TimeoutError:
             raise Pyro5.errors.TimeoutError("sending: timeout") from None
         except OSError as exc:

@@ -4,6 +4,7 @@ each answered."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 
@@ -184,3 +185,84 @@ def test_a_reply_carries_the_calls_correlation_id(echo):
     assert first.flags & protocol.FLAGS_CORR_ID and second.flags & protocol.FLAGS_CORR_ID
     made = uuid.UUID(bytes=bytes(second.corr_id))
     assert made.version == 4 and made != given
+
+
+# -- sockets with a timeout: what is there is taken (or written) without CPython's poll ------
+def _small_buffers(a: socket.socket, b: socket.socket) -> None:
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+def _read_all(sock: socket.socket, size: int) -> bytes:
+    got = bytearray()
+    while len(got) < size:
+        chunk = sock.recv(size - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return bytes(got)
+
+
+def test_a_small_message_more_than_the_socket_takes_arrives_whole_with_a_timeout():
+    """The first write takes what fits; sendall (with its timeout) sends the rest."""
+    a, b = socket.socketpair()
+    with a, b:
+        _small_buffers(a, b)
+        a.settimeout(10)
+        b.settimeout(10)
+        message = bytes(range(256)) * 200  # 51 200 bytes: more than both buffers hold
+        received = {}
+        reader = threading.Thread(target=lambda: received.update(data=_read_all(b, len(message))))
+        reader.start()
+        try:
+            sending.send_data(a, message)
+        finally:
+            reader.join(10)
+        assert not reader.is_alive()
+        assert received["data"] == message
+
+
+def test_a_peer_that_does_not_read_is_a_timeout_not_a_hang():
+    a, b = socket.socketpair()
+    with a, b:
+        _small_buffers(a, b)
+        a.settimeout(0.2)
+        with pytest.raises(Pyro5.errors.TimeoutError):
+            sending.send_data(a, b"x" * 60_000)
+
+
+class _Conn:
+    """What _receive_big needs of a connection: a place for what a header's read took."""
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+@pytest.mark.parametrize("later", [0, 20_000])
+def test_a_large_message_is_received_whole(timeout, later):
+    """Whether all of it has arrived (taken at once) or part comes later."""
+    message = np.random.default_rng(1).integers(0, 255, 60_000, dtype=np.uint8).tobytes()
+    a, b = socket.socketpair()
+    with a, b:
+        b.settimeout(timeout)
+        conn = _Conn()
+        conn._pyroinst_ahead = memoryview(message)[:5000]  # (what the header's read took)
+        a.sendall(message[5000 : len(message) - later])
+        writer = threading.Thread(target=a.sendall, args=(message[len(message) - later :],))
+        writer.start()
+        try:
+            got = receiving._receive_big(conn, b, len(message))
+        finally:
+            writer.join(10)
+        assert bytes(got) == message
+        assert conn._pyroinst_ahead is None
+
+
+@pytest.mark.parametrize("timeout", [None, 10.0])
+def test_a_large_message_cut_short_is_a_closed_connection(timeout):
+    a, b = socket.socketpair()
+    with b:
+        b.settimeout(timeout)
+        with a:
+            a.sendall(b"y" * 50_000)
+        with pytest.raises(Pyro5.errors.ConnectionClosedError, match="not enough data"):
+            receiving._receive_big(_Conn(), b, 100_000)
