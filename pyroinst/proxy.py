@@ -52,6 +52,11 @@ __all__ = ["DeviceProxy"]
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
+#: A connection that ended a call less than this long ago (seconds) is not looked at for a
+#: close by the server before the next call: a call back to back (a loop reading as fast as
+#: it can) saves the system call. Looking only narrows a race anyway (the server may
+#: close right after it): a close in between is the call's ConnectionLost, as during one.
+_FRESH = 0.001
 
 
 def _connection_closed(conn: Any) -> bool:
@@ -457,6 +462,7 @@ class DeviceProxy(Pyro5.client.Proxy):
             if (
                 objectId is None
                 and conn is not None
+                and began - slot.used > _FRESH
                 and not self.__dict__.get("_pyroinst_in_flight")
                 and _connection_closed(conn)
             ):
