@@ -41,6 +41,8 @@ from .liveness import check_one
 from .naming import lookup, refuse_marshal
 from .perthread import MAX_CONNECTIONS, UNSET, Connections, install_descriptors
 from .pushing import check_window
+from .sending import set_timeout as _set_timeout
+from .sending import timeout_of as _timeout_of
 from .streams import Stream
 from .timeouts import CONNECT_TIMEOUT, PING_TIMEOUT, RECONNECT_TIMEOUT
 from .wire import local as _tls
@@ -474,9 +476,9 @@ class DeviceProxy(Pyro5.client.Proxy):
                 self._pyroinst_connect(None if timeout is None else began + timeout)
                 if timeout is not None:
                     # Connecting took part of this call's time: the rest is what it may wait.
-                    slot.box.conn.timeout = max(0.01, began + timeout - _monotonic())
-            elif conn is not None and conn.sock.gettimeout() != timeout:
-                conn.timeout = timeout  # set by another thread since this one's last call
+                    _set_timeout(slot.box.conn, max(0.01, began + timeout - _monotonic()))
+            elif conn is not None and _timeout_of(conn) != timeout:
+                _set_timeout(conn, timeout)  # set by another thread since this one's last call
             owner = self._pyroinst_owner
             if methodname == "reserve" and objectId is None:
                 named = vargs[0] if vargs else (kwargs or {}).get("owner", owner)
@@ -526,8 +528,8 @@ class DeviceProxy(Pyro5.client.Proxy):
                 raise
             finally:
                 conn = slot.box.conn
-                if conn is not None and conn.sock.gettimeout() != timeout:
-                    conn.timeout = timeout
+                if conn is not None and _timeout_of(conn) != timeout:
+                    _set_timeout(conn, timeout)
                 tls.proxy = previous
                 tls.peer_max = None
                 tls.peer_label = ""

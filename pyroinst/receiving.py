@@ -79,9 +79,11 @@ def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
     # The rest in one wait where the socket allows (as Pyro5 receives): woken once, not
     # once per segment. (TLS sockets take no flags.)
     flags = 0
+    blocking = False  # (a blocking socket's EAGAIN is its kernel timeout: see set_timeout)
     if type(sock) is _Socket:
         if sock.gettimeout() is None:
             flags = _WAITALL
+            blocking = True
         elif got < size:
             # With a timeout CPython polls before each receive, though the rest has most
             # often arrived with the header: what is there is taken at once.
@@ -99,6 +101,8 @@ def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
                 n = sock.recv_into(view[got:], size - got, flags)
             except OSError as exc:
                 if exc.errno in _RETRY:
+                    if blocking and type(exc) is BlockingIOError:
+                        raise _kernel_timeout() from None  # (a blocking socket's timeout)
                     time.sleep(0.001)
                     continue
                 raise
@@ -152,7 +156,7 @@ def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> An
         elif have == size:
             chunk = bytes(ahead)
         else:
-            chunk = bytes(ahead) + connection.recv(size - have)
+            chunk = bytes(ahead) + _rest(connection, sock, size - have)
         if check and (chunk[:4] != b"PYRO" or chunk[4:6] != _VERSION_BYTES):
             _validate(chunk[:check])
         return chunk
@@ -160,6 +164,10 @@ def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> An
         chunk = sock.recv(READ_AHEAD if check else size)
     except TimeoutError:
         raise Pyro5.errors.TimeoutError("receiving: timeout") from None
+    except BlockingIOError:
+        if sock.gettimeout() is None:
+            raise _kernel_timeout() from None
+        chunk = b""  # Pyro5's loop retries
     except OSError:
         chunk = b""  # Pyro5's loop retries or says what went wrong
     got = len(chunk)
@@ -177,10 +185,23 @@ def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> An
         return chunk
     if check:
         if got < check:
-            chunk += connection.recv(check - got)
+            chunk += _rest(connection, sock, check - got)
             got = check
         _validate(chunk[:check])
-    return chunk + connection.recv(size - got) if chunk else connection.recv(size)
+    return chunk + _rest(connection, sock, size - got) if chunk else _rest(connection, sock, size)
+
+
+def _rest(connection: Any, sock: socket.socket, size: int) -> bytes:
+    """The next ``size`` bytes of ``connection``, waited for: Pyro5's receive loop, or ours
+    on a blocking socket (its timeout may be the kernel's, see ``set_timeout``: Pyro5's
+    loop would retry it without end)."""
+    if type(sock) is _Socket and sock.gettimeout() is None:
+        return bytes(_receive_big(connection, sock, size))
+    return connection.recv(size)  # type: ignore[no-any-return]
+
+
+def _kernel_timeout() -> Pyro5.errors.TimeoutError:
+    return Pyro5.errors.TimeoutError("receiving: timeout")
 
 
 def recv_stub(connection: Any, accepted_msgtypes: Any = None) -> protocol.ReceivingMessage:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
+import sys
 import time
 from typing import Any
 
@@ -26,7 +28,14 @@ from .wire import RETRY as _RETRY
 from .wire import local as _tls
 from .wire import too_large as _too_large
 
-__all__ = ["Gather", "SendingMessage", "send_data", "expect_peer_limit"]
+__all__ = [
+    "Gather",
+    "SendingMessage",
+    "send_data",
+    "expect_peer_limit",
+    "set_timeout",
+    "timeout_of",
+]
 
 
 # -- sending -------------------------------------------------------------------------------
@@ -37,6 +46,9 @@ _NO_CORR_ID = protocol._empty_correlation_id
 _SEPARATE = 4096
 _Socket = socket.socket
 _write = os.write
+_TIMEVAL = struct.Struct("@ll")  # struct timeval (Linux)
+#: Where set_timeout uses the kernel's timeouts (their option values are Linux's here).
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
 
 
 class Gather:
@@ -235,6 +247,8 @@ def send_data(sock: socket.socket, data: Any) -> None:
         except TimeoutError:
             raise Pyro5.errors.TimeoutError("sending: timeout") from None
         except OSError as exc:
+            if _kernel_timeout(sock, exc):
+                raise Pyro5.errors.TimeoutError("sending: timeout") from None
             raise Pyro5.errors.ConnectionClosedError(f"sending: connection lost: {exc}") from None
         return None
     is_ssl = hasattr(sock, "getpeercert")
@@ -268,7 +282,7 @@ def send_data(sock: socket.socket, data: Any) -> None:
             try:
                 sent = sock.sendmsg(views[:512])
             except OSError as exc:
-                if exc.errno in _RETRY:
+                if exc.errno in _RETRY and not _kernel_timeout(sock, exc):
                     time.sleep(0.001)
                     continue
                 raise
@@ -283,7 +297,56 @@ def send_data(sock: socket.socket, data: Any) -> None:
     except TimeoutError:  # socket.timeout
         raise Pyro5.errors.TimeoutError("sending: timeout") from None
     except OSError as exc:
+        if _kernel_timeout(sock, exc):
+            raise Pyro5.errors.TimeoutError("sending: timeout") from None
         raise Pyro5.errors.ConnectionClosedError(f"sending: connection lost: {exc}") from None
+
+
+def _kernel_timeout(sock: socket.socket, exc: OSError) -> bool:
+    """True if ``exc`` is the kernel's timeout of a blocking socket (SO_SNDTIMEO, see
+    ``set_timeout``): a blocking socket's send says EAGAIN for nothing else."""
+    return type(exc) is BlockingIOError and sock.gettimeout() is None
+
+
+def set_timeout(conn: Any, timeout: float | None) -> None:
+    """Put ``timeout`` (seconds, None: none) on the connection ``conn`` for its sends and
+    receives.
+
+    On a plain TCP socket it is the kernel's (SO_RCVTIMEO, SO_SNDTIMEO) on a blocking
+    socket: CPython polls before every send and receive on a socket with a timeout of its
+    own, one system call more for each. pyroinst's sends and receives take a blocking
+    socket's EAGAIN for the timeout it is. Other sockets (TLS) get CPython's timeout.
+    """
+    sock = conn.sock
+    had = conn.__dict__.get("_pyroinst_kernel_timeout")
+    if timeout is None or type(sock) is not _Socket or not _KERNEL_TIMEOUTS:
+        sock.settimeout(timeout)
+        if had is not None:
+            conn._pyroinst_kernel_timeout = None
+            _set_kernel_timeouts(sock, 0.0)
+        return
+    sock.settimeout(None)
+    if had != timeout:
+        _set_kernel_timeouts(sock, timeout)
+        conn._pyroinst_kernel_timeout = timeout
+
+
+def timeout_of(conn: Any) -> float | None:
+    """The timeout ``set_timeout`` put on ``conn`` (or the one its socket has now)."""
+    timeout = conn.sock.gettimeout()
+    if timeout is None:
+        return conn.__dict__.get("_pyroinst_kernel_timeout")  # type: ignore[no-any-return]
+    return timeout  # type: ignore[no-any-return]
+
+
+def _set_kernel_timeouts(sock: socket.socket, timeout: float) -> None:
+    seconds = int(timeout)
+    micro = int((timeout - seconds) * 1e6)
+    if timeout and not seconds and not micro:
+        micro = 1  # (a zero timeval is no timeout at all)
+    value = _TIMEVAL.pack(seconds, micro)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
 
 
 def _send_view(sock: socket.socket, view: memoryview) -> None:

@@ -10,6 +10,7 @@ import uuid
 
 import numpy as np
 import Pyro5.errors
+import Pyro5.socketutil
 import pytest
 from Pyro5 import protocol, serializers
 from Pyro5.callcontext import current_context
@@ -266,3 +267,69 @@ def test_a_large_message_cut_short_is_a_closed_connection(timeout):
             a.sendall(b"y" * 50_000)
         with pytest.raises(Pyro5.errors.ConnectionClosedError, match="not enough data"):
             receiving._receive_big(_Conn(), b, 100_000)
+
+
+# -- a connection's timeout as the kernel's: one system call per send and receive -----------
+class _SockConn(_Conn):
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._live = True
+
+    def recv(self, size: int) -> bytes:  # (Pyro5's, as SocketConnection has it)
+        return Pyro5.socketutil.receive_data(self.sock, size)
+
+
+def test_a_timeout_on_a_plain_socket_is_the_kernels():
+    a, b = socket.socketpair()
+    with a, b:
+        conn = _SockConn(a)
+        sending.set_timeout(conn, 0.25)
+        assert a.gettimeout() is None  # blocking: no poll before each send and receive
+        assert sending.timeout_of(conn) == 0.25
+        raw = a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+        assert raw != bytes(16)
+        # Nothing arrives: the receive ends with Pyro5's timeout, not a hang or a retry loop.
+        with pytest.raises(Pyro5.errors.TimeoutError):
+            receiving.recv_stub(conn, [protocol.MSG_RESULT])
+        # Part of a message arrives, the rest never: the same.
+        b.sendall(bytes(PyroMessage(protocol.MSG_RESULT, 0, 1, 4, b"p" * 100).data)[:30])
+        with pytest.raises(Pyro5.errors.TimeoutError):
+            receiving.recv_stub(conn, [protocol.MSG_RESULT])
+        # A peer that reads nothing: sending ends with Pyro5's timeout.
+        _small_buffers(a, b)
+        with pytest.raises(Pyro5.errors.TimeoutError):
+            sending.send_data(a, b"x" * 60_000)
+        with pytest.raises(Pyro5.errors.TimeoutError):
+            sending.send_data(a, sending.Gather([b"h" * 10, b"y" * 200_000]))
+        sending.set_timeout(conn, None)
+        assert a.gettimeout() is None and sending.timeout_of(conn) is None
+        assert a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16) == bytes(16)
+
+
+def test_a_large_message_on_a_socket_with_the_kernels_timeout_arrives_whole():
+    message = bytes(PyroMessage(protocol.MSG_RESULT, 0, 1, 4, b"q" * 200_000).data)
+    a, b = socket.socketpair()
+    with a, b:
+        conn = _SockConn(a)
+        sending.set_timeout(conn, 10.0)
+        writer = threading.Thread(target=b.sendall, args=(message,))
+        writer.start()
+        try:
+            msg = receiving.recv_stub(conn, [protocol.MSG_RESULT])
+        finally:
+            writer.join(10)
+        assert bytes(msg.data) == b"q" * 200_000
+
+
+def test_other_sockets_keep_cpythons_timeout():
+    class Wrapped(socket.socket):
+        """Not a plain socket (as a TLS socket is not)."""
+
+    a, b = socket.socketpair()
+    with a, b:
+        wrapped = Wrapped(fileno=a.detach())
+        with wrapped:
+            conn = _SockConn(wrapped)
+            sending.set_timeout(conn, 0.25)
+            assert wrapped.gettimeout() == 0.25
+            assert sending.timeout_of(conn) == 0.25
