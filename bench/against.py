@@ -30,8 +30,15 @@ HERE = Path(__file__).resolve().parent.parent
 WORKLOADS = [
     ("W1 small call, one core (plain Proxy)", ("pyroinst", "w1", 2000), "median", False, {0}),
     ("W1 small call, one core (connect())", ("pyroinst-connect", "w1", 2000), "median", False, {0}),
-    ("W2s 1 KB returned", ("pyroinst", "w2", 128, 1000), "median", False, None),
-    ("W2s 64 KB returned", ("pyroinst", "w2", 8192, 1000), "median", False, None),
+    ("W2s 1 KB returned, one core", ("pyroinst", "w2", 128, 1000), "median", False, {0}),
+    ("W2s 64 KB returned, one core", ("pyroinst", "w2", 8192, 1000), "median", False, {0}),
+    (
+        "W2s 64 KB returned, one core (connect())",
+        ("pyroinst-connect", "w2", 8192, 1000),
+        "median",
+        False,
+        {0},
+    ),
     ("W2u 1e3 upload", ("pyroinst", "w2u", 1000, 1000), "median", False, None),
     ("W2 1e7 fetch", ("pyroinst", "w2", 10**7, 5), "mbps", True, None),
     ("W2u 1e7 upload", ("pyroinst", "w2u", 10**7, 5), "mbps", True, None),
