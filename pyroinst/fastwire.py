@@ -168,22 +168,19 @@ def byte_view(a: np.ndarray) -> memoryview:
 
 # Annotations start at a buffer's beginning: the first array's pad puts its data at
 # offset ALIGN (see wire.FIRST_HEAD).
-_FIRST_KEY = FIRST_KEY
-_FIRST_PAD_KEY = FIRST_PAD_KEY
-_FIRST_PAD = FIRST_PAD
 
 
 def _annotate(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | None:
     """Put ``a``'s memory into ``target`` (annotations); the marker dict, or None if full."""
     if not target:
         # The first annotation of the message (most arrays): what the general case makes.
-        target[_FIRST_PAD_KEY] = _FIRST_PAD
-        target[_FIRST_KEY] = byte_view(a)
+        target[FIRST_PAD_KEY] = FIRST_PAD
+        target[FIRST_KEY] = byte_view(a)
         return {
             "__pyroinst__": "ndarray",
             "dtype": a.dtype.str,
             "shape": list(a.shape),
-            "ann": _FIRST_KEY,
+            "ann": FIRST_KEY,
         }
     used = [k for k in target if k[0] == _ARRAY_PREFIX and len(k) == 4]
     if len(used) >= _MAX_KEYS:
@@ -225,10 +222,10 @@ def array_reply(
     array (as ``_annotate`` makes them for a message's first), laid out as SendingMessage
     lays it out, or None for any other reply. ``corr``: the correlation id's 16 bytes (or
     None)."""
-    if len(annotations) != 2 or next(iter(annotations)) != _FIRST_PAD_KEY:
+    if len(annotations) != 2 or next(iter(annotations)) != FIRST_PAD_KEY:
         return None
-    view = annotations.get(_FIRST_KEY)
-    if type(view) is not memoryview or annotations[_FIRST_PAD_KEY] is not _FIRST_PAD:
+    view = annotations.get(FIRST_KEY)
+    if type(view) is not memoryview or annotations[FIRST_PAD_KEY] is not FIRST_PAD:
         return None
     n = view.nbytes
     annotations_size = FIRST_ARRAY_EXTRA + n

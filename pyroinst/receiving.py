@@ -37,7 +37,6 @@ from .wire import (
 from .wire import ARRAY_PREFIX as _ARRAY_PREFIX
 from .wire import FIRST_KEY as _FIRST_KEY
 from .wire import FIRST_PAD_KEY as _FIRST_PAD_KEY
-from .wire import PAD_PREFIX as _PAD_PREFIX
 from .wire import RETRY as _RETRY
 from .wire import is_ours as _is_ours
 from .wire import local as _tls
@@ -102,7 +101,7 @@ def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
             except OSError as exc:
                 if exc.errno in _RETRY:
                     if blocking and type(exc) is BlockingIOError:
-                        raise _kernel_timeout() from None  # (a blocking socket's timeout)
+                        raise _timeout_error() from None  # (a blocking socket's timeout)
                     time.sleep(0.001)
                     continue
                 raise
@@ -166,7 +165,7 @@ def _read(connection: Any, sock: socket.socket, size: int, check: int = 0) -> An
         raise Pyro5.errors.TimeoutError("receiving: timeout") from None
     except BlockingIOError:
         if sock.gettimeout() is None:
-            raise _kernel_timeout() from None
+            raise _timeout_error() from None
         chunk = b""  # Pyro5's loop retries
     except OSError:
         chunk = b""  # Pyro5's loop retries or says what went wrong
@@ -200,7 +199,7 @@ def _rest(connection: Any, sock: socket.socket, size: int) -> bytes:
     return connection.recv(size)  # type: ignore[no-any-return]
 
 
-def _kernel_timeout() -> Pyro5.errors.TimeoutError:
+def _timeout_error() -> Pyro5.errors.TimeoutError:
     return Pyro5.errors.TimeoutError("receiving: timeout")
 
 
@@ -336,8 +335,9 @@ def _add_annotated(msg: protocol.ReceivingMessage, payload: Any) -> None:
 
 
 def _add_and_take(msg: protocol.ReceivingMessage, payload: Any) -> None:
-    """``_add_annotated`` and ``_take_arrays`` in one pass (a call or a result): the
-    arrays' annotations go to this thread, the others to ``msg.annotations``."""
+    """``_add_annotated`` and ``_take_arrays`` (a call or a result): the arrays'
+    annotations go to this thread, the others to ``msg.annotations``; one array's layout
+    is read in one step."""
     size = msg.annotations_size
     view = memoryview(payload)
     if size > _ONE_ARRAY and view[:_FIRST_HEAD_SIZE] == FIRST_HEAD:
@@ -348,36 +348,9 @@ def _add_and_take(msg: protocol.ReceivingMessage, payload: Any) -> None:
             _tls.incoming = {_FIRST_PAD_KEY: view[8:_PAD_END], _FIRST_KEY: view[_ONE_ARRAY:size]}
             _tls.received = [_FIRST_KEY]
             return
-    annotations = {}
-    ours = {}
-    arrays = []
-    i = 0
-    while i < size:
-        if i + 8 > size:
-            raise Pyro5.errors.ProtocolError("annotation chunk length exceeds remaining data")
-        key, length = _unpack_annotation(view, i)
-        end = i + 8 + length
-        if end > size:
-            raise Pyro5.errors.ProtocolError("annotation chunk length exceeds remaining data")
-        key = key.decode("ascii")
-        first = key[:1]
-        if first == _ARRAY_PREFIX:
-            ours[key] = view[i + 8 : end]
-            arrays.append(key)
-        elif first == _PAD_PREFIX:
-            ours[key] = view[i + 8 : end]
-        else:
-            annotations[key] = view[i + 8 : end]
-        i = end
-    msg.annotations = annotations
-    msg.data = view[size:]
-    if ours:
-        _tls.incoming = ours
-        if len(arrays) > 1:
-            arrays.sort()
-        _tls.received = arrays
-    else:
-        _tls.incoming, _tls.received = None, ()
+    # Several arrays, or others' annotations too (rare): parsed, then ours taken.
+    _add_annotated(msg, payload)
+    _take_arrays(msg.annotations)
 
 
 def _refuse_marshal(connection: Any, msg: protocol.ReceivingMessage) -> None:
