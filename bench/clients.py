@@ -205,14 +205,27 @@ def w2u_upload(t: Target, n: int, repeats: int) -> dict[str, Any]:
     return {"median": median, "mbps": a.nbytes / median / 1e6}
 
 
-def w4_throughput(t: Target, threads: int, seconds: float) -> dict[str, Any]:
+def w4_throughput(t: Target, threads: int, seconds: float, gate: bool = False) -> dict[str, Any]:
+    """Calls/s from ``threads`` threads calling as fast as they can for ``seconds``.
+
+    ``gate``: once every thread has made its first call, print ``ready`` and wait for a
+    line on stdin before timing, so that several client processes (W4p) are timed over the
+    same seconds, not each from the end of its own start-up (imports and connecting take
+    a second or more of CPU, which would eat into the other processes' timed seconds).
+    """
     counts = [0] * threads
+    warm = threading.Barrier(threads + 1)
     start_gate = threading.Barrier(threads + 1)
     stop = threading.Event()
 
     def worker(i: int) -> None:
-        mine = t.clone()
-        mine.noop()
+        try:
+            mine = t.clone()
+            mine.noop()
+        except BaseException:
+            warm.abort()  # the main thread's wait ends (BrokenBarrierError), not hangs
+            raise
+        warm.wait()
         start_gate.wait()
         while not stop.is_set():
             mine.noop()
@@ -221,6 +234,10 @@ def w4_throughput(t: Target, threads: int, seconds: float) -> dict[str, Any]:
     workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for w in workers:
         w.start()
+    warm.wait(timeout=120)
+    if gate:
+        print("ready", flush=True)
+        sys.stdin.readline()
     start_gate.wait()
     began = time.perf_counter()
     time.sleep(seconds)
@@ -312,7 +329,7 @@ def main(argv: list[str]) -> None:
         elif workload == "w2u":
             result = w2u_upload(t, int(float(args[0])), int(args[1]))
         elif workload == "w4":
-            result = w4_throughput(t, int(args[0]), float(args[1]))
+            result = w4_throughput(t, int(args[0]), float(args[1]), args[2:] == ["gate"])
         elif workload == "w12":
             result = w12_after_idle(t, int(float(args[0])), float(args[1]), int(args[2]))
         elif workload == "w6":

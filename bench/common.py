@@ -94,25 +94,42 @@ def client(kind: str, address: str, workload: str, *args: object, cpus=None) -> 
 
 
 def clients_at_once(kind: str, address: str, count: int, seconds: float) -> float:
-    """``count`` client processes calling as fast as they can for ``seconds``: calls/s."""
+    """``count`` client processes calling as fast as they can for the same ``seconds``
+    (each starts, connects and makes a first call; then all are told to go at once):
+    their calls/s together."""
     procs = [
         subprocess.Popen(
-            client_command(kind, address, "w4", 1, seconds),
+            client_command(kind, address, "w4", 1, seconds, "gate"),
             cwd=ROOT,
             env=env(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(count)
     ]
-    total = 0.0
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        if proc.returncode != 0:
-            raise SystemExit(f"{kind} w4 process failed:\n{err}")
-        total += json.loads(out)["calls_per_s"]
-    return total
+    try:
+        for proc in procs:
+            # A client that fails before it is ready closes its stdout: "" here.
+            if proc.stdout.readline().strip() != "ready":
+                proc.wait(timeout=60)
+                raise SystemExit(f"{kind} w4 process failed:\n{proc.stderr.read()}")
+        for proc in procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        total = 0.0
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            if proc.returncode != 0:
+                raise SystemExit(f"{kind} w4 process failed:\n{err}")
+            total += json.loads(out)["calls_per_s"]
+        return total
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def fmt_time(s: float) -> str:

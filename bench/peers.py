@@ -298,7 +298,8 @@ def client(kind: str, address: str, workload: str, *args: str) -> dict[str, Any]
         walls = [t.sleep_many(0.2, 16) for _ in range(int(args[0]))]
         return {"median": statistics.median(walls), "ideal": 0.2}
     if workload == "w4":
-        return w4_throughput(t, int(args[0]), float(args[1]))  # type: ignore[arg-type]
+        gate = list(args[2:]) == ["gate"]
+        return w4_throughput(t, int(args[0]), float(args[1]), gate)  # type: ignore[arg-type]
     if workload == "w7":
         return {"mbps": t.frames(int(args[0]))}
     raise SystemExit(f"unknown workload {workload}")
