@@ -222,6 +222,18 @@ def expect_peer_limit(limit: int | None, label: Any) -> None:
     _tls.peer_label = label
 
 
+def _advance(views: list[memoryview], sent: int) -> None:
+    """Drop the first ``sent`` bytes from ``views`` (what a sendmsg took)."""
+    while sent:
+        first = views[0]
+        if sent >= first.nbytes:
+            sent -= first.nbytes
+            views.pop(0)
+        else:
+            views[0] = first[sent:]
+            sent = 0
+
+
 def _byte_views(data: Any) -> list[memoryview]:
     parts = data.parts if isinstance(data, Gather) else [data]
     return [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
@@ -270,14 +282,7 @@ def send_data(sock: socket.socket, data: Any) -> None:
             if sent == data.nbytes:
                 return
         views = _byte_views(data)
-        while sent:  # what the first call sent
-            first = views[0]
-            if sent >= first.nbytes:
-                sent -= first.nbytes
-                views.pop(0)
-            else:
-                views[0] = first[sent:]
-                sent = 0
+        _advance(views, sent)  # what the first call sent
         while views:
             try:
                 sent = sock.sendmsg(views[:512])
@@ -286,14 +291,7 @@ def send_data(sock: socket.socket, data: Any) -> None:
                     time.sleep(0.001)
                     continue
                 raise
-            while sent:
-                first = views[0]
-                if sent >= first.nbytes:
-                    sent -= first.nbytes
-                    views.pop(0)
-                else:
-                    views[0] = first[sent:]
-                    sent = 0
+            _advance(views, sent)
     except TimeoutError:  # socket.timeout
         raise Pyro5.errors.TimeoutError("sending: timeout") from None
     except OSError as exc:

@@ -335,3 +335,22 @@ def test_shell_completion_is_available():
         timeout=60,
     )
     assert completed.stdout.split() == ["call"], completed.stdout + completed.stderr
+
+
+def test_a_list_is_json_a_table_or_says_it_is_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    from pyroinst.cli.output import listing
+
+    items = [{"name": "a\nb", "n": 1}, {"name": "c", "n": 22}]
+    header = ["name", "n"]
+
+    def row(item: dict) -> list:
+        return [item["name"], item["n"]]
+
+    listing([], False, "no jobs", header, row)
+    assert capsys.readouterr().out == "no jobs\n"
+    listing(items, True, "no jobs", header, row)
+    assert json.loads(capsys.readouterr().out) == items
+    listing(items, False, "no jobs", header, row)
+    lines = capsys.readouterr().out.splitlines()
+    # A header, one line per item, columns aligned; a newline in a value is shown escaped.
+    assert lines == ["name  n", "a\\nb  1", "c     22"]

@@ -40,7 +40,7 @@ from .app import (
     state,
 )
 from .live import check_out_dir, follow_items
-from .output import Interrupts, check_out, emit_result, finish_job, follow, table
+from .output import Interrupts, check_out, emit_result, finish_job, follow, listing
 
 __all__ = ["parse_call_args"]
 
@@ -64,24 +64,18 @@ def list_command(
         )
     except PyroinstError as exc:
         raise guard(exc) from None
-    if as_json:
-        echo(json.dumps(devices, indent=2))
-        return
-    if not devices:
-        echo("no devices registered")
-        return
-    table(
+    listing(
+        devices,
+        as_json,
+        "no devices registered",
         ["name", "class", "host", "port", "alive", "uri"],
-        [
-            [
-                d["name"],
-                d["class"] or "?",
-                d["host"],
-                d["port"],
-                "yes" if d["alive"] else f"NO ({d['reason']})",
-                d["uri"],
-            ]
-            for d in devices
+        lambda d: [
+            d["name"],
+            d["class"] or "?",
+            d["host"],
+            d["port"],
+            "yes" if d["alive"] else f"NO ({d['reason']})",
+            d["uri"],
         ],
     )
 

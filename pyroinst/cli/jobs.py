@@ -14,7 +14,7 @@ import pyroinst
 
 from .app import EXIT_USAGE, JsonOpt, app, connect, echo, fail, guard, setup_logging, state
 from .live import check_out_dir, follow_items
-from .output import Interrupts, check_out, finish_job, follow, table
+from .output import Interrupts, check_out, finish_job, follow, listing
 
 __all__: list[str] = []
 
@@ -27,24 +27,18 @@ def jobs_command(device: str, as_json: JsonOpt = False) -> None:
         jobs = connect(device).job_list()
     except Exception as exc:  # noqa: BLE001
         raise guard(exc) from None
-    if as_json:
-        echo(json.dumps(jobs, indent=2))
-        return
-    if not jobs:
-        echo("no jobs")
-        return
-    table(
+    listing(
+        jobs,
+        as_json,
+        "no jobs",
         ["id", "method", "state", "progress", "created", "error"],
-        [
-            [
-                j["id"],
-                j["method"],
-                j["state"],
-                f"{j['progress']:.0%}",
-                time.strftime("%H:%M:%S", time.localtime(j["created"])),
-                j["error"] or "",
-            ]
-            for j in jobs
+        lambda j: [
+            j["id"],
+            j["method"],
+            j["state"],
+            f"{j['progress']:.0%}",
+            time.strftime("%H:%M:%S", time.localtime(j["created"])),
+            j["error"] or "",
         ],
     )
 

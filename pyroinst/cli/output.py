@@ -22,6 +22,7 @@ from .app import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, echo, fail, guard
 
 __all__ = [
     "table",
+    "listing",
     "jsonable",
     "array_summary",
     "print_result",
@@ -50,6 +51,23 @@ def table(header: list[str], rows: list[list[Any]]) -> None:
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for row in cells:
         echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def listing(
+    items: list[dict[str, Any]],
+    as_json: bool,
+    empty: str,
+    header: list[str],
+    row: Any,
+) -> None:
+    """A list command's output: the items as JSON (``--json``), ``empty`` if there are
+    none, else a table of ``row(item)`` under ``header``."""
+    if as_json:
+        echo(json.dumps(items, indent=2))
+    elif not items:
+        echo(empty)
+    else:
+        table(header, [row(item) for item in items])
 
 
 def jsonable(value: Any, out: Path | None = None) -> Any:
