@@ -25,6 +25,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(HERE))
+
+from bench.common import env  # noqa: E402
 
 #: (label, workload and arguments, figure in the JSON, True if higher is better, cpus)
 WORKLOADS = [
@@ -47,12 +50,6 @@ WORKLOADS = [
 ]
 
 
-def _env(tree: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
-    env["PYTHONPATH"] = str(tree)
-    return env
-
-
 def _run(bench: Path, tree: Path, address: str, work: tuple, cpus: set[int] | None) -> dict:
     kind, workload, *args = work
     if kind == "live":
@@ -62,7 +59,7 @@ def _run(bench: Path, tree: Path, address: str, work: tuple, cpus: set[int] | No
     proc = subprocess.run(
         cmd,
         cwd=bench,
-        env=_env(tree),
+        env=env(tree),
         capture_output=True,
         text=True,
         timeout=600,
@@ -88,7 +85,7 @@ def main() -> None:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.servers", "pyroinst"],
             cwd=bench,
-            env=_env(tree),
+            env=env(tree),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

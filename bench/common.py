@@ -15,10 +15,11 @@ MIB_POINTS = MIB // 8
 PEER_KINDS = ("zmq", "rpyc")
 
 
-def env() -> dict[str, str]:
-    """The environment of every server and client: this checkout, no PYRO_/PYROINST_."""
+def env(tree: Path | None = None) -> dict[str, str]:
+    """The environment of every server and client: the checkout ``tree`` (default this
+    one) first on the path, no PYRO_/PYROINST_ settings of the caller's."""
     out = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
-    out["PYTHONPATH"] = str(ROOT)
+    out["PYTHONPATH"] = str(ROOT if tree is None else tree)
     return out
 
 

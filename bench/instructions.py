@@ -22,7 +22,6 @@ Needs valgrind (Debian's ``valgrind`` package); without it, says so and exits 0.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
@@ -33,17 +32,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
+from bench.common import env  # noqa: E402
+
 #: Calls of the shorter run; the longer one makes STEP more.
 BASE_CALLS = 200
 STEP = 1000
 
 
 def _env(tree: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
+    out = env(tree)
     # numpy's BLAS threads spin at start-up: their instructions would vary from run to run.
-    env.update(PYTHONPATH=str(tree), PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    out.update(PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    return out
 
 
 def _counted(err: str) -> int:

@@ -33,14 +33,9 @@ sys.path.insert(0, str(ROOT))
 import Pyro5.core  # noqa: E402
 
 import pyroinst  # noqa: E402
+from bench.common import env  # noqa: E402
 
 HOST = "127.0.0.1"
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 def free_port() -> int:
@@ -68,7 +63,7 @@ def start_ns(port: int, storage: Path) -> subprocess.Popen:
         [sys.executable, "-m", "pyroinst", "-q", "ns", "--host", HOST, "--port", str(port)]
         + ["--storage", str(storage)],
         cwd=ROOT,
-        env=_env(),
+        env=env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -102,7 +97,7 @@ def cli_list(port: int) -> tuple[float, list[dict]]:
         [sys.executable, "-m", "pyroinst", "--ns-host", HOST, "--ns-port", str(port)]
         + ["list", "--json"],
         cwd=ROOT,
-        env=_env(),
+        env=env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -129,7 +124,7 @@ def measure(devices: int, servers: int, window: float) -> dict[str, float]:
                     [sys.executable, "-m", "bench.labserver", HOST, str(port), str(count)]
                     + [f"s{i}d"],
                     cwd=ROOT,
-                    env=_env(),
+                    env=env(),
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,

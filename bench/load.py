@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import env  # noqa: E402
 
 SERVER = """
 import socket, sys
@@ -81,12 +83,6 @@ def proc_status(pid: int, key: str) -> int:
                 value = int(line.split()[1])
                 return value * 1024 if key.startswith("Vm") else value
     return 0
-
-
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("PYRO_", "PYROINST_"))}
-    e["PYTHONPATH"] = str(ROOT)
-    return e
 
 
 def main() -> int:
