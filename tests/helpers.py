@@ -44,6 +44,42 @@ def run_python(
     )
 
 
+def counted_nap(device: Any, seconds: float) -> None:
+    """Sleep ``seconds`` inside ``device``: its ``inside`` counts the calls in at once and
+    ``most`` keeps the highest count (under its ``_lock``), to show calls overlapping."""
+    with device._lock:
+        device.inside += 1
+        device.most = max(device.most, device.inside)
+    try:
+        time.sleep(seconds)
+    finally:
+        with device._lock:
+            device.inside -= 1
+
+
+def serve_process(ns: Any, *args: str, **popen: Any) -> subprocess.Popen:
+    """``pyroinst serve ARGS`` in a process of its own, registering with the name server
+    ``ns`` (``popen``: Popen's other arguments). ``stop_process`` ends it."""
+    popen.setdefault("env", clean_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyroinst", "--ns-host", ns.host, "--ns-port", str(ns.port)]
+        + ["serve", *args],
+        cwd=ROOT,
+        **popen,
+    )
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Ask ``proc`` to end (SIGTERM), and kill it if it has not within ``timeout`` s."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def start_fuzz_target(env: dict[str, str], *args: str) -> tuple[subprocess.Popen, list[str]]:
     """Start tests.fuzz_target (a name server and a device server; ``args`` are its
     options); its READY fields.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 
 import numpy as np
 import Pyro5.api
@@ -15,7 +14,7 @@ from Pyro5 import protocol, serializers
 
 import pyroinst
 from pyroinst import front as front_module
-from tests.helpers import in_threads, lab_token, wait_until
+from tests.helpers import counted_nap, in_threads, lab_token, wait_until
 
 
 class Gate:
@@ -59,15 +58,8 @@ class Numbers:
     @pyroinst.concurrent
     def nap(self, value: int, seconds: float) -> int:
         """``value``, after ``seconds`` (several at once: no device lock)."""
-        with self._lock:
-            self.inside += 1
-            self.most = max(self.most, self.inside)
-        try:
-            time.sleep(seconds)
-            return value
-        finally:
-            with self._lock:
-                self.inside -= 1
+        counted_nap(self, seconds)
+        return value
 
 
 @pytest.fixture(scope="module")

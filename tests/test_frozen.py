@@ -20,7 +20,7 @@ import pytest
 
 import pyroinst
 from pyroinst import EmbeddedNameServer
-from tests.helpers import ROOT, clean_env, wait_until
+from tests.helpers import ROOT, clean_env, serve_process, stop_process, wait_until
 
 TIMEOUT = 2.0
 ALLOWED = TIMEOUT + 2.0
@@ -50,23 +50,8 @@ class Frozen:
 def frozen():
     ns = EmbeddedNameServer("127.0.0.1", 0).start()
     log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pyroinst",
-            "--ns-host",
-            ns.host,
-            "--ns-port",
-            str(ns.port),
-            "serve",
-            "--demo",
-        ],
-        cwd=ROOT,
-        env=clean_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        stdin=subprocess.DEVNULL,
+    proc = serve_process(
+        ns, "--demo", stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL
     )
     lab = Frozen(ns, proc)
     try:
@@ -85,12 +70,7 @@ def frozen():
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_process(proc)
         for closing in (getattr(lab, "stream", None), getattr(lab, "dev", None)):
             if closing is not None:
                 try:

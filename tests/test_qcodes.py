@@ -11,7 +11,7 @@ import pytest
 
 import pyroinst
 from tests import docs
-from tests.helpers import ROOT, clean_env, wait_until
+from tests.helpers import clean_env, serve_process, stop_process, wait_until
 
 qcodes = pytest.importorskip("qcodes")
 from pyroinst.contrib.qcodes import RemoteInstrument  # noqa: E402
@@ -40,20 +40,9 @@ def lab(tmp_path_factory):
     ns = pyroinst.EmbeddedNameServer("127.0.0.1", 0).start()
     folder = tmp_path_factory.mktemp("qcodes-lab")
     (folder / "lab.toml").write_text(LAB)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pyroinst",
-            "--ns-host",
-            ns.host,
-            "--ns-port",
-            str(ns.port),
-            "serve",
-            str(folder / "lab.toml"),
-        ],
-        cwd=ROOT,
-        env=clean_env(),
+    proc = serve_process(
+        ns,
+        str(folder / "lab.toml"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -71,12 +60,7 @@ def lab(tmp_path_factory):
         assert proc.poll() is None, proc.stderr.read()
         yield ns, folder
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         ns.stop()
 
 

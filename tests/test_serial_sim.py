@@ -15,7 +15,7 @@ import pytest
 
 import pyroinst
 from devices.multimeter import Multimeter
-from tests.helpers import wait_until
+from tests.helpers import serve_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -184,25 +184,7 @@ def test_lab_serial_toml_served_by_the_cli(sim, ns, tmp_path):
     lab = tmp_path / "lab-serial.toml"
     lab.write_text(text.replace(example_port, str(link)))
     sim("--value", "3.3", link=link)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pyroinst",
-            "serve",
-            str(lab),
-            "--ns-host",
-            ns.host,
-            "--ns-port",
-            str(ns.port),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = serve_process(ns, str(lab), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
 
         def registered():

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-import time
 
 import numpy as np
 import pytest
 
 import pyroinst
-from tests.helpers import wait_until
+from tests.helpers import counted_nap, wait_until
 
 
 class Parallel:
@@ -26,15 +25,8 @@ class Parallel:
     @pyroinst.concurrent
     def echo_after(self, value: int, seconds: float) -> int:
         """``value`` after ``seconds``, counting how many calls are inside at once."""
-        with self._lock:
-            self.inside += 1
-            self.most = max(self.most, self.inside)
-        try:
-            time.sleep(seconds)
-            return value
-        finally:
-            with self._lock:
-                self.inside -= 1
+        counted_nap(self, seconds)
+        return value
 
     def square(self, value: int) -> int:
         """``value`` squared."""
