@@ -273,3 +273,7 @@ def connect(name: str, timeout: float | None = None) -> Any:
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+OutDirOpt = Annotated[
+    Path | None,
+    typer.Option("--out-dir", help="With --follow: write array items to DIR/000000.npy..."),
+]

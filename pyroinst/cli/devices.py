@@ -30,6 +30,7 @@ from .app import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     JsonOpt,
+    OutDirOpt,
     app,
     connect,
     echo,
@@ -226,10 +227,7 @@ def call_command(
         bool,
         typer.Option("--follow", help="Print each item a job publishes as it arrives."),
     ] = False,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option("--out-dir", help="With --follow: write array items to DIR/000000.npy..."),
-    ] = None,
+    out_dir: OutDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Call a method; a job shows a progress bar, then its result. Ctrl-C cancels the job.

@@ -12,7 +12,18 @@ import typer
 
 import pyroinst
 
-from .app import EXIT_USAGE, JsonOpt, app, connect, echo, fail, guard, setup_logging, state
+from .app import (
+    EXIT_USAGE,
+    JsonOpt,
+    OutDirOpt,
+    app,
+    connect,
+    echo,
+    fail,
+    guard,
+    setup_logging,
+    state,
+)
 from .live import check_out_dir, follow_items
 from .output import Interrupts, check_out, finish_job, follow, listing
 
@@ -60,10 +71,7 @@ def job_command(
         bool,
         typer.Option("--follow", help="Print each item it publishes as it arrives, then wait."),
     ] = False,
-    out_dir: Annotated[
-        Path | None,
-        typer.Option("--out-dir", help="With --follow: write array items to DIR/000000.npy..."),
-    ] = None,
+    out_dir: OutDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """One job: its status; --wait (or --follow) for its result, --cancel to stop it.
