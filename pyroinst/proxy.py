@@ -11,9 +11,6 @@ naming its address). A call whose connection breaks after it was sent is never r
 from __future__ import annotations
 
 import logging
-import select
-import socket
-import ssl
 import time
 from typing import Any
 
@@ -36,10 +33,13 @@ from .errors import (
 )
 from .exchange import exchange, special
 from .handles import LEASE_ANNOTATION, OWNER_ANNOTATION
-from .introspect import RemoteMethod, add_driver_note, describe_html, describe_text
+from .idlecheck import FRESH as _FRESH
+from .idlecheck import connection_closed as _connection_closed
+from .introspect import RemoteMethod, add_driver_note
 from .liveness import check_one
 from .naming import lookup, refuse_marshal
 from .perthread import MAX_CONNECTIONS, UNSET, Connections, install_descriptors
+from .proxyhelp import ProxyHelp
 from .pushing import check_window
 from .sending import set_timeout as _set_timeout
 from .sending import timeout_of as _timeout_of
@@ -47,67 +47,13 @@ from .streams import Stream
 from .timeouts import CONNECT_TIMEOUT, PING_TIMEOUT, RECONNECT_TIMEOUT
 from .wire import local as _tls
 
-#: Seconds a proxy's help (describe) may take before it shows what it knows without it.
-HELP_TIMEOUT = 5.0
-
 __all__ = ["DeviceProxy"]
 
 log = logging.getLogger(__name__)
 _monotonic = time.monotonic
-#: A connection that ended a call less than this long ago (seconds) is not looked at for a
-#: close by the server before the next call: a call back to back (a loop reading as fast as
-#: it can) saves the system call. Looking only narrows a race anyway (the server may
-#: close right after it): a close in between is the call's ConnectionLost, as during one.
-_FRESH = 0.001
 
 
-def _connection_closed(conn: Any) -> bool:
-    """True if the peer has closed this idle connection (no reply is pending on it).
-
-    A call looks before each request; the connection's poller is made once (poll, not
-    select: select() refuses socket numbers of 1024 and more).
-    """
-    poller = conn.__dict__.get("_pyroinst_poller")
-    try:
-        if poller is None:
-            poller = conn._pyroinst_poller = select.poll()
-            poller.register(conn.sock, select.POLLIN | select.POLLPRI)
-        if not poller.poll(0):
-            return False
-        return _readable_closed(conn.sock)
-    except (OSError, ValueError):
-        return True
-
-
-def _readable_closed(sock: Any) -> bool:
-    """The idle socket has something to read: True if it is the peer's close."""
-    if isinstance(sock, ssl.SSLSocket):
-        return _tls_closed(sock)
-    return sock.recv(1, socket.MSG_PEEK) == b""
-
-
-def _tls_closed(sock: ssl.SSLSocket) -> bool:
-    """The same under TLS: what is waiting is read through the TLS layer, without waiting.
-
-    A TLS socket cannot be peeked. On an idle connection the only things that can arrive
-    are TLS housekeeping (TLS 1.3 session tickets), which leaves nothing to read, and the
-    server's close (end of stream, or a close_notify alert). Application data here would
-    be out of step anyway: the connection is then treated as closed and made afresh.
-    """
-    timeout = sock.gettimeout()
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except ssl.SSLWantReadError:
-        return False  # only housekeeping: the connection is open
-    except (ssl.SSLError, OSError):
-        return True
-    finally:
-        sock.settimeout(timeout)
-    return True  # end of stream (b""), or data nobody asked for
-
-
-class DeviceProxy(Pyro5.client.Proxy):
+class DeviceProxy(ProxyHelp, Pyro5.client.Proxy):
     """A Pyro5 proxy that belongs to no thread and finds its device again when the
     device's server restarts.
 
@@ -207,91 +153,6 @@ class DeviceProxy(Pyro5.client.Proxy):
             return super().__getattr__(name)
         except AttributeError:
             raise self._pyroinst_not_offered(name) from None
-
-    def _pyroinst_not_offered(self, name: str) -> AttributeError:
-        """The error for a member the device does not offer: why, if it is hidden."""
-        hidden = (self._pyroinst_description() or {}).get("hidden") or {}
-        if name in hidden:
-            return AttributeError(
-                f"{name!r} of {self._pyroinst_label()} is not offered to clients: "
-                f"{hidden[name]}. The lab can offer it: expose = [{name!r}] in the "
-                "device's lab-file table, or add_device(..., expose=[...])."
-            )
-        return AttributeError(
-            f"{self._pyroinst_label()} has no method or property {name!r}; "
-            "dev.describe() lists what it offers"
-        )
-
-    # -- help, for people (IPython, help(), inspect) ---------------------------------------
-    def _pyroinst_description(self) -> dict[str, Any] | None:
-        """The device's ``describe()``, fetched once (None if it cannot be had quickly)."""
-        cached = self.__dict__.get("_pyroinst_described")
-        if cached is not None:
-            return cached
-        slot = self._pyroinst_conns.slot()
-        saved = slot.timeout
-        own = self._pyroTimeout
-        # Help never waits long: a frozen server leaves the help short, not the notebook.
-        slot.timeout = HELP_TIMEOUT if own is None else min(own, HELP_TIMEOUT)
-        try:
-            description = self._pyroInvoke("describe", (), {})
-        except Exception as exc:  # noqa: BLE001 - help degrades to what is known
-            log.debug("describe() of %s for help failed: %s", self._pyroinst_label(), exc)
-            return None
-        finally:
-            slot.timeout = saved
-        if isinstance(description, dict):
-            object.__setattr__(self, "_pyroinst_described", description)
-            return description
-        return None
-
-    def _pyroinst_method_info(self, name: str) -> dict[str, Any] | None:
-        description = self._pyroinst_description() or {}
-        for method in description.get("methods") or []:
-            if method.get("name") == name:
-                return method  # type: ignore[no-any-return]
-        return None
-
-    def __dir__(self) -> list[str]:
-        if not self._pyroMethods and not self._pyroAttrs:
-            # Tab completion asks before any call: learn the methods (briefly).
-            conns = self._pyroinst_conns
-            slot = conns.enter()
-            try:
-                self._pyroinst_connect(time.monotonic() + HELP_TIMEOUT)
-            except Exception as exc:  # noqa: BLE001 - completion shows what is known
-                log.debug("no methods of %s for dir(): %s", self._pyroinst_label(), exc)
-            finally:
-                conns.leave(slot)
-        return super().__dir__()  # type: ignore[no-any-return]
-
-    def __repr__(self) -> str:
-        what = f"device {self._pyroinst_name!r}" if self._pyroinst_name else "device"
-        uri = self._pyroUri
-        where = getattr(uri, "location", None) or str(uri)
-        state = []
-        conns = self._pyroinst_conns
-        opened = conns.open_connections()
-        state.append(f"{opened} connection{'s' if opened != 1 else ''} open")
-        if self._pyroinst_lease:
-            state.append(f"reserved by {self._pyroinst_owner}")
-        return f"<DeviceProxy {what} on server {where} ({uri.object}); {', '.join(state)}>"
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython's display: the device, its server, its methods and properties."""
-        if cycle:
-            printer.text(repr(self))
-            return
-        description = self._pyroinst_description()
-        if description is None:
-            printer.text(repr(self) + "\n(its description could not be had now)")
-        else:
-            printer.text(describe_text(description, repr(self)))
-
-    def _repr_html_(self) -> str | None:
-        """A notebook's display: the same as an HTML table."""
-        description = self._pyroinst_description()
-        return None if description is None else describe_html(description, repr(self))
 
     def _pyroinst_connect(self, deadline: float | None = None) -> bool:
         """Connect if not connected (True if it did): each attempt within CONNECT_TIMEOUT,

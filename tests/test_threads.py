@@ -219,6 +219,11 @@ def test_help_comes_from_describe(lab):
     assert "Publishes 0..n-1" in dev.ramp.__doc__ and "JobHandle" in dev.ramp.__doc__
     text = repr(dev)
     assert "'par'" in text and dev._pyroUri.location in text and "connection" in text
+    shown: list[str] = []
+    printer = type("Printer", (), {"text": lambda self, part: shown.append(part)})()
+    dev._repr_pretty_(printer, False)  # IPython's display: the description under the repr
+    assert shown[0].startswith(text) and "square" in shown[0]
+    assert "square" in dev._repr_html_()
     job = dev.ramp(3)
     job.wait(10)
     assert "state='done'" in repr(job) and "progress=" in repr(job)
