@@ -1,10 +1,9 @@
 """The lab's token: clients and servers prove to each other that they know it, never send it,
 over TLS, with both proofs bound to the server's certificate.
 
-Where the token comes from (first found): an explicit argument (``InstServer(token=)``,
-``EmbeddedNameServer(token=)``, ``set_token()``), a token file (``token_file`` in the lab
-file, ``--token-file``), the ``PYROINST_TOKEN`` environment variable. A token is a shared
-secret or one person's named key (``pyroinst.keys``).
+Where the token comes from (an argument, a token file, ``PYROINST_TOKEN``):
+``pyroinst.tokens``. A token is a shared secret or one person's named key
+(``pyroinst.keys``).
 
 Protocol (pyroinst-auth 2), inside Pyro5's connection handshake plus one message:
 
@@ -69,7 +68,6 @@ import secrets
 import socket
 import ssl
 import threading
-from pathlib import Path
 from socket import timeout as socket_timeout
 from typing import Any
 
@@ -81,7 +79,19 @@ from Pyro5 import protocol, serializers, socketutil
 
 from . import compat, identity
 from .errors import AuthenticationFailed, ConfigurationError
-from .keys import Key, KeyRing, parse_token, read_key_file
+from .keys import Key, parse_token
+from .tokens import (  # where the token comes from: offered here as before
+    current_token,
+    outside_lab,
+    own_token,
+    proxy_token,
+    read_token_file,
+    resolve_keys,
+    resolve_token,
+    set_token,
+    token_problem,
+    use_token,
+)
 
 __all__ = [
     "set_token",
@@ -102,109 +112,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_token: str | None = os.environ.get("PYROINST_TOKEN") or None
 _DEFAULT_HANDSHAKE = "hello"  # what Pyro5 proxies send when nobody set a handshake
 #: The annotation that carries a proof (step 3 and 4 of the protocol).
 PROOF_ANNOTATION = "PIAU"
 NONCE_BYTES = 32
 VERSION = 2
-_OUTSIDE = "_pyroinst_outside_lab"
-_PROXY_TOKEN = "_pyroinst_token"
 
 
-# -- the token ---------------------------------------------------------------------------------
-def read_token_file(path: str | Path) -> str:
-    """The token a process proves from the key file ``path`` (its one key, or the key
-    named ``server``); ConfigurationError if unusable."""
-    token = own_token(read_key_file(path))
-    assert token is not None  # a ring read from a file is never None
-    return token
-
-
-def resolve_keys(token: str | None = None, token_file: str | Path | None = None) -> KeyRing | None:
-    """The keys a server takes: an explicit token, else the token file's keys, else the
-    process's token (PYROINST_TOKEN); None without any. The ring's own key is the
-    explicit token where one is given."""
-    if token:
-        return KeyRing.single(token)
-    if token_file:
-        ring = read_key_file(token_file)
-        if ring.own is None and _token:
-            ring.own = parse_token(_token)
-        return ring
-    return KeyRing.single(_token) if _token else None
-
-
-def own_token(keys: KeyRing | None) -> str | None:
-    """The token a server with ``keys`` proves when it connects (ConfigurationError when
-    its key file names none)."""
-    if keys is None:
-        return None
-    token = keys.own_token()
-    if token is None:
-        raise ConfigurationError(
-            f"the token file {keys.where!r} holds several keys and none named 'server': add "
-            f"one (pyroinst token new --name server --key-file {keys.where}), or give this "
-            "process its own token (PYROINST_TOKEN)"
-        )
-    return token
-
-
-def resolve_token(token: str | None = None, token_file: str | Path | None = None) -> str | None:
-    """An explicit token, else the token file's, else the process's (PYROINST_TOKEN)."""
-    if token:
-        return token
-    if token_file:
-        return read_token_file(token_file)
-    return _token
-
-
-def set_token(token: str | None) -> None:
-    """Use ``token`` for the connections this process makes from now on (None: none)."""
-    global _token
-    _token = token or None
-
-
-def current_token() -> str | None:
-    """The token new connections prove."""
-    return _token
-
-
-def use_token(proxy: Any, token: str | None) -> Any:
-    """Make ``proxy`` prove ``token`` instead of the process's; returns the proxy."""
-    proxy.__dict__[_PROXY_TOKEN] = token
-    return proxy
-
-
-def outside_lab(proxy: Any) -> Any:
-    """Connect ``proxy`` like plain Pyro5 (no challenge): for servers outside the lab."""
-    proxy.__dict__[_OUTSIDE] = True
-    return proxy
-
-
-#: Refusals whose own words say more than "wrong token": passed on as the server said them.
-_SPECIFIC = ("has no key named", "over TLS only", "another version of pyroinst")
-
-
-def token_problem(who: str, token: str | None = None, said: str | None = None) -> str:
-    """Why ``who`` (e.g. "the name server at lab-ns:9090") refused this client: no token
-    here, a token that is not the one it has, or what the server ``said`` when that is
-    more precise (an unknown key name, a connection without TLS, another version)."""
-    if said and any(marker in said for marker in _SPECIFIC):
-        words = said.rsplit("authentication failed: ", 1)[-1]
-        return f"authentication failed: {who} refused this client: {words}"
-    if not (token or _token):
-        return (
-            f"authentication failed: {who} needs the lab's token, and this client has none: "
-            "set PYROINST_TOKEN, or give --token-file (a lab file's token_file)"
-        )
-    return (
-        f"authentication failed: {who} refused this client's token: the token in use here "
-        "(PYROINST_TOKEN or the token file) is not the one it has (a wrong or old token?)"
-    )
-
-
-# -- the proofs --------------------------------------------------------------------------------
 def _proof(key: bytes, role: bytes, client_nonce: bytes, server_nonce: bytes, cb: bytes) -> bytes:
     message = b"pyroinst-auth-%d %s" % (VERSION, role) + client_nonce + server_nonce + cb
     return hmac.new(key, message, hashlib.sha256).digest()
@@ -262,10 +176,9 @@ _tls = threading.local()
 
 def _handshake_token(proxy: Any) -> str | None:
     """The token ``proxy`` proves when it connects, or None to connect like plain Pyro5."""
-    own = proxy.__dict__
-    if own.get(_OUTSIDE) or proxy._pyroHandshake != _DEFAULT_HANDSHAKE:
+    if proxy._pyroHandshake != _DEFAULT_HANDSHAKE:
         return None
-    return own.get(_PROXY_TOKEN) or _token
+    return proxy_token(proxy)
 
 
 def _prove_to_server(
@@ -378,7 +291,7 @@ def _proving_token() -> str | None:
 def broadcast_allowed(token: str | None = None) -> bool:
     """Whether a name server may be looked for by UDP broadcast: not with the lab's token
     (anyone can answer one), unless PYROINST_NS_BROADCAST=1 asks for it."""
-    if not (token or _token):
+    if not (token or current_token()):
         return True
     return os.environ.get("PYROINST_NS_BROADCAST", "").strip().lower() in ("1", "yes", "true")
 
