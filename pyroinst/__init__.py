@@ -19,7 +19,6 @@ from . import daemon as _daemon
 from . import errors as _errors
 from . import serialization as _serialization
 from . import tls as _tls
-from .auth import current_token, set_token
 from .channels import monitor, publish
 from .client import (
     DeviceProxy,
@@ -71,6 +70,7 @@ from .receivepool import receive_pool
 from .server import InstServer
 from .streams import Stream
 from .tls import configure_tls
+from .tokens import current_token, set_token
 
 __version__ = "0.1.0"
 

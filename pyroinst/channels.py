@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS, StreamBuffer
 from .errors import ChannelNotFound, DeviceDefinitionError
+from .wireform import sendable
 
 __all__ = ["monitor", "publish", "monitor_period", "Channel", "Channels", "MONITOR", "PUBLISHED"]
 
@@ -166,8 +167,6 @@ class Channels:
 
     def publish(self, name: str, value: Any, when: float | None = None) -> None:
         """Append ``(time, value)`` to the channel ``name``."""
-        from .serialization import sendable  # the serializers import the job machinery
-
         item = sendable(value, lambda: f"device '{self.device}' published on channel {name!r}")
         self.channel(name).buffer.publish((time.time() if when is None else when, item))
 

@@ -36,13 +36,13 @@ from .admission import (
     AdmissionDaemon,
     FailureTracker,
 )
-from .auth import use_token
 from .authserver import AuthDaemon, ServerAuth
 from .dispatch import DispatchDaemon
 from .errors import AuthenticationFailed, ConfigurationError
 from .fastwire import FastwireDaemon
 from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
 from .keys import KeyRing, warn_if_weak
+from .tokens import use_token
 
 __all__ = ["Guarding", "DeviceDaemon", "secure", "is_live", "holder", "LIVENESS_TIMEOUT"]
 

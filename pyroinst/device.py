@@ -53,7 +53,7 @@ from .members import (
 )
 from .reservations import Reservable, caller, caller_lease
 from .retention import JobStore
-from .serialization import sendable
+from .wireform import sendable
 from .workers import DEFAULT_MAX_QUEUED_JOBS, DeviceLock, DeviceWorker
 
 __all__ = ["RESERVED_NAMES", "DeviceServant", "describe_device"]

@@ -31,6 +31,7 @@ from .errors import (
     RemoteError,
     builtin_base,
 )
+from .wireform import sendable
 
 
 class DeviceLockLike(Protocol):
@@ -121,21 +122,6 @@ class _NoJob:
 
 
 _NO_JOB = _NoJob()
-_check_item: Any = None
-
-
-def _sendable() -> Any:
-    """``serialization.sendable`` (imported on first use: the serializers import this
-    module), as ``check(value, job)``."""
-    global _check_item
-    if _check_item is None:
-        from .serialization import sendable
-
-        def check(value: Any, job: Job) -> Any:
-            return sendable(value, lambda: f"job {job.id} ({job.method}) published")
-
-        _check_item = check
-    return _check_item
 
 
 _local = threading.local()
@@ -256,7 +242,7 @@ class Job:
         data you no longer write. A value that cannot be sent raises NotSerializableError
         here, at once, and the stream is left as it was.
         """
-        item = _sendable()(value, self)
+        item = sendable(value, lambda: f"job {self.id} ({self.method}) published")
         (self._stream or self.stream).publish(item)
 
     @property

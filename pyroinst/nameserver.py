@@ -40,11 +40,12 @@ from .admission import (
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
     AdmissionDaemon,
 )
-from .auth import own_token, require_client_side, resolve_keys
+from .auth import require_client_side
 from .authserver import AuthDaemon
 from .daemon import Guarding, secure
 from .errors import ConfigurationError
 from .handshakes import DEFAULT_MAX_PENDING_HANDSHAKES
+from .tokens import own_token, resolve_keys
 
 __all__ = [
     "EmbeddedNameServer",

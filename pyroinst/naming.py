@@ -17,14 +17,9 @@ import Pyro5.core
 import Pyro5.errors
 from Pyro5 import config as pyro_config
 
-from .auth import (
-    broadcast_allowed,
-    current_token,
-    require_client_side,
-    token_problem,
-    use_token,
-)
+from .auth import broadcast_allowed, require_client_side
 from .errors import AuthenticationFailed, ConfigurationError, DeviceNotFound, NameServerNotFound
+from .tokens import current_token, token_problem, use_token
 
 __all__ = [
     "DEVICE_TAG",

@@ -19,7 +19,6 @@ import Pyro5.core
 import Pyro5.errors
 from Pyro5.callcontext import current_context
 
-from .auth import token_problem
 from .errors import (
     AuthenticationFailed,
     CallTimeout,
@@ -45,6 +44,7 @@ from .sending import set_timeout as _set_timeout
 from .sending import timeout_of as _timeout_of
 from .streams import Stream
 from .timeouts import CONNECT_TIMEOUT, PING_TIMEOUT, RECONNECT_TIMEOUT
+from .tokens import token_problem
 from .wire import local as _tls
 
 __all__ = ["DeviceProxy"]

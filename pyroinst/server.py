@@ -31,7 +31,7 @@ from Pyro5 import config as pyro_config
 
 from .admission import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_HOST
 from .audit import AuditLog
-from .auth import own_token, require_client_side, resolve_keys
+from .auth import require_client_side
 from .buffers import DEFAULT_BYTES, DEFAULT_ITEMS
 from .daemon import DeviceDaemon, Guarding, secure
 from .device import DeviceServant
@@ -49,6 +49,7 @@ from .naming import ns_address
 from .offering import Offer
 from .registration import Registration, is_loopback
 from .retention import JobStore
+from .tokens import own_token, resolve_keys
 from .workers import DEFAULT_MAX_QUEUED_JOBS
 
 __all__ = ["InstServer"]

@@ -25,7 +25,7 @@ import Pyro5.errors
 import typer
 
 import pyroinst
-from pyroinst import auth
+from pyroinst import tokens
 from pyroinst.config import LabFileError
 from pyroinst.errors import (
     ChannelNotFound,
@@ -246,7 +246,7 @@ def main_options(
     state.token_file = str(token_file) if token_file is not None else None
     if token_file is not None:
         try:
-            auth.set_token(auth.read_token_file(token_file))
+            tokens.set_token(tokens.read_token_file(token_file))
         except ConfigurationError as exc:
             raise fail(str(exc), EXIT_USAGE) from None
     state.verbose = 1 if verbose else (-1 if quiet else 0)

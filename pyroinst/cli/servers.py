@@ -13,7 +13,7 @@ import Pyro5.errors
 import typer
 
 import pyroinst
-from pyroinst import auth
+from pyroinst import tokens
 from pyroinst.admission import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS_PER_HOST
 from pyroinst.config import DeviceStartError, LabConfig, LabFileError, demo_lab, load_lab
 from pyroinst.errors import ConfigurationError, PyroinstError
@@ -67,7 +67,7 @@ def ns_command(
             ns = EmbeddedNameServer(
                 host,
                 port,
-                token=auth.current_token(),
+                token=tokens.current_token(),
                 storage=storage,
                 accept_plain_token=accept_plain_token,
                 handshake_timeout=handshake_timeout,
@@ -194,8 +194,8 @@ def serve_command(
         kwargs["ns_host"] = nh
     if np_ is not None:
         kwargs["ns_port"] = np_
-    if "token_file" not in kwargs and auth.current_token():
-        kwargs["token"] = auth.current_token()
+    if "token_file" not in kwargs and tokens.current_token():
+        kwargs["token"] = tokens.current_token()
     try:
         # Before the devices: a setting that cannot be used (an audit log that cannot be
         # written) stops here, with no instrument opened.
@@ -208,7 +208,7 @@ def serve_command(
         server.stop()
         raise fail(str(exc), EXIT_FAILED) from None
     if server.token:
-        auth.set_token(server.token)  # this process's own name-server calls carry it too
+        tokens.set_token(server.token)  # this process's own name-server calls carry it too
     try:
         for spec in config.devices:
             server.add_device(
