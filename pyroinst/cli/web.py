@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pyroinst import auth
+from pyroinst import tokens
 from pyroinst.errors import ConfigurationError
 
 from .app import EXIT_FAILED, EXIT_USAGE, app, echo, fail, ns_of, setup_logging
@@ -54,7 +54,7 @@ def web_command(
             port,
             ns_host,
             ns_port,
-            auth.current_token(),
+            tokens.current_token(),
             log_level="warning",
             allow_hosts=tuple(allow_host or ()),
             max_streams=max_streams,
