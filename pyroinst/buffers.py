@@ -33,6 +33,7 @@ from Pyro5.callcontext import current_context
 
 __all__ = [
     "StreamBuffer",
+    "ReadAnswer",
     "DEFAULT_ITEMS",
     "DEFAULT_BYTES",
     "MAX_POLL",
@@ -110,6 +111,15 @@ def memory_parts(value: Any) -> tuple[int, list[tuple[int, Any, int]]]:
         else:
             own += result_nbytes(item)
     return own, list(owners.values())
+
+
+class ReadAnswer(dict):
+    """A read's answer: ``{"items", "cursor", "dropped", "done"}`` (and a device adds
+    ``"run"``). A plain dict to everyone; its type tells pyroinst's msgpack serializer that
+    only ``items`` can hold anything but numbers, booleans and strings, so it encodes the
+    answer on a short path (``pyroinst.serialization``)."""
+
+    __slots__ = ()
 
 
 def held_nbytes(value: Any) -> int:
@@ -266,7 +276,7 @@ class StreamBuffer:
             self._closed = True
             self._cond.notify_all()
 
-    def read(self, cursor: int, timeout: float, max_items: int) -> dict[str, Any]:
+    def read(self, cursor: int, timeout: float, max_items: int) -> ReadAnswer:
         """Items from ``cursor`` on, waiting up to ``timeout`` s for the first one.
 
         Returns ``{"items", "cursor", "dropped", "done"}``: ``cursor`` is where the next
@@ -306,4 +316,4 @@ class StreamBuffer:
                 size += nbytes
             stop = start + len(items)
             done = self._closed and stop >= end
-        return {"items": items, "cursor": stop, "dropped": dropped, "done": done}
+        return ReadAnswer(items=items, cursor=stop, dropped=dropped, done=done)

@@ -33,6 +33,7 @@ from . import compat
 from .auth import PROOF_ANNOTATION
 from .connections import LiveConnection
 from .fastwire import array_reply as _array_reply
+from .fastwire import arrays_reply as _arrays_reply
 from .receiving import recv_stub as _recv_stub
 from .wire import HEADER as _HEADER
 from .wire import INLINE_MAX
@@ -211,16 +212,16 @@ class DispatchDaemon:
             corr = ctx.correlation_id
             if answer or size >= _SMALL or pyro_config.COMPRESSION:
                 reply = None
-                if len(answer) == 2 and not pyro_config.COMPRESSION:
-                    # One large array (a trace, an image): its message made directly.
-                    reply = _array_reply(
-                        seq,
-                        serializer.serializer_id,
-                        payload,
-                        answer,
+                if answer and not pyro_config.COMPRESSION:
+                    # Large arrays (a trace, an image, a stream's batch): the message made
+                    # directly.
+                    corr_bytes = (
                         (_int_bytes(made.int, 16, "big") if corr is made else corr.bytes)
                         if corr
-                        else None,
+                        else None
+                    )
+                    reply = (_array_reply if len(answer) == 2 else _arrays_reply)(
+                        seq, serializer.serializer_id, payload, answer, corr_bytes
                     )
                 if reply is None:
                     # protocol.SendingMessage is looked up now: pyroinst's (scatter/gather

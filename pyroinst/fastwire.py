@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import weakref
 from typing import Any
 
 import numpy as np
@@ -64,8 +65,10 @@ from .receiving import (
     received_array_keys,
     recv_stub,
 )
+from .sending import SEPARATE as _SEPARATE
 from .sending import Gather, SendingMessage, expect_peer_limit, send_data
 from .wire import ALIGN as _ALIGN
+from .wire import ANNOTATION_HEADER as _ANNOTATION_HEADER
 from .wire import ARRAY_PREFIX as _ARRAY_PREFIX
 from .wire import (
     CONNECT_MAX,
@@ -98,7 +101,10 @@ __all__ = [
     "peer_is_fast",
     "annotate",
     "annotate_response",
+    "annotate_into",
+    "response_target",
     "array_reply",
+    "arrays_reply",
     "annotated_array",
     "incoming_array",
     "known_dtype",
@@ -108,6 +114,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_weakref = weakref.ref
 
 
 # -- which calls use annotated arrays ---------------------------------------------------------
@@ -132,9 +139,26 @@ def response_annotations_size() -> int:
     annotations = current_context.response_annotations
     if not annotations:
         return 0
+    # Arrays only (most often): what annotate_into noted after the last one.
+    last, last_key, length, _, offset = _tls.layout
+    view = last()
+    if view is not None and length == len(annotations) and annotations.get(last_key) is view:
+        return offset
     return sum(
         8 + (len(v) if type(v) is bytes else memoryview(v).nbytes) for v in annotations.values()
     )
+
+
+def response_target() -> dict[str, Any] | None:
+    """Server side, during a call: the current response's annotations if large arrays may
+    go there (the fast path is on and the calling client said it understands it), else
+    None."""
+    if not state.fast:
+        return None
+    ctx = current_context
+    if not getattr(ctx.client, "_pyroinst_fast", False):
+        return None
+    return ctx.response_annotations  # type: ignore[no-any-return]
 
 
 def calling_proxy() -> Any:
@@ -170,28 +194,42 @@ def byte_view(a: np.ndarray) -> memoryview:
 # offset ALIGN (see wire.FIRST_HEAD).
 
 
-def _annotate(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | None:
-    """Put ``a``'s memory into ``target`` (annotations); the marker dict, or None if full."""
+def annotate_into(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | None:
+    """Put the C-contiguous array ``a``'s memory into ``target`` (a message's annotations,
+    as ``response_target`` gives them); the marker dict to send in its place, or None when
+    the message holds as many arrays as it can."""
     if not target:
         # The first annotation of the message (most arrays): what the general case makes.
+        view = byte_view(a)
         target[FIRST_PAD_KEY] = FIRST_PAD
-        target[FIRST_KEY] = byte_view(a)
+        target[FIRST_KEY] = view
+        _tls.layout = (_weakref(view), FIRST_KEY, 2, 1, FIRST_ARRAY_EXTRA + view.nbytes)
         return {
             "__pyroinst__": "ndarray",
             "dtype": a.dtype.str,
             "shape": list(a.shape),
             "ann": FIRST_KEY,
         }
-    used = [k for k in target if k[0] == _ARRAY_PREFIX and len(k) == 4]
-    if len(used) >= _MAX_KEYS:
+    # How many arrays ``target`` holds and how many bytes its annotations are: as this
+    # thread left them after its last array, if ``target`` is still the dict it put that
+    # array into (its last key holds that very view, and nothing was added since);
+    # otherwise counted (a message of many arrays would count once per array).
+    last, last_key, length, used, offset = _tls.layout
+    view = last()
+    if view is None or length != len(target) or target.get(last_key) is not view:
+        used = sum(1 for k in target if k[0] == _ARRAY_PREFIX and len(k) == 4)
+        offset = sum(8 + memoryview(v).nbytes for v in target.values())
+    if used >= _MAX_KEYS:
         return None
-    key = f"{_ARRAY_PREFIX}{len(used):03x}"
+    key = f"{_ARRAY_PREFIX}{used:03x}"
     # Align the array's data in the receiver's buffer (the payload starts after the header).
-    offset = sum(8 + memoryview(v).nbytes for v in target.values())
-    pad = (-(offset + 16)) % _ALIGN
     if (offset + 8) % _ALIGN:
-        target[f"{_PAD_PREFIX}{len(used):03x}"] = bytes(pad)
-    target[key] = byte_view(a)
+        pad = (-(offset + 16)) % _ALIGN
+        target[f"{_PAD_PREFIX}{used:03x}"] = bytes(pad)
+        offset += 8 + pad
+    view = byte_view(a)
+    target[key] = view
+    _tls.layout = (_weakref(view), key, len(target), used + 1, offset + 8 + view.nbytes)
     return {"__pyroinst__": "ndarray", "dtype": a.dtype.str, "shape": list(a.shape), "ann": key}
 
 
@@ -203,7 +241,7 @@ def annotate_response(a: np.ndarray) -> dict[str, Any] | None:
     ctx = current_context
     if ctx.response_annotations or not getattr(ctx.client, "_pyroinst_fast", False):
         return None
-    return _annotate(ctx.response_annotations, a)
+    return annotate_into(ctx.response_annotations, a)
 
 
 #: What a message's first array adds to its annotations besides its bytes.
@@ -219,7 +257,7 @@ def array_reply(
     seq: int, serializer_id: int, payload: bytes, annotations: dict[str, Any], corr: Any
 ) -> Gather | None:
     """Server side: the result message of a reply whose annotations are those of one
-    array (as ``_annotate`` makes them for a message's first), laid out as SendingMessage
+    array (as ``annotate_into`` makes them for a message's first), laid out as SendingMessage
     lays it out, or None for any other reply. ``corr``: the correlation id's 16 bytes (or
     None)."""
     if len(annotations) != 2 or next(iter(annotations)) != FIRST_PAD_KEY:
@@ -249,6 +287,63 @@ def array_reply(
     return Gather([head, view, payload], _HEADER.size + total)
 
 
+_pack_annotation = _ANNOTATION_HEADER.pack
+_OURS = (_ARRAY_PREFIX, _PAD_PREFIX)
+
+
+def arrays_reply(
+    seq: int, serializer_id: int, payload: bytes, annotations: dict[str, Any], corr: Any
+) -> Gather | None:
+    """Server side: the result message of a reply whose annotations are all arrays and
+    their pads (as ``annotate_into`` makes them), laid out as SendingMessage lays it out
+    (small pieces joined, each array's memory a buffer of its own), or None for any other
+    reply. ``corr``: the correlation id's 16 bytes (or None)."""
+    parts: list[Any] = []
+    run: list[Any] = []
+    size = 0
+    for key, value in annotations.items():
+        kind = type(value)
+        if kind is memoryview:
+            n = value.nbytes
+        elif kind is bytes:
+            n = len(value)
+        else:
+            return None
+        if key[:1] not in _OURS or len(key) != 4:
+            return None
+        run.append(_pack_annotation(key.encode(), n))
+        if n < _SEPARATE:
+            run.append(value)
+        else:
+            parts.append(b"".join(run))
+            parts.append(value)
+            run = []
+        size += 8 + n
+    total = len(payload) + size
+    if total > WIRE_MAX or total > pyro_config.MAX_MESSAGE_SIZE:
+        return None  # (SendingMessage says what is wrong)
+    header = _HEADER.pack(
+        b"PYRO",
+        _VERSION,
+        _RESULT,
+        serializer_id,
+        protocol.FLAGS_CORR_ID if corr else 0,
+        seq,
+        len(payload),
+        size,
+        corr or _NO_CORR_ID,
+        0,
+        _MAGIC,
+    )
+    run.append(payload)
+    if parts:
+        parts[0] = header + parts[0]
+        parts.append(b"".join(run))
+    else:
+        parts.append(header + b"".join(run))
+    return Gather(parts, _HEADER.size + total)
+
+
 def annotate(a: np.ndarray, outgoing: str) -> dict[str, Any] | None:
     """The marker for a large contiguous array sent as an annotation, or None to send inline.
 
@@ -260,10 +355,10 @@ def annotate(a: np.ndarray, outgoing: str) -> dict[str, Any] | None:
         if not _server_is_fast():
             return None
         _tls.annotated = True
-        return _annotate(current_context.annotations, a)
+        return annotate_into(current_context.annotations, a)
     if not peer_is_fast():
         return None
-    return _annotate(current_context.response_annotations, a)
+    return annotate_into(current_context.response_annotations, a)
 
 
 # -- installing ----------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ _SMALL = INLINE_MAX - _HEADER.size
 _HANDSHAKES = frozenset({protocol.MSG_CONNECT, protocol.MSG_CONNECTOK})
 _NO_CORR_ID = protocol._empty_correlation_id
 #: Annotations of this many bytes or more are sent from their own memory (scatter/gather).
-_SEPARATE = 4096
+SEPARATE = 4096
+_SEPARATE = SEPARATE
 _Socket = socket.socket
 _write = os.write
 _TIMEVAL = struct.Struct("@ll")  # struct timeval (Linux)

@@ -22,10 +22,12 @@ from Pyro5 import config as pyro_config
 from Pyro5.callcontext import current_context
 
 from . import fastwire
+from .buffers import ReadAnswer
 from .errors import MessageTooLarge
 from .receiving import incoming_array as _incoming_array
 from .wire import INLINE_MAX
 from .wireform import (  # the wire form's names, as pyroinst.serialization always had them
+    _ATOMS,
     MARKER,
     _all_atoms,
     _array_dict,
@@ -214,6 +216,8 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
             # Most replies (None, a number), as the mixin's dumps makes them: no array, no
             # walk, nothing left of an earlier response to clear.
             return _packb(data, use_bin_type=True, default=self.default)  # type: ignore[no-any-return]
+        if kind is ReadAnswer:
+            return self._read_answer(data)
         if kind is np.ndarray:
             # An array alone (a trace, an image), as the mixin sends it: a small one inline,
             # a large one beside the payload (its marker here).
@@ -227,6 +231,39 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
                     payload = _packb(marker, use_bin_type=True)
                     return _fits(payload, fastwire.FIRST_ARRAY_EXTRA + data.nbytes)
         return super().dumps(data)
+
+    def _read_answer(self, answer: ReadAnswer) -> bytes:
+        """A stream's batch (``ReadAnswer``) as the mixin's ``dumps`` makes it, on a short
+        path: its values besides ``items`` are numbers, booleans and strings, and its
+        large arrays go straight beside the payload."""
+        fastwire.start_response()
+        target = fastwire.response_target()
+        items = []
+        try:
+            for item in answer["items"]:
+                kind = type(item)
+                if kind in _ATOMS:
+                    items.append(item)
+                    continue
+                if (
+                    kind is np.ndarray
+                    and target is not None
+                    and item.nbytes >= INLINE_MAX
+                    and item.flags.c_contiguous
+                    and item.dtype.fields is None
+                    and not item.dtype.hasobject
+                ):
+                    marker = fastwire.annotate_into(target, item)
+                    if marker is not None:
+                        items.append(marker)
+                        continue
+                items.append(to_wire(item, array=self._response_array, keys=self._native_keys))
+        except RecursionError:
+            return super().dumps(dict(answer))  # (Pyro5's own error, as for any value)
+        wire = dict(answer)
+        wire["items"] = items
+        payload = _packb(wire, use_bin_type=True, default=self.default)
+        return _fits(payload, fastwire.response_annotations_size())
 
 
 _installed = False

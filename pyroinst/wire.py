@@ -81,6 +81,9 @@ class _Local(threading.local):
     connect_serializer: int | None = None  # the serializer of that handshake
     handshaking = False  # a daemon answers a handshake on this thread
     replay: Any = None  # a received message handed to Pyro5's code (pyroinst.dispatch)
+    # The array this thread annotated last (see fastwire.annotate_into): a weak reference to
+    # its view, its key, its annotations' count then, arrays in them, their bytes.
+    layout: tuple[Any, str, int, int, int] = (lambda: None, "", -1, 0, 0)
 
 
 local = _Local()

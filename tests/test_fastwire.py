@@ -10,6 +10,7 @@ from Pyro5.callcontext import current_context
 
 import pyroinst
 from pyroinst import fastwire
+from pyroinst import wire as fastwire_wire
 
 # marshal: refused by pyroinst servers (test_stranger)
 SERIALIZERS = ["serpent", "msgpack", "json"]
@@ -114,7 +115,7 @@ def test_one_array_reply_bytes_match_pyro5(corr):
 
     a = np.arange(20_000, dtype=np.float64)
     annotations: dict = {}
-    assert fastwire._annotate(annotations, a) is not None
+    assert fastwire.annotate_into(annotations, a) is not None
     payload = b"m" * 40  # (the marker, as far as the layout goes)
     ours = fastwire.array_reply(9, 4, payload, annotations, corr)
     assert isinstance(ours, fastwire.Gather)
@@ -131,6 +132,62 @@ def test_one_array_reply_bytes_match_pyro5(corr):
     annotations["XYZW"] = b"1"
     assert fastwire.array_reply(9, 4, payload, annotations, corr) is None
     assert fastwire.array_reply(9, 4, payload, {"~000": memoryview(a)}, corr) is None
+
+
+@pytest.mark.parametrize("corr", [None, bytes(range(16))])
+@pytest.mark.parametrize("sizes", [[20_000, 20_000], [9_000, 20_001, 8_193, 30_000], [20_000]])
+def test_several_arrays_reply_bytes_match_pyro5(corr, sizes):
+    """A reply of several large arrays (a stream's batch) is made directly too
+    (fastwire.arrays_reply): byte for byte what Pyro5 makes of it, every array's data
+    aligned where the receiver's buffer puts it, and the annotations' size the one noted
+    while they were added."""
+    from Pyro5 import protocol
+
+    annotations: dict = {}
+    for n in sizes:
+        assert fastwire.annotate_into(annotations, np.arange(n, dtype=np.float64)) is not None
+    payload = b"m" * 57
+    ours = fastwire.arrays_reply(3, 4, payload, annotations, corr)
+    assert isinstance(ours, fastwire.Gather)
+    current_context.correlation_id = uuid.UUID(bytes=corr) if corr else None
+    current_context.response_annotations = annotations
+    try:
+        theirs = protocol.SendingMessage.__mro__[1](
+            protocol.MSG_RESULT, 0, 3, 4, payload, {k: bytes(v) for k, v in annotations.items()}
+        )
+        noted = fastwire.response_annotations_size()
+    finally:
+        current_context.correlation_id = None
+        current_context.response_annotations = {}
+    assert bytes(ours) == theirs.data
+    assert noted == sum(8 + len(bytes(v)) for v in annotations.values())
+    # Each array's data starts at a multiple of ALIGN into the annotations (where the
+    # receiver's buffer begins).
+    offset = 0
+    for key, value in annotations.items():
+        offset += 8
+        if key.startswith("~"):
+            assert offset % fastwire_wire.ALIGN == 0, (key, offset)
+        offset += len(bytes(value))
+    # Anything but arrays and pads: the general path.
+    assert fastwire.arrays_reply(3, 4, payload, {**annotations, "XYZW": b"1"}, corr) is None
+    assert fastwire.arrays_reply(3, 4, payload, {"~000": bytearray(5)}, corr) is None
+
+
+def test_a_changed_message_is_counted_again():
+    """The count of arrays and bytes noted after an array holds only for the dict it was
+    put in, as it was: another dict (or one changed since) is counted, so keys never
+    collide and alignment holds."""
+    first: dict = {}
+    fastwire.annotate_into(first, np.zeros(10_000))
+    other = {"^000": bytes(48), "~000": memoryview(bytes(800)), "~001": memoryview(bytes(24))}
+    marker = fastwire.annotate_into(other, np.zeros(10_000))
+    assert marker is not None and marker["ann"] == "~002"
+    first["XYZW"] = b"12345"  # added behind its back
+    marker = fastwire.annotate_into(first, np.zeros(10_000))
+    assert marker["ann"] == "~001"
+    offset = sum(8 + len(bytes(v)) for v in list(first.values())[:-1]) + 8
+    assert offset % fastwire_wire.ALIGN == 0
 
 
 def test_pyroinst_installs_fast_path():
@@ -252,3 +309,69 @@ def test_a_large_reply_is_sent_from_the_array_itself(echo, monkeypatch):
     got = echo.echo(np.arange(N, dtype=np.float64))
     assert_same(np.arange(N, dtype=np.float64), got)
     assert sent.count(Gather) == 2, sent  # the request and the reply, both gathered
+
+
+class _FastClient:
+    """A connection whose client said in its handshake that it takes annotated arrays."""
+
+    _pyroinst_fast = True
+
+
+def _dumps_with(serializer, value, client):
+    """``serializer.dumps(value)`` as a server answering ``client``: the payload and the
+    response's annotations (as bytes)."""
+    current_context.client = client
+    current_context.response_annotations = {}
+    try:
+        payload = serializer.dumps(value)
+        return payload, {k: bytes(v) for k, v in current_context.response_annotations.items()}
+    finally:
+        current_context.client = None
+        current_context.response_annotations = {}
+
+
+@pytest.mark.parametrize("client", [_FastClient(), None], ids=["pyroinst client", "other client"])
+def test_a_stream_batch_is_encoded_as_the_same_plain_dict_would_be(client):
+    """A read's answer (``ReadAnswer``) is encoded on a short path: the same payload and
+    annotations as the general path makes of the same plain dict, whatever its items hold
+    (large and small arrays, strided ones, dicts and lists of arrays, numpy scalars,
+    datetimes)."""
+    import Pyro5.serializers
+
+    from pyroinst.buffers import ReadAnswer
+
+    serializer = Pyro5.serializers.serializers["msgpack"]
+    items = [
+        np.arange(20_000.0),
+        np.arange(10.0),
+        np.arange(40_000.0)[::2],
+        {"x": np.arange(9_000.0), "n": 3},
+        1.5,
+        "s",
+        None,
+        np.arange(10_000).astype("datetime64[ns]"),
+        np.float32(2.5),
+        [1, np.arange(9_000.0)],
+        np.ones((100, 100)),
+        np.arange(30_000, dtype=np.uint8),  # (large, but its data at an odd length)
+        np.arange(9_000.0),
+    ]
+    answer = ReadAnswer(items=items, cursor=13, dropped=2, done=False, run="r1")
+    short = _dumps_with(serializer, answer, client)
+    general = _dumps_with(serializer, dict(answer), client)
+    assert short == general
+    assert bool(short[1]) is (client is not None)  # large arrays beside the payload
+    decoded = Pyro5.serializers.serializers["msgpack"].loads(short[0]) if client is None else None
+    if decoded is not None:
+        assert np.array_equal(decoded["items"][0], items[0]) and decoded["cursor"] == 13
+
+
+def test_a_stream_batch_of_what_cannot_be_sent_says_so():
+    import Pyro5.serializers
+
+    from pyroinst.buffers import ReadAnswer
+
+    serializer = Pyro5.serializers.serializers["msgpack"]
+    bad = ReadAnswer(items=[np.array([object()] * 9_000)], cursor=1, dropped=0, done=False)
+    with pytest.raises(pyroinst.NotSerializableError, match="object"):
+        _dumps_with(serializer, bad, _FastClient())
