@@ -4,7 +4,10 @@ each answered."""
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 import threading
 import uuid
 
@@ -19,6 +22,7 @@ import pyroinst
 from pyroinst import receiving, sending
 from pyroinst.dispatch import _uuid4
 from pyroinst.wire import local
+from tests.helpers import wait_until
 
 #: Pyro5's own SendingMessage (pyroinst's is its subclass).
 PyroMessage = sending.SendingMessage.__mro__[1]
@@ -319,6 +323,70 @@ def test_a_large_message_on_a_socket_with_the_kernels_timeout_arrives_whole():
         finally:
             writer.join(10)
         assert bytes(msg.data) == b"q" * 200_000
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        a = socket.create_connection(server.getsockname())
+        b, _ = server.accept()
+    return a, b
+
+
+def _queued(sock: socket.socket) -> int:
+    """Bytes that have arrived on ``sock`` and were not read yet."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)))[0]
+
+
+@pytest.mark.parametrize("tail", [1, 4096, receiving.LOW_MARK - 1, receiving.LOW_MARK, 300_000])
+def test_a_large_message_whose_tail_comes_late_is_received_whole(tail):
+    """A large message is read woken once per LOW_MARK bytes (SO_RCVLOWAT), but its last
+    bytes never wait for a mark they cannot reach: with the tail sent only once the reader
+    has taken what it could of the rest, the message arrives (a hang would end in the
+    kernel's timeout), and the mark is back at 1 for the connection's next read."""
+    size = 3 * 2**20
+    message = np.random.default_rng(2).integers(0, 255, size, dtype=np.uint8).tobytes()
+    a, b = _tcp_pair()
+    with a, b:
+        conn = _SockConn(b)
+        sending.set_timeout(conn, 120.0)  # (a wait for a mark never reached ends there)
+        result: dict = {}
+
+        def read() -> None:
+            try:
+                result["got"] = bytes(receiving._receive_big(conn, b, size))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                result["error"] = exc
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            a.sendall(message[:-tail])
+            # The reader has taken what it could: all of it, or it waits for a mark's
+            # worth more (which only the tail can bring).
+            wait_until(lambda: _queued(b) < receiving.LOW_MARK, timeout=30)
+            a.sendall(message[-tail:])
+            reader.join(30)
+            assert not reader.is_alive(), "the tail waited for a mark it could not reach"
+        finally:
+            if reader.is_alive():
+                b.shutdown(socket.SHUT_RDWR)  # (ends the read)
+            reader.join(30)
+        assert "error" not in result, result.get("error")
+        assert result["got"] == message
+        assert b.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+
+
+def test_a_large_message_cut_short_leaves_the_mark_at_one():
+    a, b = _tcp_pair()
+    with b:
+        conn = _SockConn(b)
+        sending.set_timeout(conn, 30.0)
+        with a:
+            a.sendall(b"z" * 2_000_000)
+        with pytest.raises(Pyro5.errors.ConnectionClosedError, match="not enough data") as err:
+            receiving._receive_big(conn, b, 3 * 2**20)
+        assert bytes(err.value.partialData) == b"z" * 2_000_000
+        assert b.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
 
 
 def test_other_sockets_keep_cpythons_timeout():
