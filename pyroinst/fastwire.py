@@ -200,25 +200,28 @@ def annotate_into(target: dict[str, Any], a: np.ndarray) -> dict[str, Any] | Non
     the message holds as many arrays as it can."""
     if not target:
         # The first annotation of the message (most arrays): what the general case makes.
-        view = byte_view(a)
         target[FIRST_PAD_KEY] = FIRST_PAD
-        target[FIRST_KEY] = view
-        _tls.layout = (_weakref(view), FIRST_KEY, 2, 1, FIRST_ARRAY_EXTRA + view.nbytes)
+        target[FIRST_KEY] = byte_view(a)
         return {
             "__pyroinst__": "ndarray",
             "dtype": a.dtype.str,
             "shape": list(a.shape),
             "ann": FIRST_KEY,
         }
-    # How many arrays ``target`` holds and how many bytes its annotations are: as this
-    # thread left them after its last array, if ``target`` is still the dict it put that
-    # array into (its last key holds that very view, and nothing was added since);
-    # otherwise counted (a message of many arrays would count once per array).
-    last, last_key, length, used, offset = _tls.layout
-    view = last()
-    if view is None or length != len(target) or target.get(last_key) is not view:
-        used = sum(1 for k in target if k[0] == _ARRAY_PREFIX and len(k) == 4)
-        offset = sum(8 + memoryview(v).nbytes for v in target.values())
+    # How many arrays ``target`` holds and how many bytes its annotations are: after a
+    # message's first array, seen at once; later, as this thread left them after its last
+    # array, if ``target`` is still the dict it put that array into (its last key holds
+    # that very view, and nothing was added since); otherwise counted (a message of many
+    # arrays would count once per array).
+    first = target.get(FIRST_KEY)
+    if len(target) == 2 and type(first) is memoryview and target.get(FIRST_PAD_KEY) is FIRST_PAD:
+        used, offset = 1, FIRST_ARRAY_EXTRA + first.nbytes
+    else:
+        last, last_key, length, used, offset = _tls.layout
+        view = last()
+        if view is None or length != len(target) or target.get(last_key) is not view:
+            used = sum(1 for k in target if k[0] == _ARRAY_PREFIX and len(k) == 4)
+            offset = sum(8 + memoryview(v).nbytes for v in target.values())
     if used >= _MAX_KEYS:
         return None
     key = f"{_ARRAY_PREFIX}{used:03x}"
