@@ -110,11 +110,23 @@ def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
             # would not wake this read for the message's tail.
             sock.setsockopt(_SOL_SOCKET, _SO_RCVLOWAT, LOW_MARK)
             try:
-                got = _fill(sock, view, got, size - LOW_MARK, flags, blocking)
+                got = _fill(sock, view, got, size - LOW_MARK, flags)
             finally:
                 with contextlib.suppress(OSError):  # (an error from the read goes on)
                     sock.setsockopt(_SOL_SOCKET, _SO_RCVLOWAT, 1)
-        _fill(sock, view, got, size, flags, blocking)
+        while got < size:
+            try:
+                n = sock.recv_into(view[got:], size - got, flags)
+            except OSError as exc:
+                if exc.errno in _RETRY:
+                    if blocking and type(exc) is BlockingIOError:
+                        raise _timeout_error() from None  # (a blocking socket's timeout)
+                    time.sleep(0.001)
+                    continue
+                raise
+            if not n:
+                raise _Short(got)
+            got += n
     except _Short as short:
         err = Pyro5.errors.ConnectionClosedError("receiving: not enough data")
         err.partialData = buf[: short.got]  # type: ignore[attr-defined]
@@ -136,19 +148,17 @@ class _Short(Exception):
         self.got = got
 
 
-def _fill(
-    sock: socket.socket, view: memoryview, got: int, stop: int, flags: int, blocking: bool
-) -> int:
-    """Receive into ``view`` from ``got`` up to ``stop``; returns ``stop``."""
+def _fill(sock: socket.socket, view: memoryview, got: int, stop: int, flags: int) -> int:
+    """Receive into ``view`` from ``got`` up to ``stop`` on a blocking socket; returns
+    ``stop``."""
     while got < stop:
         try:
             n = sock.recv_into(view[got:stop], stop - got, flags)
         except OSError as exc:
             if exc.errno in _RETRY:
-                if blocking and type(exc) is BlockingIOError:
+                if type(exc) is BlockingIOError:
                     raise _timeout_error() from None  # (a blocking socket's timeout)
-                time.sleep(0.001)
-                continue
+                continue  # (interrupted)
             raise
         if not n:
             raise _Short(got)
