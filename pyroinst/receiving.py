@@ -107,7 +107,9 @@ def _receive_big(connection: Any, sock: socket.socket, size: int) -> Any:
             # (each wake-up costs the sender a cross-core interrupt: a fifth of its time
             # streaming on a virtual machine). The mark goes back to 1 for the last
             # LOW_MARK bytes: it must never exceed what is still to come, or the kernel
-            # would not wake this read for the message's tail.
+            # would not wake this read for the message's tail. A link slower than a mark
+            # per timeout is no timeout: the kernel ends a wait at the timeout with what
+            # came, and says "timeout" only when nothing did.
             sock.setsockopt(_SOL_SOCKET, _SO_RCVLOWAT, LOW_MARK)
             try:
                 got = _fill(sock, view, got, size - LOW_MARK, flags)

@@ -376,6 +376,52 @@ def test_a_large_message_whose_tail_comes_late_is_received_whole(tail):
         assert b.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
 
 
+def test_a_large_message_on_a_slow_link_is_no_timeout():
+    """A link slower than a mark's worth per timeout is no silent peer: the kernel ends
+    each wait at the timeout with what came (a receive says "timeout" only when nothing
+    did), so the message arrives whole. A peer that sends nothing at all is a timeout."""
+    size = 3 * 2**19
+    message = np.random.default_rng(3).integers(0, 255, size, dtype=np.uint8).tobytes()
+    a, b = _tcp_pair()
+    with a, b:
+        conn = _SockConn(b)
+        sending.set_timeout(conn, 0.2)
+        result: dict = {}
+
+        def read() -> None:
+            try:
+                result["got"] = bytes(receiving._receive_big(conn, b, size))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                result["error"] = exc
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            a.sendall(message[: 2**20])
+            # Then a link of about 400 KB/s (8 KB every 20 ms: a mark's worth takes 0.65 s,
+            # more than three timeouts).
+            for start in range(2**20, size, 8192):
+                a.sendall(message[start : start + 8192])
+                threading.Event().wait(0.02)  # (the link's pace)
+            reader.join(30)
+            assert not reader.is_alive()
+        finally:
+            if reader.is_alive():
+                b.shutdown(socket.SHUT_RDWR)
+            reader.join(30)
+        assert "error" not in result, result.get("error")
+        assert result["got"] == message
+        assert b.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+
+    a, b = _tcp_pair()
+    with a, b:
+        conn = _SockConn(b)
+        sending.set_timeout(conn, 0.2)
+        with pytest.raises(Pyro5.errors.TimeoutError):
+            receiving._receive_big(conn, b, size)
+        assert b.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+
+
 def test_a_large_message_cut_short_leaves_the_mark_at_one():
     a, b = _tcp_pair()
     with b:
