@@ -311,7 +311,10 @@ def test_shell_completion_is_available():
     shown = subprocess.run(
         [script, "--show-completion", "bash"],
         cwd=ROOT,
-        env=clean_env(),
+        # The shell named, not guessed from the processes above this one (typer's switch
+        # for that; without it the option takes no value and a test run by anything but
+        # a shell would find none).
+        env=clean_env(_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1"),
         capture_output=True,
         text=True,
         timeout=60,
