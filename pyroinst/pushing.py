@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: Reads a stream keeps in flight unless told otherwise (1: one request per batch).
 DEFAULT_WINDOW = 2
-#: The most a stream may keep in flight (each up to a batch of about 2 MiB).
+#: The most a stream may keep in flight (each up to a batch of about 4 MiB).
 MAX_WINDOW = 8
 
 
