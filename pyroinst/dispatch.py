@@ -215,13 +215,14 @@ class DispatchDaemon:
                 if answer and not pyro_config.COMPRESSION:
                     # Large arrays (a trace, an image, a stream's batch): the message made
                     # directly.
-                    corr_bytes = (
+                    reply = (_array_reply if len(answer) == 2 else _arrays_reply)(
+                        seq,
+                        serializer.serializer_id,
+                        payload,
+                        answer,
                         (_int_bytes(made.int, 16, "big") if corr is made else corr.bytes)
                         if corr
-                        else None
-                    )
-                    reply = (_array_reply if len(answer) == 2 else _arrays_reply)(
-                        seq, serializer.serializer_id, payload, answer, corr_bytes
+                        else None,
                     )
                 if reply is None:
                     # protocol.SendingMessage is looked up now: pyroinst's (scatter/gather

@@ -216,8 +216,6 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
             # Most replies (None, a number), as the mixin's dumps makes them: no array, no
             # walk, nothing left of an earlier response to clear.
             return _packb(data, use_bin_type=True, default=self.default)  # type: ignore[no-any-return]
-        if kind is ReadAnswer:
-            return self._read_answer(data)
         if kind is np.ndarray:
             # An array alone (a trace, an image), as the mixin sends it: a small one inline,
             # a large one beside the payload (its marker here).
@@ -230,6 +228,8 @@ class MsgpackSerializer(_PyroinstMixin, pyro_serializers.MsgpackSerializer):
                 if marker is not None:
                     payload = _packb(marker, use_bin_type=True)
                     return _fits(payload, fastwire.FIRST_ARRAY_EXTRA + data.nbytes)
+        if kind is ReadAnswer:
+            return self._read_answer(data)
         return super().dumps(data)
 
     def _read_answer(self, answer: ReadAnswer) -> bytes:
