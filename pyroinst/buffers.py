@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import sys
 import threading
 import time
@@ -31,9 +32,12 @@ from typing import Any
 import numpy as np
 from Pyro5.callcontext import current_context
 
+from .direct import DIRECT_AFTER, DIRECT_MAX_BYTES, DIRECT_PER_PUBLISH
+
 __all__ = [
     "StreamBuffer",
     "ReadAnswer",
+    "Delivered",
     "DEFAULT_ITEMS",
     "DEFAULT_BYTES",
     "MAX_POLL",
@@ -45,6 +49,8 @@ __all__ = [
     "result_nbytes",
     "memory_parts",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Items a buffer keeps by default (stream_buffer_items).
 DEFAULT_ITEMS = 10_000
@@ -200,6 +206,28 @@ def remember_cursor(key: str, cursor: int) -> None:
         del cursors[next(iter(cursors))]
 
 
+class _Waiting:
+    """A read waiting for item ``cursor`` that the publishing thread may answer."""
+
+    __slots__ = ("cursor", "answerer", "answer", "state", "sent")
+
+    def __init__(self, cursor: int, answerer: Any) -> None:
+        self.cursor = cursor
+        self.answerer = answerer
+        self.answer: ReadAnswer | None = None
+        self.state = 0  # 0 waiting, 1 taken by a publish (being sent), 2 done
+        self.sent = False
+
+
+class Delivered:
+    """What ``read`` returns when the publishing thread sent the answer (``answer``)."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, answer: ReadAnswer) -> None:
+        self.answer = answer
+
+
 class StreamBuffer:
     """Items in publish order, the oldest dropped beyond ``max_items`` or ``max_bytes``."""
 
@@ -207,6 +235,7 @@ class StreamBuffer:
         self.max_items = max(1, int(max_items))
         self.max_bytes = max(1, int(max_bytes))
         # (value, size on the wire, own bytes, ids of the array owners it holds)
+        self._direct: list[_Waiting] = []  # reads a publish may answer itself
         self._items: collections.deque[tuple[Any, int, int, tuple[int, ...]]] = collections.deque()
         # id -> [owner, items holding it, bytes]: memory shared by items counts once.
         self._owners: dict[int, list[Any]] = {}
@@ -267,9 +296,37 @@ class StreamBuffer:
                     self._first += 1
             self.published += 1
             self.last_time = time.time()
-            if self._waiting:
+            taken = self._take_waiting(number, value, size) if self._direct else None
+            if self._waiting and not taken:
+                self._cond.notify_all()
+        if taken:
+            # Sent from this thread before the serving threads wake (pyroinst.direct).
+            for waiting in taken:
+                try:
+                    waiting.sent = waiting.answerer.deliver(waiting.answer)
+                except Exception:  # noqa: BLE001 - its serving thread answers instead
+                    log.debug("a waiting read not answered from the publisher", exc_info=True)
+                finally:
+                    waiting.state = 2
+            with self._cond:
                 self._cond.notify_all()
         return number
+
+    def _take_waiting(self, number: int, value: Any, size: int) -> list[_Waiting]:
+        """The waiting reads item ``number`` answers alone, each given its answer (at most
+        DIRECT_PER_PUBLISH, a small item only; the lock held)."""
+        if size > DIRECT_MAX_BYTES:
+            return []
+        taken, kept = [], []
+        for waiting in self._direct:
+            if waiting.cursor == number and len(taken) < DIRECT_PER_PUBLISH:
+                waiting.state = 1
+                waiting.answer = ReadAnswer(items=[value], cursor=number + 1, dropped=0, done=False)
+                taken.append(waiting)
+            else:
+                kept.append(waiting)
+        self._direct = kept
+        return taken
 
     def close(self) -> None:
         """No more items: readers that reach the end are told ``done``."""
@@ -277,31 +334,56 @@ class StreamBuffer:
             self._closed = True
             self._cond.notify_all()
 
-    def read(self, cursor: int, timeout: float, max_items: int) -> ReadAnswer:
+    def read(
+        self, cursor: int, timeout: float, max_items: int, answerer: Any = None
+    ) -> ReadAnswer | Delivered:
         """Items from ``cursor`` on, waiting up to ``timeout`` s for the first one.
 
         Returns ``{"items", "cursor", "dropped", "done"}``: ``cursor`` is where the next
         read starts, ``dropped`` how many items from ``cursor`` on were gone before this
         read, ``done`` True once the buffer is closed and every kept item was read.
+
+        With an ``answerer`` (``pyroinst.direct``), a read that has waited DIRECT_AFTER
+        may be answered by the thread that publishes its item: then it returns
+        ``Delivered`` (the answer was sent), or the answer that thread could not send.
         """
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = now + timeout
+        direct_from = now + DIRECT_AFTER if answerer is not None else None
+        waiting = None
         with self._cond:
             if cursor < 0:
                 cursor = self._first + len(self._items)
-            while True:
-                end = self._first + len(self._items)
-                # A cursor beyond the end waits for its item (another run's cursor: the
-                # reader sees the new run in the answer and starts again).
-                if cursor < end or self._closed:
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._waiting += 1
-                try:
-                    self._cond.wait(remaining)
-                finally:
-                    self._waiting -= 1
+            try:
+                while True:
+                    end = self._first + len(self._items)
+                    # A cursor beyond the end waits for its item (another run's cursor: the
+                    # reader sees the new run in the answer and starts again).
+                    if cursor < end or self._closed:
+                        break
+                    now = time.monotonic()
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        break
+                    if direct_from is not None and waiting is None:
+                        if now < direct_from:
+                            remaining = min(remaining, direct_from - now)
+                        elif cursor == end:
+                            waiting = _Waiting(cursor, answerer)
+                            self._direct.append(waiting)
+                    self._waiting += 1
+                    try:
+                        self._cond.wait(remaining)
+                    finally:
+                        self._waiting -= 1
+                    if waiting is not None and waiting.state:
+                        while waiting.state == 1:  # being sent: the publish says when done
+                            self._cond.wait(0.1)
+                        assert waiting.answer is not None
+                        return Delivered(waiting.answer) if waiting.sent else waiting.answer
+            finally:
+                if waiting is not None and not waiting.state:
+                    self._direct.remove(waiting)
             dropped = max(0, self._first - cursor)
             start = max(cursor, self._first)
             stop = min(end, start + max_items)

@@ -28,10 +28,12 @@ from typing import Any
 from Pyro5.callcontext import current_context
 from Pyro5.server import expose
 
+from . import direct
 from .audit import AuditLog, audited
 from .buffers import (
     DEFAULT_BYTES,
     DEFAULT_ITEMS,
+    Delivered,
     check_read,
     continued_cursor,
     remember_cursor,
@@ -64,6 +66,20 @@ log = logging.getLogger(__name__)
 _context = current_context
 _signatures: dict[tuple[type, str], inspect.Signature | None] = {}
 _MISSING: Any = object()
+
+
+def _read(buffer: Any, key: str, cursor: int, timeout: float, max_items: int, finish: Any) -> Any:
+    """A stream read of ``buffer`` for the connection being served: its answer (made by
+    ``finish``), or ANSWERED once the publishing thread sent it (``pyroinst.direct``).
+    Notes where this connection's read ended (for reads kept in flight)."""
+    answerer = direct.answerer(finish)
+    answer = buffer.read(continued_cursor(key, cursor), timeout, max_items, answerer)
+    if type(answer) is Delivered:
+        remember_cursor(key, answer.answer["cursor"])
+        answerer.send_rest()  # (what the socket did not take at once)
+        return direct.ANSWERED
+    remember_cursor(key, answer["cursor"])
+    return finish(answer)
 
 
 class DeviceServant(Reservable):
@@ -340,10 +356,13 @@ class DeviceServant(Reservable):
         cursor, timeout, max_items = check_read(cursor, timeout, max_items)
         job = self._store.get(job_id, self._name)
         key = f"job {job.id}"
-        answer = job.stream.read(continued_cursor(key, cursor), timeout, max_items)
-        remember_cursor(key, answer["cursor"])
-        answer["run"] = self._store.run_id
-        return answer
+        run = self._store.run_id
+
+        def finish(answer: dict[str, Any]) -> dict[str, Any]:
+            answer["run"] = run
+            return answer
+
+        return _read(job.stream, key, cursor, timeout, max_items, finish)
 
     @expose
     @audited("read")
@@ -357,11 +376,14 @@ class DeviceServant(Reservable):
         cursor, timeout, max_items = check_read(cursor, timeout, max_items)
         buffer = self._channels.get(str(channel)).buffer
         key = f"channel {self._name} {channel}"
-        answer = buffer.read(continued_cursor(key, cursor), timeout, max_items)
-        remember_cursor(key, answer["cursor"])
-        answer["items"] = [list(item) for item in answer["items"]]
-        answer["run"] = self._store.run_id
-        return answer
+        run = self._store.run_id
+
+        def finish(answer: dict[str, Any]) -> dict[str, Any]:
+            answer["items"] = [list(item) for item in answer["items"]]
+            answer["run"] = run
+            return answer
+
+        return _read(buffer, key, cursor, timeout, max_items, finish)
 
     @expose
     @audited("read")

@@ -32,6 +32,7 @@ from Pyro5.callcontext import current_context
 from . import compat
 from .auth import PROOF_ANNOTATION
 from .connections import LiveConnection
+from .direct import ANSWERED as _ANSWERED
 from .fastwire import array_reply as _array_reply
 from .fastwire import arrays_reply as _arrays_reply
 from .receiving import recv_stub as _recv_stub
@@ -189,6 +190,7 @@ class DispatchDaemon:
             else:
                 method = _exposed_method(obj, method)
                 is_callback = getattr(method, "_pyroCallback", False)
+                _tls.answering = conn  # a stream read may be answered from another thread
                 try:
                     data = method(*vargs, **kwargs)
                 except Exception as xv:
@@ -196,6 +198,10 @@ class DispatchDaemon:
                         self, ctx.client_sock_addr, method, vargs, kwargs, xv
                     )
                     raise
+                finally:
+                    _tls.answering = None
+                if data is _ANSWERED:
+                    return  # (pyroinst.direct: the publishing thread sent the answer)
             if type(data) not in _NOT_ITERATORS and (
                 isinstance(data, _Iterator) or _isgenerator(data)
             ):

@@ -80,6 +80,7 @@ class _Local(threading.local):
     connecting = False  # a proxy's connect (handshake) is in progress on this thread
     connect_serializer: int | None = None  # the serializer of that handshake
     handshaking = False  # a daemon answers a handshake on this thread
+    answering: Any = None  # the connection whose plain call this thread runs (dispatch)
     replay: Any = None  # a received message handed to Pyro5's code (pyroinst.dispatch)
     # The array this thread annotated last (see fastwire.annotate_into): a weak reference to
     # its view, its key, its annotations' count then, arrays in them, their bytes.

@@ -376,3 +376,71 @@ def test_stream_buffer_settings_in_a_lab_file(tmp_path):
         load_lab(bad)
     with pytest.raises(pyroinst.ConfigurationError, match="stream_buffer_items"):
         InstServer(stream_buffer_items=0)
+
+
+def test_a_waiting_read_is_answered_by_the_thread_that_publishes(live):
+    """Items that come a few ms apart find their read waiting on the server; the thread
+    that publishes each sends it at once (pyroinst.direct: one wake-up fewer), and the
+    reader gets every item, in order, its cursor going on as before."""
+    from pyroinst import direct
+
+    before = direct.answered
+    with live.watch("ticks", start=0) as watch:
+        live.start_ticks(20)
+        got = [next(watch)[1] for _ in range(20)]
+        assert watch.cursor == 20
+    assert got == list(range(20))
+    assert direct.answered > before
+    # A job's stream, read after the items came: its reads are answered as before.
+    job = live.frames(5, size=100)
+    assert values(job.stream()) == list(range(5))
+
+
+def test_an_answer_the_socket_cannot_take_is_left_to_the_serving_thread():
+    """The publishing thread never waits on a reader's socket: a full one takes nothing,
+    and the serving thread sends the answer; one with room gets the very message the
+    serving thread would have sent."""
+    import socket
+
+    import Pyro5.serializers
+    from Pyro5 import protocol
+
+    from pyroinst import direct
+    from pyroinst.buffers import ReadAnswer
+
+    class Conn:
+        def __init__(self, sock):
+            self.sock = sock
+
+    serializer = Pyro5.serializers.serializers["msgpack"]
+
+    def finish(answer):
+        answer["run"] = "r1"
+        return answer
+
+    a, b = socket.socketpair()
+    with a, b:
+        answerer = direct.Answerer(Conn(a), 7, serializer, None, finish)
+        assert answerer.deliver(ReadAnswer(items=[1.5], cursor=4, dropped=0, done=False))
+        answerer.send_rest()
+        header = b.recv(protocol._header_size, socket.MSG_WAITALL)
+        msg = protocol.ReceivingMessage(header)
+        assert (msg.type, msg.seq) == (protocol.MSG_RESULT, 7)
+        payload = b.recv(msg.data_size, socket.MSG_WAITALL)
+        assert serializer.loads(payload) == {
+            "items": [1.5],
+            "cursor": 4,
+            "dropped": 0,
+            "done": False,
+            "run": "r1",
+        }
+        a.setblocking(False)
+        try:
+            while True:
+                a.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        a.setblocking(True)
+        full = direct.Answerer(Conn(a), 8, serializer, None, finish)
+        assert not full.deliver(ReadAnswer(items=[2.5], cursor=5, dropped=0, done=False))
+        assert not full.sent
