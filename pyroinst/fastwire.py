@@ -256,6 +256,25 @@ _MAGIC = protocol._magic_number
 _NO_CORR_ID = protocol._empty_correlation_id
 
 
+def _result_header(
+    seq: int, serializer_id: int, payload_size: int, annotations_size: int, corr: Any
+) -> bytes:
+    """Pyro5's header of a result message (``corr``: the correlation id's bytes or None)."""
+    return _HEADER.pack(
+        b"PYRO",
+        _VERSION,
+        _RESULT,
+        serializer_id,
+        protocol.FLAGS_CORR_ID if corr else 0,
+        seq,
+        payload_size,
+        annotations_size,
+        corr or _NO_CORR_ID,
+        0,
+        _MAGIC,
+    )
+
+
 def array_reply(
     seq: int, serializer_id: int, payload: bytes, annotations: dict[str, Any], corr: Any
 ) -> Gather | None:
@@ -273,19 +292,7 @@ def array_reply(
     total = len(payload) + annotations_size
     if total > WIRE_MAX or total > pyro_config.MAX_MESSAGE_SIZE:
         return None  # (SendingMessage says what is wrong)
-    header = _HEADER.pack(
-        b"PYRO",
-        _VERSION,
-        _RESULT,
-        serializer_id,
-        protocol.FLAGS_CORR_ID if corr else 0,
-        seq,
-        len(payload),
-        annotations_size,
-        corr or _NO_CORR_ID,
-        0,
-        _MAGIC,
-    )
+    header = _result_header(seq, serializer_id, len(payload), annotations_size, corr)
     head = header + FIRST_HEAD + _LENGTH.pack(n)
     return Gather([head, view, payload], _HEADER.size + total)
 
@@ -325,19 +332,7 @@ def arrays_reply(
     total = len(payload) + size
     if total > WIRE_MAX or total > pyro_config.MAX_MESSAGE_SIZE:
         return None  # (SendingMessage says what is wrong)
-    header = _HEADER.pack(
-        b"PYRO",
-        _VERSION,
-        _RESULT,
-        serializer_id,
-        protocol.FLAGS_CORR_ID if corr else 0,
-        seq,
-        len(payload),
-        size,
-        corr or _NO_CORR_ID,
-        0,
-        _MAGIC,
-    )
+    header = _result_header(seq, serializer_id, len(payload), size, corr)
     run.append(payload)
     if parts:
         parts[0] = header + parts[0]
