@@ -337,6 +337,22 @@ def _queued(sock: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)))[0]
 
 
+def _reading(conn: _SockConn, sock: socket.socket, size: int) -> tuple[threading.Thread, dict]:
+    """A started thread receiving a large message of ``size`` bytes on ``sock``; its
+    ``"got"`` (the bytes) or ``"error"`` goes into the dict."""
+    result: dict = {}
+
+    def read() -> None:
+        try:
+            result["got"] = bytes(receiving._receive_big(conn, sock, size))
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            result["error"] = exc
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, result
+
+
 @pytest.mark.parametrize("tail", [1, 4096, receiving.LOW_MARK - 1, receiving.LOW_MARK, 300_000])
 def test_a_large_message_whose_tail_comes_late_is_received_whole(tail):
     """A large message is read woken once per LOW_MARK bytes (SO_RCVLOWAT), but its last
@@ -349,16 +365,7 @@ def test_a_large_message_whose_tail_comes_late_is_received_whole(tail):
     with a, b:
         conn = _SockConn(b)
         sending.set_timeout(conn, 120.0)  # (a wait for a mark never reached ends there)
-        result: dict = {}
-
-        def read() -> None:
-            try:
-                result["got"] = bytes(receiving._receive_big(conn, b, size))
-            except Exception as exc:  # noqa: BLE001 - reported below
-                result["error"] = exc
-
-        reader = threading.Thread(target=read)
-        reader.start()
+        reader, result = _reading(conn, b, size)
         try:
             a.sendall(message[:-tail])
             # The reader has taken what it could: all of it, or it waits for a mark's
@@ -386,16 +393,7 @@ def test_a_large_message_on_a_slow_link_is_no_timeout():
     with a, b:
         conn = _SockConn(b)
         sending.set_timeout(conn, 0.2)
-        result: dict = {}
-
-        def read() -> None:
-            try:
-                result["got"] = bytes(receiving._receive_big(conn, b, size))
-            except Exception as exc:  # noqa: BLE001 - reported below
-                result["error"] = exc
-
-        reader = threading.Thread(target=read)
-        reader.start()
+        reader, result = _reading(conn, b, size)
         try:
             a.sendall(message[: 2**20])
             # Then a link of about 400 KB/s (8 KB every 20 ms: a mark's worth takes 0.65 s,
