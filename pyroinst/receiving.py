@@ -466,7 +466,7 @@ def incoming_array(key: str, dtype: str, shape: list[int]) -> Any:
     if view is None:
         raise NotSerializableError(f"array data {key!r} missing from the message")
     dt = _dtypes.get(dtype) if type(dtype) is str else None
-    a = _frombuffer(view, dtype=dt if dt is not None else known_dtype(dtype))
+    a = _frombuffer(view, dt if dt is not None else known_dtype(dtype))
     if type(shape) is not list or len(shape) != 1 or shape[0] != a.size:
         a = a.reshape(tuple(map(int, shape)))
     return a if a.flags.writeable else a.copy()
@@ -477,7 +477,7 @@ def annotated_array(annotations: dict[str, Any], key: str, dtype: str, shape: li
     view = annotations.get(key)
     if view is None:
         raise NotSerializableError(f"array data {key!r} missing from the message")
-    a = np.frombuffer(view, dtype=known_dtype(dtype)).reshape(tuple(map(int, shape)))
+    a = np.frombuffer(view, known_dtype(dtype)).reshape(tuple(map(int, shape)))
     return a if a.flags.writeable else a.copy()
 
 

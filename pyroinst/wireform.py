@@ -84,12 +84,31 @@ def array_to_wire(a: np.ndarray, raw: bool = False) -> dict[str, Any]:
     return _array_dict(check_array(a), raw)
 
 
+#: Below this many bytes an array's data is copied rather than viewed: a copy of a few KiB
+#: costs less than making the view (and msgpack copies either into its message anyway).
+VIEW_MIN = 4096
+
+#: dtype -> its wire string (numpy makes the string anew on every ``dtype.str``); at most
+#: DTYPE_NAMES_MAX of them are kept (string dtypes come in every length).
+_dtype_names: dict[np.dtype, str] = {}
+DTYPE_NAMES_MAX = 256
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    name = _dtype_names.get(dtype)
+    if name is None:
+        name = dtype.str
+        if len(_dtype_names) < DTYPE_NAMES_MAX:
+            _dtype_names[dtype] = name
+    return name
+
+
 def _array_dict(a: np.ndarray, raw: bool) -> dict[str, Any]:
     """``array_to_wire`` for an array already checked."""
     if not a.flags.c_contiguous:
         a = a.copy(order="C")
-    data = fastwire.byte_view(a) if raw and a.size else a.tobytes()
-    return {MARKER: "ndarray", "dtype": a.dtype.str, "shape": list(a.shape), "data": data}
+    data = fastwire.byte_view(a) if raw and a.nbytes >= VIEW_MIN else a.tobytes()
+    return {MARKER: "ndarray", "dtype": _dtype_name(a.dtype), "shape": list(a.shape), "data": data}
 
 
 def array_from_wire(d: dict[str, Any]) -> np.ndarray:
@@ -98,7 +117,7 @@ def array_from_wire(d: dict[str, Any]) -> np.ndarray:
     data = d["data"]
     if type(data) is not bytes:
         data = serpent.tobytes(data)  # serpent's and json's forms of bytes
-    a = _frombuffer(bytearray(data), dtype=dtype)
+    a = _frombuffer(bytearray(data), dtype)  # (positional: numpy parses keywords slowly)
     shape = d["shape"]
     if type(shape) is not list or len(shape) != 1 or shape[0] != a.size:
         a = a.reshape(tuple(map(int, shape)))

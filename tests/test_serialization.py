@@ -99,6 +99,36 @@ def test_arrays_travel_as_bytes_never_lists():
     assert "__class__" not in inner
 
 
+def test_small_arrays_are_copied_larger_ones_viewed():
+    from pyroinst.wireform import VIEW_MIN, array_to_wire
+
+    small = np.arange(VIEW_MIN // 8 - 1, dtype=np.float64)
+    large = np.arange(VIEW_MIN // 8, dtype=np.float64)
+    assert isinstance(array_to_wire(small, raw=True)["data"], bytes)
+    view = array_to_wire(large, raw=True)["data"]
+    assert isinstance(view, memoryview) and view.obj is not None
+    assert bytes(view) == large.tobytes()
+    assert isinstance(array_to_wire(large)["data"], bytes)  # not raw: always bytes
+
+
+def test_dtype_names_are_right_and_their_cache_bounded():
+    from pyroinst import wireform
+
+    for length in range(1, wireform.DTYPE_NAMES_MAX + 50):
+        a = np.array(["x" * length])
+        assert array_to_wire_name(a) == a.dtype.str
+    assert len(wireform._dtype_names) <= wireform.DTYPE_NAMES_MAX
+    for dtype in ("<f8", ">f8", "<i2", "M8[ms]", "M8[s]", "m8[us]", "|b1", "<c16"):
+        a = np.zeros(2, dtype=dtype)
+        assert array_to_wire_name(a) == np.dtype(dtype).str
+        back = from_wire(to_wire(a))
+        assert back.dtype == a.dtype
+
+
+def array_to_wire_name(a):
+    return to_wire(a)["dtype"]
+
+
 def test_decoded_arrays_are_writeable():
     back = from_wire(to_wire(np.arange(4.0)))
     back += 1
@@ -248,6 +278,7 @@ TIMES = {
     "datetime64-ns": np.array(["2024-05-01T12:00:00.123456789", "NaT"], dtype="M8[ns]"),
     "datetime64-D-2d": np.arange("2024-01", "2024-07", dtype="M8[D]")[:180].reshape(6, 30),
     "timedelta64-us": np.array([1, -2, 3_000_000], dtype="m8[us]"),
+    "datetime64-viewed": np.arange(1_000, dtype=np.int64).view("M8[s]"),  # inline, a view
     "datetime64-big": np.arange(20_000, dtype=np.int64).view("M8[ms]"),  # annotated
 }
 
