@@ -94,10 +94,24 @@ def client(kind: str, address: str, workload: str, *args: object, cpus=None) -> 
     return json.loads(proc.stdout)
 
 
-def clients_at_once(kind: str, address: str, count: int, seconds: float) -> float:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def clients_at_once(
+    kind: str, address: str, count: int, seconds: float, split: dict | None = None
+) -> float:
     """``count`` client processes calling as fast as they can for the same ``seconds``
     (each starts, connects and makes a first call; then all are told to go at once):
-    their calls/s together."""
+    their calls/s together.
+
+    ``split`` (a dict with ``server_pid``): filled with the CPU each call cost the clients
+    (their own CPU time while timed) and the server (its CPU time from "go" to the last
+    client's answer), in seconds per call.
+    """
     procs = [
         subprocess.Popen(
             client_command(kind, address, "w4", 1, seconds, "gate"),
@@ -116,15 +130,24 @@ def clients_at_once(kind: str, address: str, count: int, seconds: float) -> floa
             if proc.stdout.readline().strip() != "ready":
                 proc.wait(timeout=60)
                 raise SystemExit(f"{kind} w4 process failed:\n{proc.stderr.read()}")
+        server_pid = None if split is None else split["server_pid"]
+        server_before = None if server_pid is None else process_cpu(server_pid)
         for proc in procs:
             proc.stdin.write("go\n")
             proc.stdin.flush()
         total = 0.0
+        answers = []
         for proc in procs:
             out, err = proc.communicate(timeout=300)
             if proc.returncode != 0:
                 raise SystemExit(f"{kind} w4 process failed:\n{err}")
-            total += json.loads(out)["calls_per_s"]
+            answers.append(json.loads(out))
+            total += answers[-1]["calls_per_s"]
+        calls = sum(a.get("calls", 0) for a in answers)
+        if split is not None and calls and all("cpu_s" in a for a in answers):
+            split["clients"] = sum(a["cpu_s"] for a in answers) / calls
+            if server_pid is not None:
+                split["server"] = (process_cpu(server_pid) - server_before) / calls
         return total
     finally:
         for proc in procs:
