@@ -69,3 +69,27 @@ def test_a_peer_answers_every_workload(peer):
 def test_bench_knows_which_peers_it_can_run():
     assert set(available()) == {"zmq", "rpyc"}
     assert all(isinstance(ok, bool) for ok in available().values())
+
+
+def test_w4p_says_where_each_calls_cpu_goes():
+    """clients_at_once measures the clients' and the server's CPU per call, and cpu_rows
+    turns them into rows and the note that the clients alone cap what any server reaches."""
+    from bench.bench import cpu_rows
+    from bench.common import Server, clients_at_once
+
+    server = Server("pyro")  # plain Pyro5: no pyroinst in the server
+    try:
+        split = {"server_pid": server.proc.pid}
+        rate = clients_at_once("raw-msgpack", server.address, 2, 0.3, split)
+    finally:
+        server.proc.stdin.close()
+        server.proc.wait(20)
+        server.proc.stdout.close()
+    assert rate > 0
+    assert 0 < split["clients"] < 0.05 and 0 < split["server"] < 0.05  # seconds per call
+    rows: list = []
+    # Pretend raw Pyro5 made as many calls as these clients can: 2 × is out of reach.
+    notes = cpu_rows(rows, {"pyroinst": [split], "raw-msgpack": []}, 1 / split["clients"], 1)
+    assert len(rows) == 1 and rows[0][1] == "pyroinst" and "ceiling" in rows[0][3]
+    assert len(notes) == 1 and "out of any server's reach" in notes[0]
+    assert cpu_rows([], {"pyroinst": [split]}, 0.1 / split["clients"], 1) == []
