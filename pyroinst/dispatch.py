@@ -86,19 +86,28 @@ _NOT_ITERATORS = frozenset(
     {type(None), int, float, bool, str, bytes, dict, list, tuple, np.ndarray}
 )
 
-#: (servant class, method name) -> the exposed function: Pyro5's lookup, made once.
-_methods: dict[tuple[type, str], Any] = {}
+#: (servant class, method name) -> the exposed function and whether it is a Pyro5
+#: callback: Pyro5's lookup, made once.
+_methods: dict[tuple[type, str], tuple[Any, bool]] = {}
 _METHODS_MAX = 4096
 
 
-def _exposed_method(obj: Any, name: str) -> Any:
-    """Pyro5's ``_get_attribute(obj, name)`` (the same result and errors); for a device's
-    servant, whose exposed methods are its class's, remembered per class."""
+def _is_callback(method: Any) -> bool:
+    # (A function without the attribute makes getattr raise and format an AttributeError
+    # inside: looked at once per method, not per call.)
+    return bool(getattr(method, "_pyroCallback", False))
+
+
+def _exposed_method(obj: Any, name: str) -> tuple[Any, bool]:
+    """Pyro5's ``_get_attribute(obj, name)`` (the same result and errors) and whether it
+    is a Pyro5 callback; for a device's servant, whose exposed methods are its class's,
+    remembered per class."""
     cls = type(obj)
-    func = _methods.get((cls, name))
-    if func is not None and name not in obj.__dict__:
-        return func.__get__(obj, cls)
+    known = _methods.get((cls, name))
+    if known is not None and name not in obj.__dict__:
+        return known[0].__get__(obj, cls), known[1]
     method = _get_attribute(obj, name)
+    callback = _is_callback(method)
     func = getattr(method, "__func__", None)
     if (
         func is not None
@@ -107,8 +116,8 @@ def _exposed_method(obj: Any, name: str) -> Any:
         and getattr(cls, name, None) is func
         and len(_methods) < _METHODS_MAX
     ):
-        _methods[(cls, name)] = func
-    return method
+        _methods[(cls, name)] = (func, callback)
+    return method, callback
 
 
 class DispatchDaemon:
@@ -188,8 +197,7 @@ class DispatchDaemon:
             elif method == "__setattr__":
                 data = _set_property(obj, vargs[0], vargs[1])
             else:
-                method = _exposed_method(obj, method)
-                is_callback = getattr(method, "_pyroCallback", False)
+                method, is_callback = _exposed_method(obj, method)
                 _tls.answering = conn  # a stream read may be answered from another thread
                 try:
                     data = method(*vargs, **kwargs)

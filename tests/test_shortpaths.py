@@ -169,6 +169,33 @@ def test_a_servants_lookup_refuses_what_pyro5_refuses(echo):
     assert echo.echo(3) == 3
 
 
+def test_a_servants_lookup_says_which_methods_are_pyro5_callbacks():
+    """Pyro5 re-raises a callback's error in the daemon too: the short path must know a
+    callback as Pyro5's handleRequest does, remembered or not."""
+    import Pyro5.api
+
+    from pyroinst.dispatch import _exposed_method
+
+    @Pyro5.api.expose
+    class Servant:
+        _pyroinst_servant = True
+
+        @Pyro5.api.callback
+        def told(self):
+            return "told"
+
+        def plain(self):
+            return "plain"
+
+    for cls in (Servant, type("Other", (Servant,), {"_pyroinst_servant": False})):
+        obj = cls()
+        for _ in range(2):  # (a servant's second lookup is the remembered one)
+            method, callback = _exposed_method(obj, "told")
+            assert method() == "told" and callback is True
+            method, callback = _exposed_method(obj, "plain")
+            assert method() == "plain" and callback is False
+
+
 def test_a_reply_carries_the_calls_correlation_id(echo):
     """Given by the client: the same back; none given: a version 4 UUID made for it."""
     assert echo.echo(0) == 0
